@@ -1,0 +1,304 @@
+//! The model artifact: `model.onnx`, `history.bin` and `manifest.json` in one
+//! immutable registry version. This module is the single source of truth for
+//! the manifest's fields, the sidecar format and checksum verification.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const MODEL_FILE: &str = "model.onnx";
+pub const HISTORY_FILE: &str = "history.bin";
+/// Bumped when the manifest changes incompatibly.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// Name of the graph input (user index, int64 `[1]`) and output (`[n_items]` scores).
+pub const ONNX_INPUT: &str = "user";
+pub const ONNX_OUTPUT: &str = "score";
+
+/// NeuMF hyper-parameters; the trainer's flags map one to one onto these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HyperParams {
+    /// Predictive factors of the GMF tower.
+    pub factors: usize,
+    /// MLP layer widths; the first is the concatenated user+item embedding width.
+    pub layers: Vec<usize>,
+    pub learning_rate: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Sampled negatives per positive, redrawn every epoch.
+    pub negatives: usize,
+    /// L2 penalty on the embeddings of each batch.
+    pub l2: f64,
+    /// Stop after this many epochs without a better validation HR@10.
+    pub patience: usize,
+    pub seed: u64,
+}
+
+impl Default for HyperParams {
+    fn default() -> Self {
+        HyperParams {
+            factors: 32,
+            layers: vec![64, 32, 16],
+            learning_rate: 0.001,
+            epochs: 20,
+            batch_size: 256,
+            negatives: 4,
+            l2: 0.0,
+            patience: 3,
+            seed: 42,
+        }
+    }
+}
+
+/// Where the training data came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    pub source: String,
+    pub format: String,
+    /// sha256 over the training data (or the generator's parameters).
+    pub snapshot_id: String,
+    pub users: usize,
+    pub items: usize,
+    pub interactions: usize,
+}
+
+/// Size and sha256 of one artifact file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// A catalogue entry: external id, display data and training popularity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemEntry {
+    pub movie_id: u64,
+    pub title: String,
+    pub genres: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<u16>,
+    /// Training interactions with this movie.
+    pub popularity: u32,
+}
+
+/// Validation results behind model selection and the quality gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub protocol: String,
+    pub users: usize,
+    #[serde(rename = "hr@10")]
+    pub hr10: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg10: f64,
+    pub popularity: ValidationBaseline,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValidationBaseline {
+    #[serde(rename = "hr@10")]
+    pub hr10: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg10: f64,
+}
+
+/// Evaluation metrics stored with the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub validation: Validation,
+    /// Test-set report (`movie-recs eval --json` shape), when the data has a test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<serde_json::Value>,
+    /// Seconds per training epoch, averaged.
+    pub seconds_per_epoch: f64,
+}
+
+/// The quality gate's verdict at publish time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityGate {
+    pub rule: String,
+    pub passed: bool,
+    /// True when `--force` published a model that failed the gate.
+    pub forced: bool,
+}
+
+/// Everything a consumer needs to know about a model version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub name: String,
+    pub version: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub model_type: String,
+    pub hyperparameters: HyperParams,
+    pub git_sha: String,
+    pub data: DataInfo,
+    /// sha256 of every artifact file except the manifest itself.
+    pub files: BTreeMap<String, FileEntry>,
+    /// Model user index → external user id.
+    pub users: Vec<u64>,
+    /// Model item index → catalogue entry.
+    pub items: Vec<ItemEntry>,
+    pub metrics: Metrics,
+    pub quality_gate: QualityGate,
+    pub onnx: OnnxInfo,
+}
+
+/// How to call the exported graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnnxInfo {
+    pub opset: i64,
+    pub input: String,
+    pub output: String,
+}
+
+/// Artifact integrity errors; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{file}: checksum mismatch (manifest says sha256 {expected}, file has {actual}); refusing a tampered or corrupt artifact")]
+    ChecksumMismatch { file: String, expected: String, actual: String },
+    #[error("{file}: missing from the artifact")]
+    Missing { file: String },
+    #[error("{file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{file}: {reason}")]
+    Invalid { file: String, reason: String },
+}
+
+/// Hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The manifest entry for a byte slice.
+pub fn file_entry(bytes: &[u8]) -> FileEntry {
+    FileEntry { sha256: sha256_hex(bytes), bytes: bytes.len() as u64 }
+}
+
+impl Manifest {
+    /// Parses `manifest.json` bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ArtifactError> {
+        serde_json::from_slice(bytes).map_err(|e| ArtifactError::Invalid { file: MANIFEST_FILE.into(), reason: e.to_string() })
+    }
+
+    /// Checks every file listed in the manifest against its sha256 in `dir`.
+    pub fn verify_dir(&self, dir: &Path) -> Result<(), ArtifactError> {
+        for (name, entry) in &self.files {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ArtifactError::Missing { file: name.clone() },
+                _ => ArtifactError::Io { file: name.clone(), source: e },
+            })?;
+            let actual = sha256_hex(&bytes);
+            if actual != entry.sha256 {
+                return Err(ArtifactError::ChecksumMismatch { file: name.clone(), expected: entry.sha256.clone(), actual });
+            }
+        }
+        for required in [MODEL_FILE, HISTORY_FILE] {
+            if !self.files.contains_key(required) {
+                return Err(ArtifactError::Missing { file: required.into() });
+            }
+        }
+        Ok(())
+    }
+
+    /// sha256 of the ONNX model file.
+    pub fn model_sha256(&self) -> Option<&str> {
+        self.files.get(MODEL_FILE).map(|e| e.sha256.as_str())
+    }
+}
+
+const HISTORY_MAGIC: &[u8; 8] = b"MRHIST1\0";
+
+/// Encodes per-user training histories (model indices) as the compact sidecar:
+/// magic, u32 user count, u32 entry count, u32 offsets (users + 1), u32 items; all LE.
+pub fn encode_history(histories: &[Vec<u32>]) -> Vec<u8> {
+    let total: usize = histories.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(16 + 4 * (histories.len() + 1 + total));
+    out.extend_from_slice(HISTORY_MAGIC);
+    out.extend_from_slice(&(histories.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    let mut off = 0u32;
+    out.extend_from_slice(&off.to_le_bytes());
+    for h in histories {
+        off += h.len() as u32;
+        out.extend_from_slice(&off.to_le_bytes());
+    }
+    for h in histories {
+        for i in h {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Per-user training histories, stored as one flat CSR array for cheap lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    offsets: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl History {
+    /// Decodes the sidecar written by [`encode_history`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ArtifactError> {
+        let bad = |reason: &str| ArtifactError::Invalid { file: HISTORY_FILE.into(), reason: reason.into() };
+        if bytes.len() < 16 || &bytes[..8] != HISTORY_MAGIC {
+            return Err(bad("not a movie-recs history file"));
+        }
+        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let (users, total) = (word(8) as usize, word(12) as usize);
+        if bytes.len() != 16 + 4 * (users + 1 + total) {
+            return Err(bad("length does not match its header"));
+        }
+        let offsets: Vec<u32> = (0..=users).map(|i| word(16 + 4 * i)).collect();
+        let items: Vec<u32> = (0..total).map(|i| word(16 + 4 * (users + 1 + i))).collect();
+        if offsets.windows(2).any(|w| w[0] > w[1]) || offsets[users] as usize != total {
+            return Err(bad("offsets are inconsistent"));
+        }
+        Ok(History { offsets, items })
+    }
+
+    /// Number of users.
+    pub fn users(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The user's training items (sorted), or empty for an unknown index.
+    pub fn items(&self, user: u32) -> &[u32] {
+        let u = user as usize;
+        if u + 1 >= self.offsets.len() {
+            return &[];
+        }
+        &self.items[self.offsets[u] as usize..self.offsets[u + 1] as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trip_and_corruption() {
+        let h = vec![vec![1, 5, 9], vec![], vec![2]];
+        let bytes = encode_history(&h);
+        let d = History::decode(&bytes).unwrap();
+        assert_eq!(d.users(), 3);
+        assert_eq!(d.items(0), &[1, 5, 9]);
+        assert_eq!(d.items(1), &[] as &[u32]);
+        assert_eq!(d.items(2), &[2]);
+        assert_eq!(d.items(99), &[] as &[u32]);
+        assert!(History::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(History::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn sha256_known_value() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

@@ -1,0 +1,7 @@
+//! Pure domain logic: no I/O, no AWS types.
+
+pub mod dataset;
+pub mod eval;
+pub mod split;
+
+pub use dataset::{Dataset, DataFormat, Interaction, ItemMeta, LooCase, TestSet};

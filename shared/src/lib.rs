@@ -1,0 +1,19 @@
+//! movie-recs shared crate: everything the Lambda functions, the CLI and the
+//! trainer have in common.
+//!
+//! - [`domain`]: pure logic with no I/O: datasets, splits, evaluation metrics.
+//! - [`data`]: loaders for the supported on-disk formats and the synthetic generator.
+//! - [`artifact`]: the model artifact format (manifest, checksums, history sidecar).
+//! - [`ports`]: small traits, one per capability (model store, …).
+//! - [`adapters`]: implementations of the ports (local folder registry, …).
+//! - [`scoring`]: ONNX Runtime sessions that score the catalogue for a user.
+
+pub mod adapters;
+pub mod artifact;
+pub mod data;
+pub mod domain;
+pub mod ports;
+pub mod scoring;
+
+/// Git commit of the code this binary was built from (`unknown` outside a checkout).
+pub const GIT_SHA: &str = env!("MOVIE_RECS_GIT_SHA");
