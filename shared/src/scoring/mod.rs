@@ -104,6 +104,19 @@ impl OnnxModel {
         Ok(OnnxModel { session: Mutex::new(session), n_users, n_items })
     }
 
+    /// Loads a model from bytes already in memory (for example just exported).
+    pub fn from_bytes(bytes: &[u8], n_users: usize, n_items: usize) -> Result<Self, ScoringError> {
+        let load_err = |e: &dyn std::fmt::Display| ScoringError::Load { path: PathBuf::from("<memory>"), reason: e.to_string() };
+        let env = env()?;
+        let session = Session::builder(env)
+            .map_err(|e| load_err(&e))?
+            .with_intra_threads(1)
+            .map_err(|e| load_err(&e))?
+            .commit_from_memory(bytes)
+            .map_err(|e| load_err(&e))?;
+        Ok(OnnxModel { session: Mutex::new(session), n_users, n_items })
+    }
+
     pub fn n_users(&self) -> usize {
         self.n_users
     }

@@ -1,0 +1,206 @@
+//! The train → gate → export → evaluate → publish pipeline behind
+//! `movie-recs train`, and the evaluation behind `movie-recs eval`.
+
+use crate::export::{export_onnx, OPSET};
+use crate::train::{train, TrainError, Trained};
+use shared::artifact::*;
+use shared::domain::dataset::{histories, popularity};
+use shared::domain::eval::{eval_full, eval_loo, EvalReport, PopularityScorer, Scorer};
+use shared::domain::split::leave_one_out;
+use shared::domain::{Dataset, Interaction, LooCase, TestSet};
+use shared::ports::{ArtifactFile, ModelStore, RegistryError};
+use shared::scoring::{OnnxModel, ScoringError};
+
+/// Seed of the test split carved from sources without one, fixed so every
+/// training seed and every `eval` sees the same test set.
+pub const TEST_SPLIT_SEED: u64 = 2017;
+/// Sampled negatives per held-out item (the NCF protocol's 99).
+pub const PROTOCOL_NEGATIVES: usize = 99;
+/// Cut-offs of the two protocols.
+pub const NCF_K: usize = 10;
+pub const FULL_K: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("quality gate: validation HR@10 {model:.4} does not beat popularity {popularity:.4}; not published (use --force to publish anyway)")]
+    QualityGate { model: f64, popularity: f64 },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Scoring(#[from] ScoringError),
+    #[error("evaluation failed: {0}")]
+    Eval(String),
+    #[error("the data does not match model {version}: {reason}")]
+    DataMismatch { version: String, reason: String },
+}
+
+/// The data behind one training run, split without touching the test set.
+pub struct Splits {
+    /// Interactions the model is fitted on.
+    pub fit: Vec<Interaction>,
+    /// Validation holdout carved out of the training data.
+    pub validation: Vec<LooCase>,
+    /// The test set (shipped with the data, or carved with [`TEST_SPLIT_SEED`]).
+    pub test: TestSet,
+    /// Training data before the validation holdout (what test ranking excludes).
+    pub train: Vec<Interaction>,
+}
+
+/// Splits a dataset into fit / validation / test.
+pub fn splits(ds: &Dataset, seed: u64) -> Splits {
+    let (nu, ni) = (ds.n_users(), ds.n_items());
+    let (train, test) = match &ds.test {
+        Some(t) => (ds.train.clone(), t.clone()),
+        None => {
+            let (kept, cases) = leave_one_out(&ds.train, nu, ni, PROTOCOL_NEGATIVES, 1, None, TEST_SPLIT_SEED);
+            (kept, TestSet::LeaveOneOut(cases))
+        }
+    };
+    let (fit, validation) = leave_one_out(&train, nu, ni, PROTOCOL_NEGATIVES, 1, None, seed ^ 0x5eed_0f_7a11);
+    Splits { fit, validation, test, train }
+}
+
+/// Evaluates a scorer and the popularity baseline on a test set.
+pub fn evaluate(scorer: &dyn Scorer, test: &TestSet, train: &[Interaction], n_users: usize) -> Result<EvalReport, PipelineError> {
+    let pop = PopularityScorer::new(&popularity(scorer.n_items(), train));
+    let e = |x: shared::domain::eval::ScoreError| PipelineError::Eval(x.to_string());
+    Ok(match test {
+        TestSet::LeaveOneOut(cases) => EvalReport::Ncf {
+            k: NCF_K,
+            model: eval_loo(scorer, cases, NCF_K).map_err(e)?,
+            popularity: eval_loo(&pop, cases, NCF_K).map_err(e)?,
+        },
+        TestSet::Full(lists) => {
+            let hist = histories(n_users, train);
+            EvalReport::Full {
+                k: FULL_K,
+                model: eval_full(scorer, &hist, lists, FULL_K).map_err(e)?,
+                popularity: eval_full(&pop, &hist, lists, FULL_K).map_err(e)?,
+            }
+        }
+    })
+}
+
+/// Options of one training run.
+pub struct TrainOptions {
+    pub hp: HyperParams,
+    /// Version name; a UTC timestamp when absent.
+    pub version: Option<String>,
+    /// Publish even when the quality gate fails (recorded in the manifest).
+    pub force: bool,
+    pub progress: bool,
+}
+
+/// Everything a training run produced.
+pub struct TrainOutcome {
+    pub manifest: Manifest,
+    pub trained: Trained,
+    pub test: EvalReport,
+}
+
+fn default_version(store: &dyn ModelStore) -> Result<String, RegistryError> {
+    let base = format!("v{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
+    let existing = store.list_versions()?;
+    let mut v = base.clone();
+    let mut n = 2;
+    while existing.contains(&v) {
+        v = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(v)
+}
+
+/// Trains, applies the quality gate, exports, evaluates the exported model on
+/// the test set through ONNX Runtime and publishes an immutable version.
+pub fn train_and_publish(store: &dyn ModelStore, ds: &Dataset, opts: &TrainOptions) -> Result<TrainOutcome, PipelineError> {
+    let version = match &opts.version {
+        Some(v) => v.clone(),
+        None => default_version(store)?,
+    };
+    if !shared::ports::valid_version(&version) {
+        return Err(RegistryError::InvalidVersion(version).into());
+    }
+    if store.list_versions()?.contains(&version) {
+        return Err(RegistryError::AlreadyExists(version).into());
+    }
+    let (nu, ni) = (ds.n_users(), ds.n_items());
+    let sp = splits(ds, opts.hp.seed);
+    let trained = train(nu, ni, &sp.fit, &sp.validation, &opts.hp, opts.progress)?;
+    let pop_val = eval_loo(&PopularityScorer::new(&popularity(ni, &sp.fit)), &sp.validation, NCF_K)
+        .map_err(|e| PipelineError::Eval(e.to_string()))?;
+    let passed = trained.best.hr > pop_val.hr;
+    if !passed && !opts.force {
+        return Err(PipelineError::QualityGate { model: trained.best.hr, popularity: pop_val.hr });
+    }
+
+    let onnx = export_onnx(&trained.weights, &[("version", &version), ("data_snapshot_id", &ds.snapshot_id)]);
+    let history = encode_history(&ds.user_histories());
+    let scorer = OnnxModel::from_bytes(&onnx, nu, ni)?;
+    let test = evaluate(&scorer, &sp.test, &sp.train, nu)?;
+
+    let pop_all = ds.item_popularity();
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: "neumf".into(),
+        version: version.clone(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        model_type: "NeuMF".into(),
+        hyperparameters: opts.hp.clone(),
+        git_sha: shared::GIT_SHA.into(),
+        data: DataInfo {
+            source: ds.source.clone(),
+            format: serde_json::to_value(ds.format).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            snapshot_id: ds.snapshot_id.clone(),
+            users: nu,
+            items: ni,
+            interactions: ds.train.len(),
+        },
+        files: [(MODEL_FILE.to_string(), file_entry(&onnx)), (HISTORY_FILE.to_string(), file_entry(&history))].into(),
+        users: ds.user_ids.clone(),
+        items: ds
+            .items
+            .iter()
+            .zip(&pop_all)
+            .map(|(m, &p)| ItemEntry { movie_id: m.movie_id, title: m.title.clone(), genres: m.genres.clone(), year: m.year, popularity: p })
+            .collect(),
+        metrics: Metrics {
+            validation: Validation {
+                protocol: "ncf".into(),
+                users: trained.best.users,
+                hr10: trained.best.hr,
+                ndcg10: trained.best.ndcg,
+                popularity: ValidationBaseline { hr10: pop_val.hr, ndcg10: pop_val.ndcg },
+                best_epoch: trained.best_epoch,
+                epochs_run: trained.epochs.len(),
+            },
+            test: Some(test.to_json()),
+            seconds_per_epoch: trained.seconds_per_epoch(),
+        },
+        quality_gate: QualityGate {
+            rule: "validation hr@10 > popularity validation hr@10".into(),
+            passed,
+            forced: !passed && opts.force,
+        },
+        onnx: OnnxInfo { opset: OPSET, input: ONNX_INPUT.into(), output: ONNX_OUTPUT.into() },
+    };
+    store.publish(&manifest, &[ArtifactFile { name: MODEL_FILE, bytes: &onnx }, ArtifactFile { name: HISTORY_FILE, bytes: &history }])?;
+    Ok(TrainOutcome { manifest, trained, test })
+}
+
+/// Evaluates a published (and verified) version on a dataset's test protocol.
+pub fn eval_version(store: &dyn ModelStore, version: &str, ds: &Dataset) -> Result<EvalReport, PipelineError> {
+    let art = store.fetch(version)?;
+    let m = &art.manifest;
+    let mismatch = |reason: String| PipelineError::DataMismatch { version: version.into(), reason };
+    if m.users != ds.user_ids {
+        return Err(mismatch(format!("model has {} users, data has {} (or different ids)", m.users.len(), ds.n_users())));
+    }
+    if m.items.len() != ds.n_items() || m.items.iter().zip(&ds.items).any(|(a, b)| a.movie_id != b.movie_id) {
+        return Err(mismatch(format!("model has {} items, data has {} (or different ids)", m.items.len(), ds.n_items())));
+    }
+    let model = OnnxModel::load(&art.dir.join(MODEL_FILE), m.users.len(), m.items.len())?;
+    let sp = splits(ds, m.hyperparameters.seed);
+    evaluate(&model, &sp.test, &sp.train, ds.n_users())
+}

@@ -1,0 +1,50 @@
+//! The exported ONNX graph, run by ONNX Runtime through `ort`, agrees with the
+//! trainer's own forward pass to 1e-5 on every (user, item) pair.
+
+use shared::domain::split::leave_one_out;
+use shared::scoring::OnnxModel;
+use trainer::export::export_onnx;
+use trainer::NeuMf;
+
+#[test]
+fn onnx_scores_match_trainer_to_1e5() {
+    // A briefly trained model (not just an initialisation), so weights are non-trivial.
+    let world = shared::data::synthetic::generate(&shared::data::synthetic::SyntheticConfig {
+        users: 120,
+        items: 90,
+        cold_start_users: 2,
+        ..Default::default()
+    });
+    let ds = &world.dataset;
+    let (fit, val) = leave_one_out(&ds.train, ds.n_users(), ds.n_items(), 20, 1, None, 1);
+    let hp = shared::artifact::HyperParams { factors: 8, layers: vec![16, 8, 4], epochs: 2, batch_size: 128, ..Default::default() };
+    let trained = trainer::train(ds.n_users(), ds.n_items(), &fit, &val, &hp, false).unwrap();
+    let model = NeuMf::from_weights(&trained.weights).unwrap();
+
+    let onnx = export_onnx(&trained.weights, &[]);
+    let served = OnnxModel::from_bytes(&onnx, ds.n_users(), ds.n_items()).expect("ONNX Runtime loads the export (run `make setup`)");
+    let items: Vec<u32> = (0..ds.n_items() as u32).collect();
+    let mut worst = 0f32;
+    let mut out = Vec::new();
+    for u in 0..ds.n_users() as u32 {
+        let expect = model.predict(u, &items).unwrap();
+        served.score(u, &mut out).unwrap();
+        assert_eq!(out.len(), expect.len());
+        for (a, b) in out.iter().zip(&expect) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert!(worst < 1e-5, "max |ort − trainer| = {worst}");
+    // The scores are not degenerate: they differ across items.
+    let spread = out.iter().cloned().fold(f32::MIN, f32::max) - out.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 1e-3, "scores are all alike: spread {spread}");
+}
+
+#[test]
+fn unknown_user_index_is_an_error_not_a_crash() {
+    let m = NeuMf::new(4, 6, 2, &[4, 2], 0).unwrap();
+    let served = OnnxModel::from_bytes(&export_onnx(&m.weights().unwrap(), &[]), 4, 6).unwrap();
+    let mut out = Vec::new();
+    let e = served.score(4, &mut out).unwrap_err().to_string();
+    assert!(e.contains("outside the model"), "{e}");
+}
