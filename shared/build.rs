@@ -10,7 +10,10 @@ fn main() {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     });
-    println!("cargo:rustc-env=MOVIE_RECS_GIT_SHA={}", sha.unwrap_or_else(|| "unknown".into()));
+    println!(
+        "cargo:rustc-env=MOVIE_RECS_GIT_SHA={}",
+        sha.unwrap_or_else(|| "unknown".into())
+    );
     println!("cargo:rerun-if-env-changed=MOVIE_RECS_GIT_SHA");
     for p in ["../.git/HEAD", "../.git/refs/heads", "../.git/packed-refs"] {
         if std::path::Path::new(p).exists() {

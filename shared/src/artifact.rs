@@ -159,11 +159,18 @@ pub struct OnnxInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("{file}: checksum mismatch (manifest says sha256 {expected}, file has {actual}); refusing a tampered or corrupt artifact")]
-    ChecksumMismatch { file: String, expected: String, actual: String },
+    ChecksumMismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{file}: missing from the artifact")]
     Missing { file: String },
     #[error("{file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {reason}")]
     Invalid { file: String, reason: String },
 }
@@ -175,13 +182,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The manifest entry for a byte slice.
 pub fn file_entry(bytes: &[u8]) -> FileEntry {
-    FileEntry { sha256: sha256_hex(bytes), bytes: bytes.len() as u64 }
+    FileEntry {
+        sha256: sha256_hex(bytes),
+        bytes: bytes.len() as u64,
+    }
 }
 
 impl Manifest {
     /// Parses `manifest.json` bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ArtifactError> {
-        serde_json::from_slice(bytes).map_err(|e| ArtifactError::Invalid { file: MANIFEST_FILE.into(), reason: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| ArtifactError::Invalid {
+            file: MANIFEST_FILE.into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Checks every file listed in the manifest against its sha256 in `dir`.
@@ -190,16 +203,25 @@ impl Manifest {
             let path = dir.join(name);
             let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => ArtifactError::Missing { file: name.clone() },
-                _ => ArtifactError::Io { file: name.clone(), source: e },
+                _ => ArtifactError::Io {
+                    file: name.clone(),
+                    source: e,
+                },
             })?;
             let actual = sha256_hex(&bytes);
             if actual != entry.sha256 {
-                return Err(ArtifactError::ChecksumMismatch { file: name.clone(), expected: entry.sha256.clone(), actual });
+                return Err(ArtifactError::ChecksumMismatch {
+                    file: name.clone(),
+                    expected: entry.sha256.clone(),
+                    actual,
+                });
             }
         }
         for required in [MODEL_FILE, HISTORY_FILE] {
             if !self.files.contains_key(required) {
-                return Err(ArtifactError::Missing { file: required.into() });
+                return Err(ArtifactError::Missing {
+                    file: required.into(),
+                });
             }
         }
         Ok(())
@@ -245,7 +267,10 @@ pub struct History {
 impl History {
     /// Decodes the sidecar written by [`encode_history`].
     pub fn decode(bytes: &[u8]) -> Result<Self, ArtifactError> {
-        let bad = |reason: &str| ArtifactError::Invalid { file: HISTORY_FILE.into(), reason: reason.into() };
+        let bad = |reason: &str| ArtifactError::Invalid {
+            file: HISTORY_FILE.into(),
+            reason: reason.into(),
+        };
         if bytes.len() < 16 || &bytes[..8] != HISTORY_MAGIC {
             return Err(bad("not a movie-recs history file"));
         }
@@ -299,6 +324,9 @@ mod tests {
 
     #[test]
     fn sha256_known_value() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -14,9 +14,15 @@ pub enum RegistryError {
     #[error("invalid version name {0:?}: use 1-64 characters from A-Z a-z 0-9 . _ - not starting with '.'")]
     InvalidVersion(String),
     #[error("version {version}: {source}")]
-    Artifact { version: String, source: ArtifactError },
+    Artifact {
+        version: String,
+        source: ArtifactError,
+    },
     #[error("registry I/O at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A model version whose files were checked against its manifest and can be
@@ -40,7 +46,8 @@ pub trait ModelStore: Send + Sync {
     /// The manifest of one version (not yet verified against the files).
     fn read_manifest(&self, version: &str) -> Result<Manifest, RegistryError>;
     /// Publishes a new version; refuses to overwrite an existing one.
-    fn publish(&self, manifest: &Manifest, files: &[ArtifactFile<'_>]) -> Result<(), RegistryError>;
+    fn publish(&self, manifest: &Manifest, files: &[ArtifactFile<'_>])
+        -> Result<(), RegistryError>;
     /// Makes a version available locally with every checksum verified.
     fn fetch(&self, version: &str) -> Result<VerifiedArtifact, RegistryError>;
 }
@@ -50,5 +57,6 @@ pub fn valid_version(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 64
         && !v.starts_with('.')
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }

@@ -36,7 +36,11 @@ fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
 }
 
 fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    assert_eq!(dims.iter().product::<usize>(), data.len(), "{name}: shape and data disagree");
+    assert_eq!(
+        dims.iter().product::<usize>(),
+        data.len(),
+        "{name}: shape and data disagree"
+    );
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: Some(FLOAT),
@@ -53,7 +57,11 @@ fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> NodeP
         op_type: Some(op.into()),
         attribute: attrs
             .iter()
-            .map(|(n, v)| AttributeProto { name: Some(n.to_string()), i: Some(*v), r#type: Some(2) })
+            .map(|(n, v)| AttributeProto {
+                name: Some(n.to_string()),
+                i: Some(*v),
+                r#type: Some(2),
+            })
             .collect(),
     }
 }
@@ -64,7 +72,12 @@ fn value_info(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
         r#type: Some(TypeProto {
             tensor_type: Some(TypeProtoTensor {
                 elem_type: Some(elem),
-                shape: Some(TensorShapeProto { dim: dims.iter().map(|&d| Dimension { dim_value: Some(d) }).collect() }),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension { dim_value: Some(d) })
+                        .collect(),
+                }),
             }),
         }),
     }
@@ -79,7 +92,11 @@ pub fn export_onnx(w: &NeuMfWeights, metadata: &[(&str, &str)]) -> Vec<u8> {
     assert_eq!(h_mlp.len(), last);
 
     // GMF: fold the prediction weights into the user factors.
-    let gmf_user_h: Vec<f32> = w.gmf_user.chunks(f).flat_map(|row| row.iter().zip(h_gmf).map(|(a, b)| a * b)).collect();
+    let gmf_user_h: Vec<f32> = w
+        .gmf_user
+        .chunks(f)
+        .flat_map(|row| row.iter().zip(h_gmf).map(|(a, b)| a * b))
+        .collect();
     // First MLP layer split into user and item halves: [pu | qi]·W1 = pu·W1[:d] + qi·W1[d:].
     let (w1, b1) = &w.dense[0];
     let l1 = w.layers[1];
@@ -96,7 +113,12 @@ pub fn export_onnx(w: &NeuMfWeights, metadata: &[(&str, &str)]) -> Vec<u8> {
         tensor_f32("mlp1_item", &[ni, l1], &mlp1_item),
         tensor_f32("h_mlp", &[last, 1], h_mlp),
         tensor_f32("out_b", &[1], &[w.out_b]),
-        TensorProto { dims: vec![1], data_type: Some(INT64), name: Some("out_shape".into()), raw_data: Some((-1i64).to_le_bytes().to_vec()) },
+        TensorProto {
+            dims: vec![1],
+            data_type: Some(INT64),
+            name: Some("out_shape".into()),
+            raw_data: Some((-1i64).to_le_bytes().to_vec()),
+        },
     ];
     let mut nodes = vec![
         node("Gather", &["gmf_user_h", ONNX_INPUT], "gu", &[("axis", 0)]),
@@ -107,7 +129,12 @@ pub fn export_onnx(w: &NeuMfWeights, metadata: &[(&str, &str)]) -> Vec<u8> {
     ];
     let mut h = "h1".to_string();
     for (k, ((wt, b), dims)) in w.dense.iter().zip(w.layers.windows(2)).enumerate().skip(1) {
-        let (wn, bn, zn, hn) = (format!("w{}", k + 1), format!("b{}", k + 1), format!("z{}", k + 1), format!("h{}", k + 1));
+        let (wn, bn, zn, hn) = (
+            format!("w{}", k + 1),
+            format!("b{}", k + 1),
+            format!("z{}", k + 1),
+            format!("h{}", k + 1),
+        );
         init.push(tensor_f32(&wn, &[dims[0], dims[1]], wt));
         init.push(tensor_f32(&bn, &[dims[1]], b));
         nodes.push(node("Gemm", &[&h, &wn, &bn], &zn, &[]));
@@ -148,7 +175,10 @@ mod tests {
     #[test]
     fn matmul_small() {
         // [1 2; 3 4] · [5; 6] = [17; 39]
-        assert_eq!(matmul(&[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0], 2, 2, 1), vec![17.0, 39.0]);
+        assert_eq!(
+            matmul(&[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0], 2, 2, 1),
+            vec![17.0, 39.0]
+        );
     }
 
     #[test]
@@ -161,8 +191,22 @@ mod tests {
         assert_eq!(g.input[0].name.as_deref(), Some(ONNX_INPUT));
         assert_eq!(g.output[0].name.as_deref(), Some(ONNX_OUTPUT));
         let ops: Vec<_> = g.node.iter().map(|n| n.op_type.clone().unwrap()).collect();
-        assert_eq!(ops, ["Gather", "Gemm", "Gather", "Add", "Relu", "Gemm", "Relu", "MatMul", "Add", "Add", "Sigmoid", "Reshape"]);
-        let item_table = g.initializer.iter().find(|t| t.name.as_deref() == Some("mlp1_item")).unwrap();
-        assert_eq!(item_table.dims, vec![5, 3], "item half of the first layer is precomputed per item");
+        assert_eq!(
+            ops,
+            [
+                "Gather", "Gemm", "Gather", "Add", "Relu", "Gemm", "Relu", "MatMul", "Add", "Add",
+                "Sigmoid", "Reshape"
+            ]
+        );
+        let item_table = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some("mlp1_item"))
+            .unwrap();
+        assert_eq!(
+            item_table.dims,
+            vec![5, 3],
+            "item half of the first layer is precomputed per item"
+        );
     }
 }

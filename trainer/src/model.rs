@@ -54,21 +54,42 @@ pub struct NeuMf {
 
 fn glorot(rng: &mut ChaCha8Rng, fan_in: usize, fan_out: usize) -> Vec<f32> {
     let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
-    (0..fan_in * fan_out).map(|_| rng.gen_range(-limit..limit)).collect()
+    (0..fan_in * fan_out)
+        .map(|_| rng.gen_range(-limit..limit))
+        .collect()
 }
 
 impl NeuMf {
     /// A freshly initialised network: embeddings ~ N(0, 0.01²), dense layers
     /// Glorot-uniform, biases zero; deterministic for a seed.
-    pub fn new(n_users: usize, n_items: usize, factors: usize, layers: &[usize], seed: u64) -> Result<Self> {
-        assert!(layers.len() >= 2 && layers[0] % 2 == 0, "layers: at least two widths, the first even");
+    pub fn new(
+        n_users: usize,
+        n_items: usize,
+        factors: usize,
+        layers: &[usize],
+        seed: u64,
+    ) -> Result<Self> {
+        assert!(
+            layers.len() >= 2 && layers[0].is_multiple_of(2),
+            "layers: at least two widths, the first even"
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let normal = Normal::new(0.0f32, 0.01).expect("valid normal");
-        let mut emb = |n: usize, d: usize| -> Vec<f32> { (0..n * d).map(|_| normal.sample(&mut rng)).collect() };
+        let mut emb = |n: usize, d: usize| -> Vec<f32> {
+            (0..n * d).map(|_| normal.sample(&mut rng)).collect()
+        };
         let d = layers[0] / 2;
-        let (gu, gi, mu, mi) = (emb(n_users, factors), emb(n_items, factors), emb(n_users, d), emb(n_items, d));
+        let (gu, gi, mu, mi) = (
+            emb(n_users, factors),
+            emb(n_items, factors),
+            emb(n_users, d),
+            emb(n_items, d),
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
-        let dense = layers.windows(2).map(|w| (glorot(&mut rng, w[0], w[1]), vec![0.0; w[1]])).collect();
+        let dense = layers
+            .windows(2)
+            .map(|w| (glorot(&mut rng, w[0], w[1]), vec![0.0; w[1]]))
+            .collect();
         let last = *layers.last().expect("non-empty");
         let out_w = glorot(&mut rng, factors + last, 1);
         let w = NeuMfWeights {
@@ -126,7 +147,11 @@ impl NeuMf {
             gmf_item: flat(&self.gmf_item)?,
             mlp_user: flat(&self.mlp_user)?,
             mlp_item: flat(&self.mlp_item)?,
-            dense: self.dense.iter().map(|(w, b)| Ok((flat(w)?, flat(b)?))).collect::<Result<_>>()?,
+            dense: self
+                .dense
+                .iter()
+                .map(|(w, b)| Ok((flat(w)?, flat(b)?)))
+                .collect::<Result<_>>()?,
             out_w: flat(&self.out_w)?,
             out_b: flat(&self.out_b)?[0],
         })
@@ -134,7 +159,12 @@ impl NeuMf {
 
     /// Every trainable variable, for the optimiser.
     pub fn vars(&self) -> Vec<Var> {
-        let mut v = vec![self.gmf_user.clone(), self.gmf_item.clone(), self.mlp_user.clone(), self.mlp_item.clone()];
+        let mut v = vec![
+            self.gmf_user.clone(),
+            self.gmf_item.clone(),
+            self.mlp_user.clone(),
+            self.mlp_item.clone(),
+        ];
         for (w, b) in &self.dense {
             v.push(w.clone());
             v.push(b.clone());
@@ -158,11 +188,20 @@ impl NeuMf {
         let g = (&gu * &gi)?;
         let mut h = Tensor::cat(&[&mu, &mi], 1)?;
         for (w, b) in &self.dense {
-            h = h.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?.relu()?;
+            h = h
+                .matmul(w.as_tensor())?
+                .broadcast_add(b.as_tensor())?
+                .relu()?;
         }
         let z = Tensor::cat(&[&g, &h], 1)?;
-        let logits = z.matmul(self.out_w.as_tensor())?.broadcast_add(self.out_b.as_tensor())?.squeeze(1)?;
-        let sq = (gu.sqr()?.sum_all()? + gi.sqr()?.sum_all()? + mu.sqr()?.sum_all()? + mi.sqr()?.sum_all()?)?;
+        let logits = z
+            .matmul(self.out_w.as_tensor())?
+            .broadcast_add(self.out_b.as_tensor())?
+            .squeeze(1)?;
+        let sq = (gu.sqr()?.sum_all()?
+            + gi.sqr()?.sum_all()?
+            + mu.sqr()?.sum_all()?
+            + mi.sqr()?.sum_all()?)?;
         Ok((logits, sq))
     }
 
@@ -193,7 +232,12 @@ impl Scorer for NeuMf {
         *out = self.predict(user, &items)?;
         Ok(())
     }
-    fn score_items(&self, user: u32, items: &[u32], out: &mut Vec<f32>) -> std::result::Result<(), ScoreError> {
+    fn score_items(
+        &self,
+        user: u32,
+        items: &[u32],
+        out: &mut Vec<f32>,
+    ) -> std::result::Result<(), ScoreError> {
         *out = self.predict(user, items)?;
         Ok(())
     }
@@ -217,10 +261,25 @@ mod tests {
         assert_eq!(w.out_w.len(), 6);
         let m2 = NeuMf::from_weights(&w).unwrap();
         assert_eq!(m2.weights().unwrap(), w);
-        assert_eq!(m.predict(1, &[0, 3]).unwrap(), m2.predict(1, &[0, 3]).unwrap());
+        assert_eq!(
+            m.predict(1, &[0, 3]).unwrap(),
+            m2.predict(1, &[0, 3]).unwrap()
+        );
         // Same seed, same init; another seed differs.
-        assert_eq!(NeuMf::new(5, 7, 4, &[8, 4, 2], 3).unwrap().weights().unwrap(), w);
-        assert_ne!(NeuMf::new(5, 7, 4, &[8, 4, 2], 4).unwrap().weights().unwrap(), w);
+        assert_eq!(
+            NeuMf::new(5, 7, 4, &[8, 4, 2], 3)
+                .unwrap()
+                .weights()
+                .unwrap(),
+            w
+        );
+        assert_ne!(
+            NeuMf::new(5, 7, 4, &[8, 4, 2], 4)
+                .unwrap()
+                .weights()
+                .unwrap(),
+            w
+        );
     }
 
     #[test]
@@ -229,13 +288,19 @@ mod tests {
         let x = Tensor::new(&[-30.0f32, -1.0, 0.0, 2.0, 40.0], &dev).unwrap();
         let y = Tensor::new(&[0.0f32, 1.0, 1.0, 0.0, 1.0], &dev).unwrap();
         let got = bce_with_logits(&x, &y).unwrap().to_scalar::<f32>().unwrap();
-        let want: f64 = [(-30.0f64, 0.0), (-1.0, 1.0), (0.0, 1.0), (2.0, 0.0), (40.0, 1.0)]
-            .iter()
-            .map(|&(x, y)| {
-                let p = 1.0 / (1.0 + (-x).exp());
-                -(y * p.max(1e-300).ln() + (1.0 - y) * (1.0 - p).max(1e-300).ln())
-            })
-            .sum::<f64>()
+        let want: f64 = [
+            (-30.0f64, 0.0),
+            (-1.0, 1.0),
+            (0.0, 1.0),
+            (2.0, 0.0),
+            (40.0, 1.0),
+        ]
+        .iter()
+        .map(|&(x, y)| {
+            let p = 1.0 / (1.0 + (-x).exp());
+            -(y * p.max(1e-300).ln() + (1.0 - y) * (1.0 - p).max(1e-300).ln())
+        })
+        .sum::<f64>()
             / 5.0;
         assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
     }

@@ -54,16 +54,42 @@ pub fn splits(ds: &Dataset, seed: u64) -> Splits {
     let (train, test) = match &ds.test {
         Some(t) => (ds.train.clone(), t.clone()),
         None => {
-            let (kept, cases) = leave_one_out(&ds.train, nu, ni, PROTOCOL_NEGATIVES, 1, None, TEST_SPLIT_SEED);
+            let (kept, cases) = leave_one_out(
+                &ds.train,
+                nu,
+                ni,
+                PROTOCOL_NEGATIVES,
+                1,
+                None,
+                TEST_SPLIT_SEED,
+            );
             (kept, TestSet::LeaveOneOut(cases))
         }
     };
-    let (fit, validation) = leave_one_out(&train, nu, ni, PROTOCOL_NEGATIVES, 1, None, seed ^ 0x5eed_0f_7a11);
-    Splits { fit, validation, test, train }
+    let (fit, validation) = leave_one_out(
+        &train,
+        nu,
+        ni,
+        PROTOCOL_NEGATIVES,
+        1,
+        None,
+        seed ^ 0x005e_ed0f_7a11,
+    );
+    Splits {
+        fit,
+        validation,
+        test,
+        train,
+    }
 }
 
 /// Evaluates a scorer and the popularity baseline on a test set.
-pub fn evaluate(scorer: &dyn Scorer, test: &TestSet, train: &[Interaction], n_users: usize) -> Result<EvalReport, PipelineError> {
+pub fn evaluate(
+    scorer: &dyn Scorer,
+    test: &TestSet,
+    train: &[Interaction],
+    n_users: usize,
+) -> Result<EvalReport, PipelineError> {
     let pop = PopularityScorer::new(&popularity(scorer.n_items(), train));
     let e = |x: shared::domain::eval::ScoreError| PipelineError::Eval(x.to_string());
     Ok(match test {
@@ -114,7 +140,11 @@ fn default_version(store: &dyn ModelStore) -> Result<String, RegistryError> {
 
 /// Trains, applies the quality gate, exports, evaluates the exported model on
 /// the test set through ONNX Runtime and publishes an immutable version.
-pub fn train_and_publish(store: &dyn ModelStore, ds: &Dataset, opts: &TrainOptions) -> Result<TrainOutcome, PipelineError> {
+pub fn train_and_publish(
+    store: &dyn ModelStore,
+    ds: &Dataset,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome, PipelineError> {
     let version = match &opts.version {
         Some(v) => v.clone(),
         None => default_version(store)?,
@@ -128,14 +158,24 @@ pub fn train_and_publish(store: &dyn ModelStore, ds: &Dataset, opts: &TrainOptio
     let (nu, ni) = (ds.n_users(), ds.n_items());
     let sp = splits(ds, opts.hp.seed);
     let trained = train(nu, ni, &sp.fit, &sp.validation, &opts.hp, opts.progress)?;
-    let pop_val = eval_loo(&PopularityScorer::new(&popularity(ni, &sp.fit)), &sp.validation, NCF_K)
-        .map_err(|e| PipelineError::Eval(e.to_string()))?;
+    let pop_val = eval_loo(
+        &PopularityScorer::new(&popularity(ni, &sp.fit)),
+        &sp.validation,
+        NCF_K,
+    )
+    .map_err(|e| PipelineError::Eval(e.to_string()))?;
     let passed = trained.best.hr > pop_val.hr;
     if !passed && !opts.force {
-        return Err(PipelineError::QualityGate { model: trained.best.hr, popularity: pop_val.hr });
+        return Err(PipelineError::QualityGate {
+            model: trained.best.hr,
+            popularity: pop_val.hr,
+        });
     }
 
-    let onnx = export_onnx(&trained.weights, &[("version", &version), ("data_snapshot_id", &ds.snapshot_id)]);
+    let onnx = export_onnx(
+        &trained.weights,
+        &[("version", &version), ("data_snapshot_id", &ds.snapshot_id)],
+    );
     let history = encode_history(&ds.user_histories());
     let scorer = OnnxModel::from_bytes(&onnx, nu, ni)?;
     let test = evaluate(&scorer, &sp.test, &sp.train, nu)?;
@@ -151,19 +191,32 @@ pub fn train_and_publish(store: &dyn ModelStore, ds: &Dataset, opts: &TrainOptio
         git_sha: shared::GIT_SHA.into(),
         data: DataInfo {
             source: ds.source.clone(),
-            format: serde_json::to_value(ds.format).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            format: serde_json::to_value(ds.format)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             snapshot_id: ds.snapshot_id.clone(),
             users: nu,
             items: ni,
             interactions: ds.train.len(),
         },
-        files: [(MODEL_FILE.to_string(), file_entry(&onnx)), (HISTORY_FILE.to_string(), file_entry(&history))].into(),
+        files: [
+            (MODEL_FILE.to_string(), file_entry(&onnx)),
+            (HISTORY_FILE.to_string(), file_entry(&history)),
+        ]
+        .into(),
         users: ds.user_ids.clone(),
         items: ds
             .items
             .iter()
             .zip(&pop_all)
-            .map(|(m, &p)| ItemEntry { movie_id: m.movie_id, title: m.title.clone(), genres: m.genres.clone(), year: m.year, popularity: p })
+            .map(|(m, &p)| ItemEntry {
+                movie_id: m.movie_id,
+                title: m.title.clone(),
+                genres: m.genres.clone(),
+                year: m.year,
+                popularity: p,
+            })
             .collect(),
         metrics: Metrics {
             validation: Validation {
@@ -171,7 +224,10 @@ pub fn train_and_publish(store: &dyn ModelStore, ds: &Dataset, opts: &TrainOptio
                 users: trained.best.users,
                 hr10: trained.best.hr,
                 ndcg10: trained.best.ndcg,
-                popularity: ValidationBaseline { hr10: pop_val.hr, ndcg10: pop_val.ndcg },
+                popularity: ValidationBaseline {
+                    hr10: pop_val.hr,
+                    ndcg10: pop_val.ndcg,
+                },
                 best_epoch: trained.best_epoch,
                 epochs_run: trained.epochs.len(),
             },
@@ -183,22 +239,62 @@ pub fn train_and_publish(store: &dyn ModelStore, ds: &Dataset, opts: &TrainOptio
             passed,
             forced: !passed && opts.force,
         },
-        onnx: OnnxInfo { opset: OPSET, input: ONNX_INPUT.into(), output: ONNX_OUTPUT.into() },
+        onnx: OnnxInfo {
+            opset: OPSET,
+            input: ONNX_INPUT.into(),
+            output: ONNX_OUTPUT.into(),
+        },
     };
-    store.publish(&manifest, &[ArtifactFile { name: MODEL_FILE, bytes: &onnx }, ArtifactFile { name: HISTORY_FILE, bytes: &history }])?;
-    Ok(TrainOutcome { manifest, trained, test })
+    store.publish(
+        &manifest,
+        &[
+            ArtifactFile {
+                name: MODEL_FILE,
+                bytes: &onnx,
+            },
+            ArtifactFile {
+                name: HISTORY_FILE,
+                bytes: &history,
+            },
+        ],
+    )?;
+    Ok(TrainOutcome {
+        manifest,
+        trained,
+        test,
+    })
 }
 
 /// Evaluates a published (and verified) version on a dataset's test protocol.
-pub fn eval_version(store: &dyn ModelStore, version: &str, ds: &Dataset) -> Result<EvalReport, PipelineError> {
+pub fn eval_version(
+    store: &dyn ModelStore,
+    version: &str,
+    ds: &Dataset,
+) -> Result<EvalReport, PipelineError> {
     let art = store.fetch(version)?;
     let m = &art.manifest;
-    let mismatch = |reason: String| PipelineError::DataMismatch { version: version.into(), reason };
+    let mismatch = |reason: String| PipelineError::DataMismatch {
+        version: version.into(),
+        reason,
+    };
     if m.users != ds.user_ids {
-        return Err(mismatch(format!("model has {} users, data has {} (or different ids)", m.users.len(), ds.n_users())));
+        return Err(mismatch(format!(
+            "model has {} users, data has {} (or different ids)",
+            m.users.len(),
+            ds.n_users()
+        )));
     }
-    if m.items.len() != ds.n_items() || m.items.iter().zip(&ds.items).any(|(a, b)| a.movie_id != b.movie_id) {
-        return Err(mismatch(format!("model has {} items, data has {} (or different ids)", m.items.len(), ds.n_items())));
+    if m.items.len() != ds.n_items()
+        || m.items
+            .iter()
+            .zip(&ds.items)
+            .any(|(a, b)| a.movie_id != b.movie_id)
+    {
+        return Err(mismatch(format!(
+            "model has {} items, data has {} (or different ids)",
+            m.items.len(),
+            ds.n_items()
+        )));
     }
     let model = OnnxModel::load(&art.dir.join(MODEL_FILE), m.users.len(), m.items.len())?;
     let sp = splits(ds, m.hyperparameters.seed);

@@ -57,7 +57,7 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
     if hp.factors == 0 {
         return bad("--factors must be at least 1");
     }
-    if hp.layers.len() < 2 || hp.layers[0] % 2 != 0 || hp.layers.contains(&0) {
+    if hp.layers.len() < 2 || !hp.layers[0].is_multiple_of(2) || hp.layers.contains(&0) {
         return bad("--layers needs at least two positive widths, the first even (e.g. 64,32,16)");
     }
     if !(hp.learning_rate > 0.0 && hp.learning_rate.is_finite()) {
@@ -88,7 +88,13 @@ pub fn train(
     let model = NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?;
     let mut opt = AdamW::new(
         model.vars(),
-        ParamsAdamW { lr: hp.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        ParamsAdamW {
+            lr: hp.learning_rate,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
     )?;
     let seen = histories(n_users, train);
     let mut positives: Vec<(u32, u32)> = seen
@@ -99,7 +105,11 @@ pub fn train(
     let mut rng = ChaCha8Rng::seed_from_u64(hp.seed.wrapping_add(1));
     let per_pos = 1 + hp.negatives;
     let n_samples = positives.len() * per_pos;
-    let (mut us, mut is, mut ys) = (Vec::with_capacity(n_samples), Vec::with_capacity(n_samples), Vec::with_capacity(n_samples));
+    let (mut us, mut is, mut ys) = (
+        Vec::with_capacity(n_samples),
+        Vec::with_capacity(n_samples),
+        Vec::with_capacity(n_samples),
+    );
     let mut order: Vec<usize> = (0..n_samples).collect();
     let dev = model.device().clone();
 
@@ -138,11 +148,17 @@ pub fn train(
         order.extend(0..us.len());
         order.shuffle(&mut rng);
         let n_batches = us.len().div_ceil(hp.batch_size);
-        let bar = if progress { ProgressBar::new(n_batches as u64) } else { ProgressBar::hidden() };
+        let bar = if progress {
+            ProgressBar::new(n_batches as u64)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} batches  loss {msg}  {elapsed}<{eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "epoch {prefix:>3} [{bar:30}] {pos}/{len} batches  loss {msg}  {elapsed}<{eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(epoch.to_string());
         let mut loss_sum = 0.0f64;
@@ -168,7 +184,10 @@ pub fn train(
             opt.backward_step(&loss)?;
             loss_sum += data_loss * chunk.len() as f64;
             if b % 50 == 0 {
-                bar.set_message(format!("{:.4}", loss_sum / ((b * hp.batch_size + chunk.len()) as f64)));
+                bar.set_message(format!(
+                    "{:.4}",
+                    loss_sum / ((b * hp.batch_size + chunk.len()) as f64)
+                ));
             }
             bar.inc(1);
         }
@@ -185,7 +204,12 @@ pub fn train(
                 if improved { "  *best" } else { "" }
             );
         }
-        epochs.push(EpochLog { epoch, loss, validation: val, seconds });
+        epochs.push(EpochLog {
+            epoch,
+            loss,
+            validation: val,
+            seconds,
+        });
         if improved {
             best = Some((epoch, val, model.weights()?));
             since_best = 0;
@@ -193,12 +217,20 @@ pub fn train(
             since_best += 1;
             if hp.patience > 0 && since_best >= hp.patience {
                 if progress {
-                    eprintln!("early stop: no better validation HR@10 for {} epochs", hp.patience);
+                    eprintln!(
+                        "early stop: no better validation HR@10 for {} epochs",
+                        hp.patience
+                    );
                 }
                 break;
             }
         }
     }
     let (best_epoch, best, weights) = best.expect("at least one epoch ran");
-    Ok(Trained { weights, best_epoch, best, epochs })
+    Ok(Trained {
+        weights,
+        best_epoch,
+        best,
+        epochs,
+    })
 }

@@ -17,12 +17,19 @@ fn onnx_scores_match_trainer_to_1e5() {
     });
     let ds = &world.dataset;
     let (fit, val) = leave_one_out(&ds.train, ds.n_users(), ds.n_items(), 20, 1, None, 1);
-    let hp = shared::artifact::HyperParams { factors: 8, layers: vec![16, 8, 4], epochs: 2, batch_size: 128, ..Default::default() };
+    let hp = shared::artifact::HyperParams {
+        factors: 8,
+        layers: vec![16, 8, 4],
+        epochs: 2,
+        batch_size: 128,
+        ..Default::default()
+    };
     let trained = trainer::train(ds.n_users(), ds.n_items(), &fit, &val, &hp, false).unwrap();
     let model = NeuMf::from_weights(&trained.weights).unwrap();
 
     let onnx = export_onnx(&trained.weights, &[]);
-    let served = OnnxModel::from_bytes(&onnx, ds.n_users(), ds.n_items()).expect("ONNX Runtime loads the export (run `make setup`)");
+    let served = OnnxModel::from_bytes(&onnx, ds.n_users(), ds.n_items())
+        .expect("ONNX Runtime loads the export (run `make setup`)");
     let items: Vec<u32> = (0..ds.n_items() as u32).collect();
     let mut worst = 0f32;
     let mut out = Vec::new();
@@ -36,7 +43,8 @@ fn onnx_scores_match_trainer_to_1e5() {
     }
     assert!(worst < 1e-5, "max |ort − trainer| = {worst}");
     // The scores are not degenerate: they differ across items.
-    let spread = out.iter().cloned().fold(f32::MIN, f32::max) - out.iter().cloned().fold(f32::MAX, f32::min);
+    let spread =
+        out.iter().cloned().fold(f32::MIN, f32::max) - out.iter().cloned().fold(f32::MAX, f32::min);
     assert!(spread > 1e-3, "scores are all alike: spread {spread}");
 }
 

@@ -9,29 +9,59 @@ use std::path::{Path, PathBuf};
 
 fn int_field(v: &Value, name: &str, file: &Path, line: usize) -> Result<u64, DataError> {
     match v.get(name) {
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| DataError::malformed(file, line, format!("{name} must be a non-negative integer, got {n}"))),
-        Some(Value::String(s)) => s.parse().map_err(|_| DataError::malformed(file, line, format!("{name} must be an integer, got {s:?}"))),
-        Some(other) => Err(DataError::malformed(file, line, format!("{name} must be an integer, got {other}"))),
-        None => Err(DataError::malformed(file, line, format!("{name} is missing"))),
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
+            DataError::malformed(
+                file,
+                line,
+                format!("{name} must be a non-negative integer, got {n}"),
+            )
+        }),
+        Some(Value::String(s)) => s.parse().map_err(|_| {
+            DataError::malformed(file, line, format!("{name} must be an integer, got {s:?}"))
+        }),
+        Some(other) => Err(DataError::malformed(
+            file,
+            line,
+            format!("{name} must be an integer, got {other}"),
+        )),
+        None => Err(DataError::malformed(
+            file,
+            line,
+            format!("{name} is missing"),
+        )),
     }
 }
 
 /// Event time in epoch seconds from `ts` (epoch ms) or `timestamp` (ISO-8601).
 fn time_field(v: &Value, file: &Path, line: usize) -> Result<i64, DataError> {
     if let Some(ts) = v.get("ts") {
-        return ts
-            .as_i64()
-            .map(|ms| ms.div_euclid(1000))
-            .ok_or_else(|| DataError::malformed(file, line, format!("ts must be epoch milliseconds, got {ts}")));
+        return ts.as_i64().map(|ms| ms.div_euclid(1000)).ok_or_else(|| {
+            DataError::malformed(
+                file,
+                line,
+                format!("ts must be epoch milliseconds, got {ts}"),
+            )
+        });
     }
     if let Some(t) = v.get("timestamp") {
-        let s = t.as_str().ok_or_else(|| DataError::malformed(file, line, "timestamp must be an ISO-8601 string"))?;
+        let s = t.as_str().ok_or_else(|| {
+            DataError::malformed(file, line, "timestamp must be an ISO-8601 string")
+        })?;
         return chrono::DateTime::parse_from_rfc3339(s)
             .map(|d| d.timestamp())
-            .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").map(|d| d.and_utc().timestamp()))
-            .map_err(|_| DataError::malformed(file, line, format!("timestamp is not ISO-8601: {s:?}")));
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .map(|d| d.and_utc().timestamp())
+            })
+            .map_err(|_| {
+                DataError::malformed(file, line, format!("timestamp is not ISO-8601: {s:?}"))
+            });
     }
-    Err(DataError::malformed(file, line, "ts or timestamp is missing"))
+    Err(DataError::malformed(
+        file,
+        line,
+        "ts or timestamp is missing",
+    ))
 }
 
 /// Loads one or more JSONL event files into a dataset (all events are positives).
@@ -40,21 +70,34 @@ pub fn load_jsonl(files: &[PathBuf]) -> Result<Dataset, DataError> {
     let mut raw = Vec::new();
     for file in files {
         let bytes = read_file(file)?;
-        snap.add(&file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), &bytes);
+        snap.add(
+            &file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            &bytes,
+        );
         for (i, line) in decode_text(&bytes).lines().enumerate() {
             let n = i + 1;
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(line).map_err(|e| DataError::malformed(file, n, format!("invalid JSON: {e}")))?;
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| DataError::malformed(file, n, format!("invalid JSON: {e}")))?;
             let user = int_field(&v, "user_id", file, n)?;
             let movie = int_field(&v, "movie_id", file, n)?;
             let rating = match v.get("rating") {
                 None | Some(Value::Null) => 1.0,
                 Some(r) => {
-                    let r = r.as_f64().ok_or_else(|| DataError::malformed(file, n, format!("rating must be a number, got {r}")))?;
+                    let r = r.as_f64().ok_or_else(|| {
+                        DataError::malformed(file, n, format!("rating must be a number, got {r}"))
+                    })?;
                     if !(0.5..=5.0).contains(&r) {
-                        return Err(DataError::malformed(file, n, format!("rating {r} is outside 0.5..=5")));
+                        return Err(DataError::malformed(
+                            file,
+                            n,
+                            format!("rating {r} is outside 0.5..=5"),
+                        ));
                     }
                     r as f32
                 }
@@ -64,9 +107,21 @@ pub fn load_jsonl(files: &[PathBuf]) -> Result<Dataset, DataError> {
     }
     let (user_ids, umap) = dense_ids(raw.iter().map(|r| r.0));
     let (item_ids, imap) = dense_ids(raw.iter().map(|r| r.1));
-    let train = raw.iter().map(|r| Interaction { user: umap[&r.0], item: imap[&r.1], rating: r.2, ts: r.3 }).collect();
+    let train = raw
+        .iter()
+        .map(|r| Interaction {
+            user: umap[&r.0],
+            item: imap[&r.1],
+            rating: r.2,
+            ts: r.3,
+        })
+        .collect();
     Ok(Dataset {
-        source: files.first().and_then(|f| f.parent()).map(|p| p.display().to_string()).unwrap_or_default(),
+        source: files
+            .first()
+            .and_then(|f| f.parent())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         format: DataFormat::Jsonl,
         user_ids,
         items: item_ids.iter().map(|&i| ItemMeta::bare(i)).collect(),

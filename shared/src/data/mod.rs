@@ -27,9 +27,16 @@ pub use movielens::{load_ml100k, load_ml1m};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{file}: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}:{line}: {reason}")]
-    Malformed { file: PathBuf, line: usize, reason: String },
+    Malformed {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("{dir}: no known data format (looked for ratings.dat, u.data, *.train.rating, train.txt + test.txt, *.jsonl; found: {found})")]
     UnknownFormat { dir: PathBuf, found: String },
     #[error("{file}: {reason}")]
@@ -38,7 +45,11 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn malformed(file: &Path, line: usize, reason: impl Into<String>) -> Self {
-        DataError::Malformed { file: file.to_path_buf(), line, reason: reason.into() }
+        DataError::Malformed {
+            file: file.to_path_buf(),
+            line,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -52,7 +63,10 @@ pub fn load(spec: &str, synthetic: &synthetic::SyntheticConfig) -> Result<Datase
 
 /// Detects the format of a directory from the files present and loads it.
 pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| DataError::Io { file: dir.into(), source: e })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::Io {
+        file: dir.into(),
+        source: e,
+    })?;
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -72,16 +86,30 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
     if has("train.txt") && has("test.txt") {
         return load_lcfn(dir);
     }
-    let jsonl: Vec<PathBuf> = names.iter().filter(|n| n.ends_with(".jsonl")).map(|n| dir.join(n)).collect();
+    let jsonl: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| n.ends_with(".jsonl"))
+        .map(|n| dir.join(n))
+        .collect();
     if !jsonl.is_empty() {
         return load_jsonl(&jsonl);
     }
-    Err(DataError::UnknownFormat { dir: dir.into(), found: if names.is_empty() { "nothing".into() } else { names.join(", ") } })
+    Err(DataError::UnknownFormat {
+        dir: dir.into(),
+        found: if names.is_empty() {
+            "nothing".into()
+        } else {
+            names.join(", ")
+        },
+    })
 }
 
 /// Reads a whole file, naming it in the error.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|e| DataError::Io { file: path.into(), source: e })
+    std::fs::read(path).map_err(|e| DataError::Io {
+        file: path.into(),
+        source: e,
+    })
 }
 
 /// Decodes ISO-8859-1 (the MovieLens metadata encoding) or UTF-8 when valid.
@@ -113,7 +141,11 @@ pub(crate) fn dense_ids(ids: impl Iterator<Item = u64>) -> (Vec<u64>, HashMap<u6
     let mut v: Vec<u64> = ids.collect();
     v.sort_unstable();
     v.dedup();
-    let map = v.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
+    let map = v
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i as u32))
+        .collect();
     (v, map)
 }
 
@@ -130,7 +162,9 @@ pub(crate) fn year_from_title(title: &str) -> Option<u16> {
 
 /// Item metadata for dense ids, falling back to bare entries where none is known.
 pub(crate) fn items_for(ids: &[u64], meta: &HashMap<u64, ItemMeta>) -> Vec<ItemMeta> {
-    ids.iter().map(|id| meta.get(id).cloned().unwrap_or_else(|| ItemMeta::bare(*id))).collect()
+    ids.iter()
+        .map(|id| meta.get(id).cloned().unwrap_or_else(|| ItemMeta::bare(*id)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -140,7 +174,10 @@ mod tests {
     #[test]
     fn years_from_titles() {
         assert_eq!(year_from_title("Toy Story (1995)"), Some(1995));
-        assert_eq!(year_from_title("City of Lost Children, The (Cité des enfants perdus, La) (1995)"), Some(1995));
+        assert_eq!(
+            year_from_title("City of Lost Children, The (Cité des enfants perdus, La) (1995)"),
+            Some(1995)
+        );
         assert_eq!(year_from_title("unknown"), None);
     }
 
@@ -149,6 +186,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("notes.md"), "x").unwrap();
         let e = load_dir(d.path()).unwrap_err().to_string();
-        assert!(e.contains("notes.md") && e.contains("no known data format"), "{e}");
+        assert!(
+            e.contains("notes.md") && e.contains("no known data format"),
+            "{e}"
+        );
     }
 }

@@ -7,8 +7,25 @@ use std::path::Path;
 
 /// The 19 genre flags of `u.item`, in file order.
 const ML100K_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 struct RawRating {
@@ -19,19 +36,34 @@ struct RawRating {
 }
 
 fn parse_u64(file: &Path, line: usize, field: &str, s: &str) -> Result<u64, DataError> {
-    s.trim().parse().map_err(|_| DataError::malformed(file, line, format!("{field} is not a non-negative integer: {s:?}")))
+    s.trim().parse().map_err(|_| {
+        DataError::malformed(
+            file,
+            line,
+            format!("{field} is not a non-negative integer: {s:?}"),
+        )
+    })
 }
 
 fn parse_rating(file: &Path, line: usize, s: &str) -> Result<f32, DataError> {
-    let r: f32 = s.trim().parse().map_err(|_| DataError::malformed(file, line, format!("rating is not a number: {s:?}")))?;
+    let r: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| DataError::malformed(file, line, format!("rating is not a number: {s:?}")))?;
     if !(0.5..=5.0).contains(&r) {
-        return Err(DataError::malformed(file, line, format!("rating {r} is outside 0.5..=5")));
+        return Err(DataError::malformed(
+            file,
+            line,
+            format!("rating {r} is outside 0.5..=5"),
+        ));
     }
     Ok(r)
 }
 
 fn parse_ts(file: &Path, line: usize, s: &str) -> Result<i64, DataError> {
-    s.trim().parse().map_err(|_| DataError::malformed(file, line, format!("timestamp is not an integer: {s:?}")))
+    s.trim().parse().map_err(|_| {
+        DataError::malformed(file, line, format!("timestamp is not an integer: {s:?}"))
+    })
 }
 
 fn parse_ratings(file: &Path, text: &str, sep: &str) -> Result<Vec<RawRating>, DataError> {
@@ -43,7 +75,11 @@ fn parse_ratings(file: &Path, text: &str, sep: &str) -> Result<Vec<RawRating>, D
         }
         let f: Vec<&str> = line.split(sep).collect();
         if f.len() != 4 {
-            return Err(DataError::malformed(file, n, format!("expected 4 fields separated by {sep:?}, found {}", f.len())));
+            return Err(DataError::malformed(
+                file,
+                n,
+                format!("expected 4 fields separated by {sep:?}, found {}", f.len()),
+            ));
         }
         out.push(RawRating {
             user: parse_u64(file, n, "user id", f[0])?,
@@ -55,13 +91,24 @@ fn parse_ratings(file: &Path, text: &str, sep: &str) -> Result<Vec<RawRating>, D
     Ok(out)
 }
 
-fn build(source: &Path, format: DataFormat, raw: Vec<RawRating>, meta: HashMap<u64, ItemMeta>, snap: Snapshot) -> Dataset {
+fn build(
+    source: &Path,
+    format: DataFormat,
+    raw: Vec<RawRating>,
+    meta: HashMap<u64, ItemMeta>,
+    snap: Snapshot,
+) -> Dataset {
     let (user_ids, umap) = dense_ids(raw.iter().map(|r| r.user));
     // Every catalogued movie is an item, rated or not, so serving knows the whole catalogue.
     let (item_ids, imap) = dense_ids(raw.iter().map(|r| r.item).chain(meta.keys().copied()));
     let train = raw
         .iter()
-        .map(|r| Interaction { user: umap[&r.user], item: imap[&r.item], rating: r.rating, ts: r.ts })
+        .map(|r| Interaction {
+            user: umap[&r.user],
+            item: imap[&r.item],
+            rating: r.rating,
+            ts: r.ts,
+        })
         .collect();
     Dataset {
         source: source.display().to_string(),
@@ -92,12 +139,28 @@ pub fn load_ml1m(dir: &Path) -> Result<Dataset, DataError> {
             }
             let f: Vec<&str> = line.splitn(3, "::").collect();
             if f.len() != 3 {
-                return Err(DataError::malformed(&mpath, i + 1, "expected MovieID::Title::Genres"));
+                return Err(DataError::malformed(
+                    &mpath,
+                    i + 1,
+                    "expected MovieID::Title::Genres",
+                ));
             }
             let id = parse_u64(&mpath, i + 1, "movie id", f[0])?;
             let title = f[1].to_string();
-            let genres = f[2].split('|').filter(|g| !g.is_empty()).map(str::to_string).collect();
-            meta.insert(id, ItemMeta { movie_id: id, year: year_from_title(&title), title, genres });
+            let genres = f[2]
+                .split('|')
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect();
+            meta.insert(
+                id,
+                ItemMeta {
+                    movie_id: id,
+                    year: year_from_title(&title),
+                    title,
+                    genres,
+                },
+            );
         }
     }
     Ok(build(dir, DataFormat::Movielens1m, raw, meta, snap))
@@ -121,7 +184,11 @@ pub fn load_ml100k(dir: &Path) -> Result<Dataset, DataError> {
             }
             let f: Vec<&str> = line.split('|').collect();
             if f.len() != 5 + ML100K_GENRES.len() {
-                return Err(DataError::malformed(&ipath, i + 1, format!("expected 24 '|'-separated fields, found {}", f.len())));
+                return Err(DataError::malformed(
+                    &ipath,
+                    i + 1,
+                    format!("expected 24 '|'-separated fields, found {}", f.len()),
+                ));
             }
             let id = parse_u64(&ipath, i + 1, "movie id", f[0])?;
             let genres = ML100K_GENRES
@@ -131,7 +198,15 @@ pub fn load_ml100k(dir: &Path) -> Result<Dataset, DataError> {
                 .map(|(g, _)| g.to_string())
                 .collect();
             let title = f[1].to_string();
-            meta.insert(id, ItemMeta { movie_id: id, year: year_from_title(&title), title, genres });
+            meta.insert(
+                id,
+                ItemMeta {
+                    movie_id: id,
+                    year: year_from_title(&title),
+                    title,
+                    genres,
+                },
+            );
         }
     }
     Ok(build(dir, DataFormat::Movielens100k, raw, meta, snap))
@@ -144,7 +219,11 @@ mod tests {
     #[test]
     fn ml1m_fixture_with_metadata() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("ratings.dat"), "1::10::5::100\n1::20::3::90\n2::10::4::50\n").unwrap();
+        std::fs::write(
+            d.path().join("ratings.dat"),
+            "1::10::5::100\n1::20::3::90\n2::10::4::50\n",
+        )
+        .unwrap();
         // Latin-1 byte 0xE9 in a title.
         let mut movies = b"10::Caf\xe9 Society (1995)::Comedy|Drama\n20::Heat (1995)::Action\n30::Unrated (2000)::Horror\n".to_vec();
         movies.extend_from_slice(b"");
@@ -157,7 +236,15 @@ mod tests {
         assert_eq!(ds.items[0].genres, vec!["Comedy", "Drama"]);
         assert_eq!(ds.items[0].year, Some(1995));
         assert_eq!(ds.train.len(), 3);
-        assert_eq!(ds.train[1], Interaction { user: 0, item: 1, rating: 3.0, ts: 90 });
+        assert_eq!(
+            ds.train[1],
+            Interaction {
+                user: 0,
+                item: 1,
+                rating: 3.0,
+                ts: 90
+            }
+        );
         assert_eq!(ds.snapshot_id.len(), 64);
     }
 
@@ -175,8 +262,17 @@ mod tests {
     #[test]
     fn ml100k_fixture_and_errors() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("u.data"), "196\t242\t3\t881250949\n186\t302\t3\t891717742\n").unwrap();
-        let flags = |on: usize| (0..19).map(|i| if i == on { "1" } else { "0" }).collect::<Vec<_>>().join("|");
+        std::fs::write(
+            d.path().join("u.data"),
+            "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
+        )
+        .unwrap();
+        let flags = |on: usize| {
+            (0..19)
+                .map(|i| if i == on { "1" } else { "0" })
+                .collect::<Vec<_>>()
+                .join("|")
+        };
         std::fs::write(
             d.path().join("u.item"),
             format!("242|Kolya (1996)|24-Jan-1997||http://x|{}\n302|L.A. Confidential (1997)|01-Jan-1997||http://y|{}\n", flags(5), flags(16)),
@@ -188,6 +284,9 @@ mod tests {
         assert_eq!(ds.items[1].genres, vec!["Thriller"]);
         std::fs::write(d.path().join("u.data"), "196\t242\t3\n").unwrap();
         let e = load_ml100k(d.path()).unwrap_err().to_string();
-        assert!(e.contains("u.data:1") && e.contains("expected 4 fields"), "{e}");
+        assert!(
+            e.contains("u.data:1") && e.contains("expected 4 fields"),
+            "{e}"
+        );
     }
 }

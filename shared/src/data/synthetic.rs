@@ -17,20 +17,39 @@ use serde::{Deserialize, Serialize};
 
 /// Genre names, as in MovieLens.
 pub const GENRES: [&str; 18] = [
-    "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Film-Noir",
-    "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 /// Relative genre frequency (Drama and Comedy dominate, as in MovieLens).
-const GENRE_WEIGHT: [f64; 18] = [8.0, 5.0, 2.0, 3.0, 12.0, 4.0, 1.5, 16.0, 2.0, 0.7, 4.0, 1.5, 2.0, 5.0, 3.5, 6.0, 2.0, 1.0];
+const GENRE_WEIGHT: [f64; 18] = [
+    8.0, 5.0, 2.0, 3.0, 12.0, 4.0, 1.5, 16.0, 2.0, 0.7, 4.0, 1.5, 2.0, 5.0, 3.5, 6.0, 2.0, 1.0,
+];
 
 const ADJECTIVES: [&str; 24] = [
-    "Silent", "Crimson", "Last", "Hidden", "Broken", "Golden", "Midnight", "Wild", "Lost", "Electric", "Frozen", "Burning",
-    "Quiet", "Distant", "Secret", "Final", "Iron", "Glass", "Restless", "Hollow", "Bright", "Savage", "Paper", "Velvet",
+    "Silent", "Crimson", "Last", "Hidden", "Broken", "Golden", "Midnight", "Wild", "Lost",
+    "Electric", "Frozen", "Burning", "Quiet", "Distant", "Secret", "Final", "Iron", "Glass",
+    "Restless", "Hollow", "Bright", "Savage", "Paper", "Velvet",
 ];
 const NOUNS: [&str; 24] = [
-    "Harbor", "Empire", "Garden", "Frontier", "Symphony", "Road", "Kingdom", "Horizon", "Witness", "River", "Machine",
-    "Summer", "Station", "Letter", "Island", "Mirror", "Storm", "Parade", "Orchard", "Signal", "Carnival", "Voyage",
-    "Lantern", "Citadel",
+    "Harbor", "Empire", "Garden", "Frontier", "Symphony", "Road", "Kingdom", "Horizon", "Witness",
+    "River", "Machine", "Summer", "Station", "Letter", "Island", "Mirror", "Storm", "Parade",
+    "Orchard", "Signal", "Carnival", "Voyage", "Lantern", "Citadel",
 ];
 
 /// Sizes and shape of the synthetic world. Everything is derived from `seed`.
@@ -165,7 +184,8 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
 
     // Users and their interactions.
     let sigma = 0.8f64;
-    let activity = LogNormal::new(cfg.mean_interactions.ln() - sigma * sigma / 2.0, sigma).expect("valid lognormal");
+    let activity = LogNormal::new(cfg.mean_interactions.ln() - sigma * sigma / 2.0, sigma)
+        .expect("valid lognormal");
     let mut user_taste = vec![0f32; cfg.users * d];
     let mut train = Vec::new();
     let start_2018 = 1_514_764_800i64;
@@ -192,8 +212,13 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
         // Gumbel top-n: sampling without replacement ∝ exp(logit).
         keys.clear();
         for i in 0..cfg.items {
-            let aff: f32 = v.iter().zip(&item_taste[i * d..][..d]).map(|(a, b)| a * b).sum();
-            let logit = cfg.popularity_alpha as f32 * item_log_popularity[i] + cfg.taste_beta as f32 * aff;
+            let aff: f32 = v
+                .iter()
+                .zip(&item_taste[i * d..][..d])
+                .map(|(a, b)| a * b)
+                .sum();
+            let logit =
+                cfg.popularity_alpha as f32 * item_log_popularity[i] + cfg.taste_beta as f32 * aff;
             let g = -(-(rng.gen::<f32>().max(1e-12)).ln()).ln();
             keys.push((logit + g, i as u32));
         }
@@ -202,10 +227,21 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
         let mut chosen: Vec<u32> = keys[..n].iter().map(|k| k.1).collect();
         chosen.shuffle(&mut rng);
         for i in chosen {
-            let aff: f32 = v.iter().zip(&item_taste[i as usize * d..][..d]).map(|(a, b)| a * b).sum();
-            let r = (3.3 + 1.6 * aff + 0.7 * normal.sample(&mut rng)).round().clamp(1.0, 5.0);
+            let aff: f32 = v
+                .iter()
+                .zip(&item_taste[i as usize * d..][..d])
+                .map(|(a, b)| a * b)
+                .sum();
+            let r = (3.3 + 1.6 * aff + 0.7 * normal.sample(&mut rng))
+                .round()
+                .clamp(1.0, 5.0);
             t += (rng.gen::<f64>() * 3.0 * 86_400.0) as i64;
-            train.push(Interaction { user: u as u32, item: i, rating: r, ts: t });
+            train.push(Interaction {
+                user: u as u32,
+                item: i,
+                rating: r,
+                ts: t,
+            });
         }
     }
     let snapshot = {
@@ -225,7 +261,13 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
         test: None,
         snapshot_id: snapshot,
     };
-    SyntheticWorld { dataset, user_taste, item_taste, item_log_popularity, config: cfg.clone() }
+    SyntheticWorld {
+        dataset,
+        user_taste,
+        item_taste,
+        item_log_popularity,
+        config: cfg.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -233,7 +275,12 @@ mod tests {
     use super::*;
 
     fn small() -> SyntheticConfig {
-        SyntheticConfig { users: 300, items: 200, cold_start_users: 5, ..Default::default() }
+        SyntheticConfig {
+            users: 300,
+            items: 200,
+            cold_start_users: 5,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -243,7 +290,10 @@ mod tests {
         assert_eq!(a.dataset.train, b.dataset.train);
         assert_eq!(a.dataset.items, b.dataset.items);
         assert_eq!(a.dataset.snapshot_id, b.dataset.snapshot_id);
-        let c = generate(&SyntheticConfig { seed: 43, ..small() });
+        let c = generate(&SyntheticConfig {
+            seed: 43,
+            ..small()
+        });
         assert_ne!(a.dataset.train, c.dataset.train);
         assert_ne!(a.dataset.snapshot_id, c.dataset.snapshot_id);
     }
@@ -258,7 +308,11 @@ mod tests {
         pop.sort_unstable_by(|a, b| b.cmp(a));
         let total: u32 = pop.iter().sum();
         let head: u32 = pop[..150].iter().sum();
-        assert!(head as f64 / total as f64 > 0.3, "head share {}", head as f64 / total as f64);
+        assert!(
+            head as f64 / total as f64 > 0.3,
+            "head share {}",
+            head as f64 / total as f64
+        );
         // Ratings: every star used, 3 and 4 the most common.
         let mut hist = [0usize; 6];
         for x in &ds.train {
@@ -271,18 +325,33 @@ mod tests {
         let cold = h.iter().filter(|v| v.len() < 5).count();
         assert_eq!(cold, 20);
         // Timestamps increase within a user.
-        assert!(ds.train.windows(2).all(|w| w[0].user != w[1].user || w[0].ts <= w[1].ts));
+        assert!(ds
+            .train
+            .windows(2)
+            .all(|w| w[0].user != w[1].user || w[0].ts <= w[1].ts));
         // Titles carry the year; every movie has a genre.
-        assert!(ds.items.iter().all(|m| m.title.ends_with(&format!("({})", m.year.unwrap())) && !m.genres.is_empty()));
+        assert!(ds
+            .items
+            .iter()
+            .all(|m| m.title.ends_with(&format!("({})", m.year.unwrap())) && !m.genres.is_empty()));
     }
 
     #[test]
     fn choices_follow_hidden_taste() {
         let w = generate(&small());
         // Mean affinity of chosen items beats that of random items.
-        let chosen: f32 = w.dataset.train.iter().map(|x| w.affinity(x.user, x.item)).sum::<f32>() / w.dataset.train.len() as f32;
+        let chosen: f32 = w
+            .dataset
+            .train
+            .iter()
+            .map(|x| w.affinity(x.user, x.item))
+            .sum::<f32>()
+            / w.dataset.train.len() as f32;
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let random: f32 = (0..5000).map(|_| w.affinity(rng.gen_range(0..300), rng.gen_range(0..200))).sum::<f32>() / 5000.0;
+        let random: f32 = (0..5000)
+            .map(|_| w.affinity(rng.gen_range(0..300), rng.gen_range(0..200)))
+            .sum::<f32>()
+            / 5000.0;
         assert!(chosen > random + 0.1, "chosen {chosen} random {random}");
     }
 }

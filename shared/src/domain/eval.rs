@@ -34,7 +34,9 @@ pub struct PopularityScorer {
 
 impl PopularityScorer {
     pub fn new(popularity: &[u32]) -> Self {
-        PopularityScorer { counts: popularity.iter().map(|&c| c as f32).collect() }
+        PopularityScorer {
+            counts: popularity.iter().map(|&c| c as f32).collect(),
+        }
     }
 }
 
@@ -82,7 +84,11 @@ pub fn loo_rank(pos_score: f32, pos_item: u32, negatives: &[u32], neg_scores: &[
 }
 
 /// NCF protocol: HR@k and NDCG@k averaged over the cases.
-pub fn eval_loo(scorer: &dyn Scorer, cases: &[LooCase], k: usize) -> Result<LooMetrics, ScoreError> {
+pub fn eval_loo(
+    scorer: &dyn Scorer,
+    cases: &[LooCase],
+    k: usize,
+) -> Result<LooMetrics, ScoreError> {
     let (mut hr, mut ndcg) = (0.0, 0.0);
     let mut items = Vec::new();
     let mut scores = Vec::new();
@@ -98,14 +104,20 @@ pub fn eval_loo(scorer: &dyn Scorer, cases: &[LooCase], k: usize) -> Result<LooM
         }
     }
     let n = cases.len().max(1) as f64;
-    Ok(LooMetrics { users: cases.len(), hr: hr / n, ndcg: ndcg / n })
+    Ok(LooMetrics {
+        users: cases.len(),
+        hr: hr / n,
+        ndcg: ndcg / n,
+    })
 }
 
 /// Indices of the `k` highest scores, best first; ties go to the lower index.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
     let better = |a: &u32, b: &u32| {
         let (sa, sb) = (scores[*a as usize], scores[*b as usize]);
-        sb.partial_cmp(&sa).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(b))
+        sb.partial_cmp(&sa)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(b))
     };
     let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
     let k = k.min(idx.len());
@@ -134,7 +146,9 @@ pub fn recall_ndcg(ranked: &[u32], relevant: &[u32], k: usize) -> (f64, f64) {
             dcg += 1.0 / ((pos + 2) as f64).log2();
         }
     }
-    let idcg: f64 = (0..relevant.len().min(k)).map(|i| 1.0 / ((i + 2) as f64).log2()).sum();
+    let idcg: f64 = (0..relevant.len().min(k))
+        .map(|i| 1.0 / ((i + 2) as f64).log2())
+        .sum();
     (hits as f64 / relevant.len() as f64, dcg / idcg)
 }
 
@@ -164,15 +178,27 @@ pub fn eval_full(
         users += 1;
     }
     let n = users.max(1) as f64;
-    Ok(FullMetrics { users, recall: recall / n, ndcg: ndcg / n })
+    Ok(FullMetrics {
+        users,
+        recall: recall / n,
+        ndcg: ndcg / n,
+    })
 }
 
 /// A model's and the popularity baseline's metrics under one protocol, in the
 /// JSON shape `movie-recs eval --json` prints and manifests store.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EvalReport {
-    Ncf { k: usize, model: LooMetrics, popularity: LooMetrics },
-    Full { k: usize, model: FullMetrics, popularity: FullMetrics },
+    Ncf {
+        k: usize,
+        model: LooMetrics,
+        popularity: LooMetrics,
+    },
+    Full {
+        k: usize,
+        model: FullMetrics,
+        popularity: FullMetrics,
+    },
 }
 
 impl EvalReport {
@@ -180,14 +206,22 @@ impl EvalReport {
     /// full-ranking equivalent with `recall@20` / `ndcg@20`.
     pub fn to_json(&self) -> Value {
         match self {
-            EvalReport::Ncf { k, model, popularity } => json!({
+            EvalReport::Ncf {
+                k,
+                model,
+                popularity,
+            } => json!({
                 "protocol": "ncf",
                 "users": model.users,
                 format!("hr@{k}"): model.hr,
                 format!("ndcg@{k}"): model.ndcg,
                 "popularity": { format!("hr@{k}"): popularity.hr, format!("ndcg@{k}"): popularity.ndcg },
             }),
-            EvalReport::Full { k, model, popularity } => json!({
+            EvalReport::Full {
+                k,
+                model,
+                popularity,
+            } => json!({
                 "protocol": "full",
                 "users": model.users,
                 format!("recall@{k}"): model.recall,
@@ -222,9 +256,21 @@ mod tests {
         // Case C: held-out 0 among 1..=5 → rank 5.
         let s = Table((0..10).map(|i| i as f32).collect());
         let cases = vec![
-            LooCase { user: 0, item: 9, negatives: vec![0, 1, 2] },
-            LooCase { user: 1, item: 2, negatives: vec![0, 1, 3, 4, 5] },
-            LooCase { user: 2, item: 0, negatives: vec![1, 2, 3, 4, 5] },
+            LooCase {
+                user: 0,
+                item: 9,
+                negatives: vec![0, 1, 2],
+            },
+            LooCase {
+                user: 1,
+                item: 2,
+                negatives: vec![0, 1, 3, 4, 5],
+            },
+            LooCase {
+                user: 2,
+                item: 0,
+                negatives: vec![1, 2, 3, 4, 5],
+            },
         ];
         let m = eval_loo(&s, &cases, 4).unwrap();
         // HR@4: A and B hit, C misses → 2/3. NDCG: (1/log2(2) + 1/log2(5)) / 3.
@@ -269,8 +315,17 @@ mod tests {
 
     #[test]
     fn report_json_shape() {
-        let m = LooMetrics { users: 3, hr: 0.5, ndcg: 0.25 };
-        let v = EvalReport::Ncf { k: 10, model: m, popularity: m }.to_json();
+        let m = LooMetrics {
+            users: 3,
+            hr: 0.5,
+            ndcg: 0.25,
+        };
+        let v = EvalReport::Ncf {
+            k: 10,
+            model: m,
+            popularity: m,
+        }
+        .to_json();
         assert_eq!(v["protocol"], "ncf");
         assert_eq!(v["users"], 3);
         assert_eq!(v["hr@10"], 0.5);

@@ -4,4 +4,4 @@ pub mod dataset;
 pub mod eval;
 pub mod split;
 
-pub use dataset::{Dataset, DataFormat, Interaction, ItemMeta, LooCase, TestSet};
+pub use dataset::{DataFormat, Dataset, Interaction, ItemMeta, LooCase, TestSet};

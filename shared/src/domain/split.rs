@@ -43,7 +43,11 @@ pub fn leave_one_out(
         let negatives = sample_negatives(&mut rng, n_items, n_neg, |j| {
             seen[u].binary_search(&j).is_ok() || extra.binary_search(&j).is_ok()
         });
-        cases.push(LooCase { user: u as u32, item, negatives });
+        cases.push(LooCase {
+            user: u as u32,
+            item,
+            negatives,
+        });
     }
     // A user whose every interaction was the held-out item still appears in `kept`
     // only if min_keep allowed it; duplicates of the held-out item stay (they are history).
@@ -90,14 +94,23 @@ mod tests {
     use super::*;
 
     fn ix(user: u32, item: u32, ts: i64) -> Interaction {
-        Interaction { user, item, rating: 1.0, ts }
+        Interaction {
+            user,
+            item,
+            rating: 1.0,
+            ts,
+        }
     }
 
     #[test]
     fn holds_out_latest_and_samples_unseen_negatives() {
         let data = vec![ix(0, 0, 1), ix(0, 1, 5), ix(0, 2, 3), ix(1, 3, 1)];
         let (kept, cases) = leave_one_out(&data, 2, 10, 4, 1, None, 7);
-        assert_eq!(cases.len(), 1, "user 1 has a single interaction and is kept whole");
+        assert_eq!(
+            cases.len(),
+            1,
+            "user 1 has a single interaction and is kept whole"
+        );
         assert_eq!(cases[0].user, 0);
         assert_eq!(cases[0].item, 1);
         assert_eq!(cases[0].negatives.len(), 4);

@@ -15,7 +15,9 @@ pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoringError {
-    #[error("ONNX Runtime library not found: set ORT_DYLIB_PATH or run `make setup` (looked in: {0})")]
+    #[error(
+        "ONNX Runtime library not found: set ORT_DYLIB_PATH or run `make setup` (looked in: {0})"
+    )]
     RuntimeNotFound(String),
     #[error("ONNX Runtime could not be initialised from {path}: {reason}")]
     RuntimeInit { path: PathBuf, reason: String },
@@ -27,7 +29,8 @@ pub enum ScoringError {
     UnknownUser { user: u32, users: usize },
 }
 
-static RUNTIME: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
+static RUNTIME: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> =
+    OnceLock::new();
 
 fn candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -72,14 +75,23 @@ pub fn init_runtime() -> Result<&'static Path, ScoringError> {
     });
     match r {
         Ok((_, p)) => Ok(p.as_path()),
-        Err(e) if e.starts_with("ONNX Runtime library not found") => Err(ScoringError::RuntimeNotFound(e.clone())),
-        Err(e) => Err(ScoringError::RuntimeInit { path: PathBuf::new(), reason: e.clone() }),
+        Err(e) if e.starts_with("ONNX Runtime library not found") => {
+            Err(ScoringError::RuntimeNotFound(e.clone()))
+        }
+        Err(e) => Err(ScoringError::RuntimeInit {
+            path: PathBuf::new(),
+            reason: e.clone(),
+        }),
     }
 }
 
 fn env() -> Result<&'static ort::environment::Environment, ScoringError> {
     init_runtime()?;
-    Ok(&RUNTIME.get().and_then(|r| r.as_ref().ok()).expect("initialised above").0)
+    Ok(&RUNTIME
+        .get()
+        .and_then(|r| r.as_ref().ok())
+        .expect("initialised above")
+        .0)
 }
 
 /// One ONNX Runtime session for one model version: scores the whole catalogue
@@ -93,7 +105,10 @@ pub struct OnnxModel {
 impl OnnxModel {
     /// Loads `model.onnx`; `n_users` / `n_items` come from the manifest.
     pub fn load(path: &Path, n_users: usize, n_items: usize) -> Result<Self, ScoringError> {
-        let load_err = |e: &dyn std::fmt::Display| ScoringError::Load { path: path.to_path_buf(), reason: e.to_string() };
+        let load_err = |e: &dyn std::fmt::Display| ScoringError::Load {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
         let env = env()?;
         let session = Session::builder(env)
             .map_err(|e| load_err(&e))?
@@ -101,12 +116,19 @@ impl OnnxModel {
             .map_err(|e| load_err(&e))?
             .commit_from_file(path)
             .map_err(|e| load_err(&e))?;
-        Ok(OnnxModel { session: Mutex::new(session), n_users, n_items })
+        Ok(OnnxModel {
+            session: Mutex::new(session),
+            n_users,
+            n_items,
+        })
     }
 
     /// Loads a model from bytes already in memory (for example just exported).
     pub fn from_bytes(bytes: &[u8], n_users: usize, n_items: usize) -> Result<Self, ScoringError> {
-        let load_err = |e: &dyn std::fmt::Display| ScoringError::Load { path: PathBuf::from("<memory>"), reason: e.to_string() };
+        let load_err = |e: &dyn std::fmt::Display| ScoringError::Load {
+            path: PathBuf::from("<memory>"),
+            reason: e.to_string(),
+        };
         let env = env()?;
         let session = Session::builder(env)
             .map_err(|e| load_err(&e))?
@@ -114,7 +136,11 @@ impl OnnxModel {
             .map_err(|e| load_err(&e))?
             .commit_from_memory(bytes)
             .map_err(|e| load_err(&e))?;
-        Ok(OnnxModel { session: Mutex::new(session), n_users, n_items })
+        Ok(OnnxModel {
+            session: Mutex::new(session),
+            n_users,
+            n_items,
+        })
     }
 
     pub fn n_users(&self) -> usize {
@@ -124,15 +150,27 @@ impl OnnxModel {
     /// Scores every item for the model user index `user` into `out`.
     pub fn score(&self, user: u32, out: &mut Vec<f32>) -> Result<(), ScoringError> {
         if user as usize >= self.n_users {
-            return Err(ScoringError::UnknownUser { user, users: self.n_users });
+            return Err(ScoringError::UnknownUser {
+                user,
+                users: self.n_users,
+            });
         }
         let input = [user as i64];
-        let tensor = TensorRef::from_array_view(([1usize], &input[..])).map_err(|e| ScoringError::Run(e.to_string()))?;
+        let tensor = TensorRef::from_array_view(([1usize], &input[..]))
+            .map_err(|e| ScoringError::Run(e.to_string()))?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(ort::inputs![ONNX_INPUT => tensor]).map_err(|e| ScoringError::Run(e.to_string()))?;
-        let (_, scores) = outputs[ONNX_OUTPUT].try_extract_tensor::<f32>().map_err(|e| ScoringError::Run(e.to_string()))?;
+        let outputs = session
+            .run(ort::inputs![ONNX_INPUT => tensor])
+            .map_err(|e| ScoringError::Run(e.to_string()))?;
+        let (_, scores) = outputs[ONNX_OUTPUT]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| ScoringError::Run(e.to_string()))?;
         if scores.len() != self.n_items {
-            return Err(ScoringError::Run(format!("model returned {} scores for {} items", scores.len(), self.n_items)));
+            return Err(ScoringError::Run(format!(
+                "model returned {} scores for {} items",
+                scores.len(),
+                self.n_items
+            )));
         }
         out.clear();
         out.extend_from_slice(scores);

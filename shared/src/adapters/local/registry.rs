@@ -21,7 +21,10 @@ impl FolderRegistry {
     }
 
     fn io(path: &Path, source: std::io::Error) -> RegistryError {
-        RegistryError::Io { path: path.to_path_buf(), source }
+        RegistryError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn check(version: &str) -> Result<(), RegistryError> {
@@ -46,7 +49,10 @@ impl ModelStore for FolderRegistry {
             if !valid_version(&name) || !entry.path().join(MANIFEST_FILE).is_file() {
                 continue;
             }
-            let created = self.read_manifest(&name).map(|m| m.created_at).unwrap_or_default();
+            let created = self
+                .read_manifest(&name)
+                .map(|m| m.created_at)
+                .unwrap_or_default();
             found.push((created, name));
         }
         found.sort();
@@ -60,10 +66,17 @@ impl ModelStore for FolderRegistry {
             std::io::ErrorKind::NotFound => RegistryError::NotFound(version.into()),
             _ => Self::io(&path, e),
         })?;
-        Manifest::from_json(&bytes).map_err(|source| RegistryError::Artifact { version: version.into(), source })
+        Manifest::from_json(&bytes).map_err(|source| RegistryError::Artifact {
+            version: version.into(),
+            source,
+        })
     }
 
-    fn publish(&self, manifest: &Manifest, files: &[ArtifactFile<'_>]) -> Result<(), RegistryError> {
+    fn publish(
+        &self,
+        manifest: &Manifest,
+        files: &[ArtifactFile<'_>],
+    ) -> Result<(), RegistryError> {
         let version = &manifest.version;
         Self::check(version)?;
         let dest = self.root.join(version);
@@ -71,7 +84,9 @@ impl ModelStore for FolderRegistry {
             return Err(RegistryError::AlreadyExists(version.clone()));
         }
         std::fs::create_dir_all(&self.root).map_err(|e| Self::io(&self.root, e))?;
-        let tmp = self.root.join(format!(".tmp-{version}-{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!(".tmp-{version}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| Self::io(&tmp, e))?;
         let write = |name: &str, bytes: &[u8]| {
@@ -84,7 +99,12 @@ impl ModelStore for FolderRegistry {
         let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         write(MANIFEST_FILE, &json)?;
         // Verify what landed on disk before making it visible.
-        manifest.verify_dir(&tmp).map_err(|source| RegistryError::Artifact { version: version.clone(), source })?;
+        manifest
+            .verify_dir(&tmp)
+            .map_err(|source| RegistryError::Artifact {
+                version: version.clone(),
+                source,
+            })?;
         if dest.exists() {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(RegistryError::AlreadyExists(version.clone()));
@@ -95,7 +115,12 @@ impl ModelStore for FolderRegistry {
     fn fetch(&self, version: &str) -> Result<VerifiedArtifact, RegistryError> {
         let manifest = self.read_manifest(version)?;
         let dir = self.root.join(version);
-        manifest.verify_dir(&dir).map_err(|source| RegistryError::Artifact { version: version.into(), source })?;
+        manifest
+            .verify_dir(&dir)
+            .map_err(|source| RegistryError::Artifact {
+                version: version.into(),
+                source,
+            })?;
         Ok(VerifiedArtifact { dir, manifest })
     }
 }

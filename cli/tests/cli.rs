@@ -1,0 +1,148 @@
+//! The `movie-recs` binary as scripts use it: `train` prints the version last,
+//! `eval --json` prints one JSON object of the documented shape.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_movie-recs"))
+}
+
+fn run(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().expect("binary runs");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "failed: {cmd:?}\nstdout:\n{so}\nstderr:\n{se}"
+    );
+    (so, se)
+}
+
+const SMALL: [&str; 4] = ["--synthetic-users", "300", "--synthetic-items", "200"];
+
+#[test]
+fn train_prints_version_last_and_eval_prints_json() {
+    let reg = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run(bin()
+        .args(["train", "--data", "synthetic", "--registry"])
+        .arg(reg.path())
+        .args([
+            "--epochs",
+            "2",
+            "--factors",
+            "8",
+            "--layers",
+            "16,8",
+            "--quiet",
+        ])
+        .args(SMALL));
+    let version = stdout.lines().last().unwrap().trim().to_string();
+    assert!(version.starts_with('v'), "{stdout}");
+    assert!(reg.path().join(&version).join("manifest.json").is_file());
+    assert!(stderr.contains("published"), "{stderr}");
+
+    let (stdout, _) = run(bin()
+        .args(["eval", "--json", "--data", "synthetic", "--model"])
+        .arg(reg.path().join(&version))
+        .args(SMALL));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["protocol"], "ncf");
+    assert!(v["users"].as_u64().unwrap() > 250);
+    for k in ["hr@10", "ndcg@10"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}");
+        assert!(v["popularity"][k].as_f64().is_some(), "popularity {k}");
+    }
+
+    // registry list / verify
+    let (stdout, _) = run(bin()
+        .args(["registry", "list", "--registry"])
+        .arg(reg.path()));
+    assert!(stdout.starts_with(&version));
+    let (stdout, _) = run(bin()
+        .args(["registry", "verify", "--registry"])
+        .arg(reg.path())
+        .arg(&version));
+    assert!(stdout.contains("2 files verified"));
+}
+
+#[test]
+fn full_ranking_protocol_json_for_lcfn_data() {
+    // An LCFN-format split written from synthetic data.
+    let w = shared::data::synthetic::generate(&shared::data::synthetic::SyntheticConfig {
+        users: 200,
+        items: 150,
+        cold_start_users: 0,
+        ..Default::default()
+    });
+    let data = tempfile::tempdir().unwrap();
+    let hist = w.dataset.user_histories();
+    let (mut train, mut test) = (String::new(), String::new());
+    for (u, items) in hist.iter().enumerate() {
+        let cut = items.len() * 4 / 5;
+        let list = |s: &[u32]| s.iter().map(|i| format!(" {i}")).collect::<String>();
+        train += &format!("{u}{}\n", list(&items[..cut]));
+        test += &format!("{u}{}\n", list(&items[cut..]));
+    }
+    std::fs::write(data.path().join("train.txt"), train).unwrap();
+    std::fs::write(data.path().join("test.txt"), test).unwrap();
+    let reg = tempfile::tempdir().unwrap();
+    let (stdout, _) = run(bin()
+        .args([
+            "train",
+            "--quiet",
+            "--epochs",
+            "2",
+            "--factors",
+            "8",
+            "--layers",
+            "16,8",
+            "--version",
+            "lc",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--registry")
+        .arg(reg.path()));
+    assert_eq!(stdout.lines().last(), Some("lc"));
+    let (stdout, _) = run(bin()
+        .args(["eval", "--json", "--data"])
+        .arg(data.path())
+        .arg("--model")
+        .arg(reg.path().join("lc")));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["protocol"], "full");
+    assert_eq!(v["users"], 200);
+    assert!(v["recall@20"].as_f64().unwrap() > 0.0);
+    assert!(v["popularity"]["ndcg@20"].as_f64().is_some());
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let reg = tempfile::tempdir().unwrap();
+    let missing = PathBuf::from("/nonexistent/data");
+    let out = bin()
+        .args(["train", "--data"])
+        .arg(&missing)
+        .arg("--registry")
+        .arg(reg.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/data"), "{err}");
+
+    let out = bin()
+        .args(["eval", "--data", "synthetic", "--model"])
+        .arg(reg.path().join("nope"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
