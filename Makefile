@@ -3,6 +3,7 @@
 
 SHELL := /bin/bash
 DATA_DIR ?= .movie-recs
+ADDR ?= 127.0.0.1:8080
 REGISTRY := $(DATA_DIR)/registry
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
@@ -19,15 +20,9 @@ $(ORT):
 build:
 	cargo build --release --bin movie-recs
 
-## run: set up, build, train a model on synthetic data if the registry is empty, show it
+## run: set up, build, serve on http://127.0.0.1:8080 (training a model on synthetic data if none exists)
 run: setup build
-	@if [ -z "$$(ls -A $(REGISTRY) 2>/dev/null | grep -v '^\.')" ]; then \
-	  echo "no model in $(REGISTRY): training one on the built-in synthetic data"; \
-	  $(BIN) train --data synthetic --registry $(REGISTRY); \
-	fi
-	@$(BIN) registry list --registry $(REGISTRY)
-	@echo "Serving (movie-recs serve, GET /recommend/{user_id}) arrives with the serving-core issue;"
-	@echo "for now try:  $(BIN) eval --data synthetic --model $(REGISTRY)/$$(ls $(REGISTRY) | tail -1)"
+	$(BIN) serve --data-dir $(DATA_DIR) --addr $(ADDR)
 
 ## lint: formatting and clippy, warnings are errors
 lint:

@@ -35,6 +35,8 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a published model on a dataset's test protocol.
     Eval(EvalArgs),
+    /// Serve the HTTP API locally (trains a model on synthetic data first if none exists).
+    Serve(ServeArgs),
     /// Inspect the model registry.
     Registry {
         #[command(subcommand)]
@@ -76,6 +78,9 @@ struct TrainArgs {
     /// Stop after this many epochs without better validation HR@10 (0: never).
     #[arg(long, default_value_t = HyperParams::default().patience)]
     patience: usize,
+    /// Keep the selection run's weights instead of refitting on all training data.
+    #[arg(long)]
+    no_refit: bool,
     /// Publish even if the model does not beat popularity on validation (recorded).
     #[arg(long)]
     force: bool,
@@ -84,6 +89,22 @@ struct TrainArgs {
     /// No progress bar or per-epoch lines.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Data folder: registry/ (models) and movie-recs.db (traces, history, rollout).
+    #[arg(long, default_value = ".movie-recs")]
+    data_dir: PathBuf,
+    /// Days to keep traces.
+    #[arg(long, default_value_t = 30)]
+    trace_ttl_days: i64,
+    /// Seconds between checks for a new served version.
+    #[arg(long, default_value_t = 5)]
+    reload_secs: u64,
 }
 
 #[derive(Args)]
@@ -147,6 +168,19 @@ enum RegistryCommand {
     },
 }
 
+/// Prints a line on stdout; a closed pipe (`movie-recs … | head`) ends the
+/// process quietly instead of panicking.
+fn out(line: impl std::fmt::Display) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn registry(spec: &str) -> Result<FolderRegistry> {
     if spec.starts_with("s3://") {
         bail!("S3 registries ({spec}) arrive with the AWS adapters; use a folder for now");
@@ -189,9 +223,10 @@ fn train(a: TrainArgs) -> Result<()> {
         l2: a.l2,
         patience: a.patience,
         seed: a.seed,
+        refit: !a.no_refit,
     };
     let progress = !a.quiet;
-    let out = train_and_publish(
+    let outcome = train_and_publish(
         &reg,
         &ds,
         &TrainOptions {
@@ -201,18 +236,18 @@ fn train(a: TrainArgs) -> Result<()> {
             progress,
         },
     )?;
-    let m = &out.manifest;
+    let m = &outcome.manifest;
     let v = &m.metrics.validation;
     eprintln!(
         "best epoch {} of {}: validation HR@10 {:.4} NDCG@10 {:.4} (popularity {:.4} / {:.4}); {:.1} s/epoch",
         v.best_epoch, v.epochs_run, v.hr10, v.ndcg10, v.popularity.hr10, v.popularity.ndcg10, m.metrics.seconds_per_epoch
     );
-    eprintln!("test: {}", out.test.to_json());
+    eprintln!("test: {}", outcome.test.to_json());
     if m.quality_gate.forced {
         eprintln!("warning: published with --force although the quality gate failed");
     }
     eprintln!("published {} to {}", m.version, reg.root().display());
-    println!("{}", m.version);
+    out(&m.version);
     Ok(())
 }
 
@@ -223,15 +258,98 @@ fn eval(a: EvalArgs) -> Result<()> {
     let report = eval_version(&reg, &version, &ds)?;
     let json = report.to_json();
     if a.json {
-        println!("{json}");
+        out(json);
     } else {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        out(serde_json::to_string_pretty(&json)?);
     }
     Ok(())
 }
 
+fn serve(a: ServeArgs) -> Result<()> {
+    use shared::adapters::local::SqliteStore;
+    use shared::http::{router, sync_model, ApiConfig, AppState, SyncOutcome};
+    use std::sync::Arc;
+
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
+    let reg = FolderRegistry::new(a.data_dir.join("registry"));
+    if reg.list_versions()?.is_empty() {
+        eprintln!(
+            "no model in {}: training one on the built-in synthetic data first",
+            reg.root().display()
+        );
+        let ds = shared::data::load("synthetic", &SyntheticConfig::default())?;
+        let out = train_and_publish(
+            &reg,
+            &ds,
+            &TrainOptions {
+                hp: HyperParams::default(),
+                version: None,
+                force: false,
+                progress: true,
+            },
+        )?;
+        eprintln!("published {}", out.manifest.version);
+    }
+    let db = Arc::new(SqliteStore::open(&a.data_dir.join("movie-recs.db"))?);
+    let state = Arc::new(AppState::new(
+        None,
+        db.clone(),
+        db.clone(),
+        db.clone(),
+        ApiConfig {
+            function_version: "local".into(),
+            trace_ttl_secs: a.trace_ttl_days * 86_400,
+        },
+    ));
+    match sync_model(&state, &reg) {
+        Ok(SyncOutcome::Loaded(v)) => eprintln!("serving model {v}"),
+        Ok(other) => eprintln!("no model loaded: {other:?}"),
+        Err(e) => eprintln!("error: no model loaded: {e}"),
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.addr).await.with_context(|| format!("binding {}", a.addr))?;
+        let addr = listener.local_addr()?;
+        eprintln!("listening on http://{addr}");
+        eprintln!("  curl -s http://{addr}/recommend/1?k=5");
+        eprintln!("  curl -s http://{addr}/healthz");
+        eprintln!("  curl -s http://{addr}/metrics");
+        eprintln!("  curl -s http://{addr}/trace/<X-Request-ID of a response>");
+        let (st, reg2, every) = (state.clone(), reg.clone(), a.reload_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+            loop {
+                tick.tick().await;
+                let (st, reg) = (st.clone(), reg2.clone());
+                match tokio::task::spawn_blocking(move || sync_model(&st, &reg)).await {
+                    Ok(Ok(SyncOutcome::Loaded(v))) => tracing::info!(version = %v, "now serving"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "new version refused; the current one keeps serving"),
+                    _ => {}
+                }
+            }
+        });
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Serve(a) => serve(a),
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
         Command::Registry { command } => match command {
@@ -239,10 +357,10 @@ fn main() -> Result<()> {
                 let reg = registry(&r)?;
                 for v in reg.list_versions()? {
                     let m = reg.read_manifest(&v)?;
-                    println!(
+                    out(format!(
                         "{v}\t{}\t{}\tval_hr@10={:.4}",
                         m.created_at, m.data.format, m.metrics.validation.hr10
-                    );
+                    ));
                 }
                 Ok(())
             }
@@ -255,7 +373,7 @@ fn main() -> Result<()> {
                 // Id maps and the catalogue are long; summarise them.
                 v["users"] = serde_json::json!(format!("{} ids", m.users.len()));
                 v["items"] = serde_json::json!(format!("{} movies", m.items.len()));
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out(serde_json::to_string_pretty(&v)?);
                 Ok(())
             }
             RegistryCommand::Verify {
@@ -263,7 +381,10 @@ fn main() -> Result<()> {
                 version,
             } => {
                 let art = registry(&r)?.fetch(&version)?;
-                println!("{version}: {} files verified", art.manifest.files.len());
+                out(format!(
+                    "{version}: {} files verified",
+                    art.manifest.files.len()
+                ));
                 Ok(())
             }
         },

@@ -33,6 +33,10 @@ pub struct HyperParams {
     /// Stop after this many epochs without a better validation HR@10.
     pub patience: usize,
     pub seed: u64,
+    /// After choosing the epoch count on validation, retrain on all training data
+    /// (validation items included) for that many epochs.
+    #[serde(default)]
+    pub refit: bool,
 }
 
 impl Default for HyperParams {
@@ -47,6 +51,7 @@ impl Default for HyperParams {
             l2: 0.0,
             patience: 3,
             seed: 42,
+            refit: true,
         }
     }
 }

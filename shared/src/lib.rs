@@ -12,6 +12,7 @@ pub mod adapters;
 pub mod artifact;
 pub mod data;
 pub mod domain;
+pub mod http;
 pub mod ports;
 pub mod scoring;
 

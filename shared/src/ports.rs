@@ -60,3 +60,38 @@ pub fn valid_version(v: &str) -> bool {
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
+
+/// Failure of a store other than the registry (traces, history, rollout).
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {reason}")]
+pub struct StoreError {
+    pub store: &'static str,
+    pub reason: String,
+}
+
+/// Provenance records of recommendation responses, with expiry.
+pub trait TraceStore: Send + Sync {
+    /// Stores `trace` (a JSON object) under `request_id` until `expires_at` (epoch s).
+    fn put(
+        &self,
+        request_id: &str,
+        trace: &serde_json::Value,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    /// The trace, unless absent or expired at `now` (epoch s).
+    fn get(&self, request_id: &str, now: i64) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Cheap reachability check for health reports.
+    fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Movies users watched or rated since their model was trained.
+pub trait UserHistory: Send + Sync {
+    fn seen(&self, user_id: u64) -> Result<Vec<u64>, StoreError>;
+    fn append(&self, user_id: u64, movie_ids: &[u64], ts_ms: i64) -> Result<(), StoreError>;
+}
+
+/// Which model version serves (the rollout issue extends this to strategies).
+pub trait RolloutStore: Send + Sync {
+    fn served_version(&self) -> Result<Option<String>, StoreError>;
+    fn set_served_version(&self, version: &str, updated_by: &str) -> Result<(), StoreError>;
+}

@@ -157,7 +157,14 @@ pub fn train_and_publish(
     }
     let (nu, ni) = (ds.n_users(), ds.n_items());
     let sp = splits(ds, opts.hp.seed);
-    let trained = train(nu, ni, &sp.fit, &sp.validation, &opts.hp, opts.progress)?;
+    let mut trained = train(
+        nu,
+        ni,
+        &sp.fit,
+        Some(&sp.validation),
+        &opts.hp,
+        opts.progress,
+    )?;
     let pop_val = eval_loo(
         &PopularityScorer::new(&popularity(ni, &sp.fit)),
         &sp.validation,
@@ -172,6 +179,16 @@ pub fn train_and_publish(
         });
     }
 
+    if opts.hp.refit {
+        // The epoch count was chosen on validation; now use every training interaction.
+        let hp = HyperParams {
+            epochs: trained.best_epoch,
+            ..opts.hp.clone()
+        };
+        let refit = train(nu, ni, &sp.train, None, &hp, opts.progress)?;
+        trained.weights = refit.weights;
+        trained.epochs.extend(refit.epochs);
+    }
     let onnx = export_onnx(
         &trained.weights,
         &[("version", &version), ("data_snapshot_id", &ds.snapshot_id)],
@@ -229,7 +246,8 @@ pub fn train_and_publish(
                     ndcg10: pop_val.ndcg,
                 },
                 best_epoch: trained.best_epoch,
-                epochs_run: trained.epochs.len(),
+                epochs_run: trained.epochs.len()
+                    - if opts.hp.refit { trained.best_epoch } else { 0 },
             },
             test: Some(test.to_json()),
             seconds_per_epoch: trained.seconds_per_epoch(),

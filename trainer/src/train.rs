@@ -73,11 +73,12 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
 }
 
 /// Trains NeuMF on `train` and keeps the epoch with the best validation HR@10.
+/// Without a validation set it runs `hp.epochs` epochs and keeps the last.
 pub fn train(
     n_users: usize,
     n_items: usize,
     train: &[Interaction],
-    validation: &[LooCase],
+    validation: Option<&[LooCase]>,
     hp: &HyperParams,
     progress: bool,
 ) -> Result<Trained, TrainError> {
@@ -193,16 +194,30 @@ pub fn train(
         }
         bar.finish_and_clear();
         let loss = loss_sum / us.len() as f64;
-        let val = eval_loo(&model, validation, 10).map_err(|e| TrainError::Eval(e.to_string()))?;
+        let val = match validation {
+            Some(v) => eval_loo(&model, v, 10).map_err(|e| TrainError::Eval(e.to_string()))?,
+            None => LooMetrics {
+                users: 0,
+                hr: 0.0,
+                ndcg: 0.0,
+            },
+        };
         let seconds = start.elapsed().as_secs_f64();
-        let improved = best.as_ref().is_none_or(|(_, m, _)| val.hr > m.hr);
+        let improved = validation.is_none() || best.as_ref().is_none_or(|(_, m, _)| val.hr > m.hr);
         if progress {
-            eprintln!(
-                "epoch {epoch:>3}  loss {loss:.4}  val HR@10 {:.4}  NDCG@10 {:.4}  {seconds:.1}s{}",
-                val.hr,
-                val.ndcg,
-                if improved { "  *best" } else { "" }
-            );
+            if validation.is_some() {
+                eprintln!(
+                    "epoch {epoch:>3}  loss {loss:.4}  val HR@10 {:.4}  NDCG@10 {:.4}  {seconds:.1}s{}",
+                    val.hr,
+                    val.ndcg,
+                    if improved { "  *best" } else { "" }
+                );
+            } else {
+                eprintln!(
+                    "refit epoch {epoch:>3}/{}  loss {loss:.4}  {seconds:.1}s",
+                    hp.epochs
+                );
+            }
         }
         epochs.push(EpochLog {
             epoch,
@@ -211,7 +226,16 @@ pub fn train(
             seconds,
         });
         if improved {
-            best = Some((epoch, val, model.weights()?));
+            // Snapshot only when it can still be the answer (the last epoch always can be).
+            best = Some((
+                epoch,
+                val,
+                if validation.is_some() || epoch == hp.epochs {
+                    model.weights()?
+                } else {
+                    NeuMfWeights::default()
+                },
+            ));
             since_best = 0;
         } else {
             since_best += 1;

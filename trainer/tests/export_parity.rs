@@ -24,7 +24,7 @@ fn onnx_scores_match_trainer_to_1e5() {
         batch_size: 128,
         ..Default::default()
     };
-    let trained = trainer::train(ds.n_users(), ds.n_items(), &fit, &val, &hp, false).unwrap();
+    let trained = trainer::train(ds.n_users(), ds.n_items(), &fit, Some(&val), &hp, false).unwrap();
     let model = NeuMf::from_weights(&trained.weights).unwrap();
 
     let onnx = export_onnx(&trained.weights, &[]);

@@ -2,6 +2,7 @@
 
 pub mod dataset;
 pub mod eval;
+pub mod ranking;
 pub mod split;
 
 pub use dataset::{DataFormat, Dataset, Interaction, ItemMeta, LooCase, TestSet};

@@ -3,6 +3,10 @@
 //! puts in the repo's `.tools/onnxruntime/` (searched upwards from the executable
 //! and the working directory), then the Lambda layer's `/opt/lib`.
 
+mod serving;
+
+pub use serving::{LoadError, Ranked, ServingModel};
+
 use crate::artifact::{ONNX_INPUT, ONNX_OUTPUT};
 use crate::domain::eval::{ScoreError, Scorer};
 use ort::session::Session;
