@@ -8,7 +8,7 @@ REGISTRY := $(DATA_DIR)/registry
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: setup build run test lint unit bench clean-tools
+.PHONY: setup build run test lint unit bench loadtest clean-tools
 
 ## setup: fetch ONNX Runtime 1.31.1 (from the PyPI wheel) into .tools/
 setup: $(ORT)
@@ -36,9 +36,14 @@ unit: setup
 ## test: everything CI runs
 test: lint unit
 
-## bench: criterion benchmarks (serving cost of the exported graph)
+## bench: criterion benchmarks (graph scoring cost; recommend handler in process)
 bench: setup
 	cargo bench -p movie-recs-trainer --bench scoring
+	cargo bench -p movie-recs-cli --bench recommend
+
+## loadtest: cold start and wrk at 64 connections against a local server (needs wrk)
+loadtest: setup build
+	infra/loadtest.sh $(abspath $(DATA_DIR))
 
 clean-tools:
 	rm -rf .tools

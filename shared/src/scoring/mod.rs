@@ -12,6 +12,7 @@ use crate::domain::eval::{ScoreError, Scorer};
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// File name of the ONNX Runtime shared library this build expects.
@@ -98,50 +99,65 @@ fn env() -> Result<&'static ort::environment::Environment, ScoringError> {
         .0)
 }
 
-/// One ONNX Runtime session for one model version: scores the whole catalogue
-/// for one user per call. Created once per version and shared by all requests.
+/// ONNX Runtime sessions for one model version: scores the whole catalogue for
+/// one user per call. Created once per version and shared by all requests; one
+/// session per core (`Session::run` needs exclusive access), so concurrent
+/// requests score in parallel instead of queueing on one lock.
 pub struct OnnxModel {
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
     n_users: usize,
     n_items: usize,
+}
+
+/// Sessions per model: one per available core, at most 8.
+fn pool_size() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
 }
 
 impl OnnxModel {
     /// Loads `model.onnx`; `n_users` / `n_items` come from the manifest.
     pub fn load(path: &Path, n_users: usize, n_items: usize) -> Result<Self, ScoringError> {
+        let bytes = std::fs::read(path).map_err(|e| ScoringError::Load {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::build(&bytes, path, n_users, n_items)
+    }
+
+    /// Loads a model from bytes already in memory (for example just exported).
+    pub fn from_bytes(bytes: &[u8], n_users: usize, n_items: usize) -> Result<Self, ScoringError> {
+        Self::build(bytes, Path::new("<memory>"), n_users, n_items)
+    }
+
+    fn build(
+        bytes: &[u8],
+        path: &Path,
+        n_users: usize,
+        n_items: usize,
+    ) -> Result<Self, ScoringError> {
         let load_err = |e: &dyn std::fmt::Display| ScoringError::Load {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
         let env = env()?;
-        let session = Session::builder(env)
-            .map_err(|e| load_err(&e))?
-            .with_intra_threads(1)
-            .map_err(|e| load_err(&e))?
-            .commit_from_file(path)
-            .map_err(|e| load_err(&e))?;
+        let sessions = (0..pool_size())
+            .map(|_| {
+                Session::builder(env)
+                    .map_err(|e| load_err(&e))?
+                    .with_intra_threads(1)
+                    .map_err(|e| load_err(&e))?
+                    .commit_from_memory(bytes)
+                    .map(Mutex::new)
+                    .map_err(|e| load_err(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(OnnxModel {
-            session: Mutex::new(session),
-            n_users,
-            n_items,
-        })
-    }
-
-    /// Loads a model from bytes already in memory (for example just exported).
-    pub fn from_bytes(bytes: &[u8], n_users: usize, n_items: usize) -> Result<Self, ScoringError> {
-        let load_err = |e: &dyn std::fmt::Display| ScoringError::Load {
-            path: PathBuf::from("<memory>"),
-            reason: e.to_string(),
-        };
-        let env = env()?;
-        let session = Session::builder(env)
-            .map_err(|e| load_err(&e))?
-            .with_intra_threads(1)
-            .map_err(|e| load_err(&e))?
-            .commit_from_memory(bytes)
-            .map_err(|e| load_err(&e))?;
-        Ok(OnnxModel {
-            session: Mutex::new(session),
+            sessions,
+            next: AtomicUsize::new(0),
             n_users,
             n_items,
         })
@@ -162,7 +178,16 @@ impl OnnxModel {
         let input = [user as i64];
         let tensor = TensorRef::from_array_view(([1usize], &input[..]))
             .map_err(|e| ScoringError::Run(e.to_string()))?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        // Take a free session if there is one, else wait on this caller's turn.
+        let n = self.sessions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut session = (0..n)
+            .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.sessions[start]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            });
         let outputs = session
             .run(ort::inputs![ONNX_INPUT => tensor])
             .map_err(|e| ScoringError::Run(e.to_string()))?;

@@ -1,0 +1,197 @@
+//! The recommend hot path, warm and in process, at the ML-1M catalogue size
+//! (6,040 users × 3,706 movies) with the default NeuMF: the model alone
+//! (score + mask seen + top-k) and the whole router (HTTP parsing, JSON body,
+//! trace hand-off). Prints p50/p99 over 5,000 requests besides criterion's estimate.
+
+use axum::body::Body;
+use axum::http::Request;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http_body_util::BodyExt;
+use rand::{Rng, SeedableRng};
+use shared::adapters::local::{FolderRegistry, SqliteStore};
+use shared::artifact::*;
+use shared::http::{router, sync_model, ApiConfig, AppState};
+use shared::ports::{ArtifactFile, ModelStore};
+use std::sync::Arc;
+use std::time::Instant;
+use tower::ServiceExt;
+
+const USERS: usize = 6040;
+const ITEMS: usize = 3706;
+
+/// Publishes a default-size NeuMF (random weights: serving cost does not depend on them).
+fn publish(reg: &FolderRegistry) {
+    let hp = HyperParams::default();
+    let w = trainer::NeuMf::new(USERS, ITEMS, hp.factors, &hp.layers, 1)
+        .unwrap()
+        .weights()
+        .unwrap();
+    let onnx = trainer::export::export_onnx(&w, &[]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    // ~165 seen movies per user, as in ML-1M.
+    let hist: Vec<Vec<u32>> = (0..USERS)
+        .map(|_| {
+            let mut v: Vec<u32> = (0..165).map(|_| rng.gen_range(0..ITEMS as u32)).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        })
+        .collect();
+    let history = encode_history(&hist);
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        name: "neumf".into(),
+        version: "bench".into(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+        model_type: "NeuMF".into(),
+        hyperparameters: hp,
+        git_sha: "bench".into(),
+        data: DataInfo {
+            source: "bench".into(),
+            format: "synthetic".into(),
+            snapshot_id: "0".repeat(64),
+            users: USERS,
+            items: ITEMS,
+            interactions: 0,
+        },
+        files: [
+            (MODEL_FILE.to_string(), file_entry(&onnx)),
+            (HISTORY_FILE.to_string(), file_entry(&history)),
+        ]
+        .into(),
+        users: (1..=USERS as u64).collect(),
+        items: (0..ITEMS)
+            .map(|i| ItemEntry {
+                movie_id: i as u64 + 1,
+                title: format!("Movie {i}"),
+                genres: vec!["Drama".into()],
+                year: None,
+                popularity: (ITEMS - i) as u32,
+            })
+            .collect(),
+        metrics: Metrics {
+            validation: Validation {
+                protocol: "ncf".into(),
+                users: 0,
+                hr10: 0.0,
+                ndcg10: 0.0,
+                popularity: ValidationBaseline {
+                    hr10: 0.0,
+                    ndcg10: 0.0,
+                },
+                best_epoch: 0,
+                epochs_run: 0,
+            },
+            test: None,
+            seconds_per_epoch: 0.0,
+        },
+        quality_gate: QualityGate {
+            rule: "bench".into(),
+            passed: true,
+            forced: false,
+        },
+        onnx: OnnxInfo {
+            opset: 17,
+            input: ONNX_INPUT.into(),
+            output: ONNX_OUTPUT.into(),
+        },
+    };
+    reg.publish(
+        &m,
+        &[
+            ArtifactFile {
+                name: MODEL_FILE,
+                bytes: &onnx,
+            },
+            ArtifactFile {
+                name: HISTORY_FILE,
+                bytes: &history,
+            },
+        ],
+    )
+    .unwrap();
+}
+
+fn pct(mut t: Vec<f64>) -> (f64, f64) {
+    t.sort_by(f64::total_cmp);
+    (t[t.len() / 2], t[t.len() * 99 / 100])
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = FolderRegistry::new(dir.path());
+    publish(&reg);
+    let db = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).unwrap());
+    let st = Arc::new(AppState::new(
+        None,
+        db.clone(),
+        db.clone(),
+        db,
+        ApiConfig::default(),
+    ));
+    sync_model(&st, &reg).unwrap();
+    let model = st.current_model().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = router(st.clone());
+    let call = |u: u64| {
+        let app = app.clone();
+        async move {
+            let resp = app
+                .oneshot(
+                    Request::get(format!("/recommend/{u}?k=20"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+            resp.into_body().collect().await.unwrap().to_bytes().len()
+        }
+    };
+    // Warm up, then percentiles.
+    for u in 1..=200 {
+        rt.block_on(call(u));
+    }
+    let t: Vec<f64> = (0..5000u64)
+        .map(|i| {
+            let s = Instant::now();
+            model.recommend(1 + i % USERS as u64, 20, &[]).unwrap();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let (p50, p99) = pct(t);
+    eprintln!("model.recommend  (3,706 items): p50 {p50:.3} ms, p99 {p99:.3} ms over 5,000 users");
+    let t: Vec<f64> = (0..5000u64)
+        .map(|i| {
+            let s = Instant::now();
+            rt.block_on(call(1 + i % USERS as u64));
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let (p50, p99) = pct(t);
+    eprintln!("GET /recommend   (3,706 items): p50 {p50:.3} ms, p99 {p99:.3} ms over 5,000 requests (router, JSON, trace hand-off)");
+
+    let mut u = 0u64;
+    c.bench_function("model_recommend_3706", |b| {
+        b.iter(|| {
+            u = u % USERS as u64 + 1;
+            model.recommend(u, 20, &[]).unwrap()
+        })
+    });
+    c.bench_function("router_recommend_3706", |b| {
+        b.iter(|| {
+            u = u % USERS as u64 + 1;
+            rt.block_on(call(u))
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);
