@@ -362,3 +362,62 @@ async fn prometheus_page_parses() {
     assert!(text.contains("movie_recs_requests_total{route=\"/recommend/{user_id}\",status=\"200\",model_version=\"a\"} 1"), "{text}");
     assert!(text.contains("movie_recs_requests_total{route=\"/recommend/{user_id}\",status=\"400\",model_version=\"\"} 1"), "{text}");
 }
+
+/// A trace store that is down.
+struct BrokenTraces;
+impl shared::ports::TraceStore for BrokenTraces {
+    fn put(&self, _: &str, _: &Value, _: i64) -> Result<(), shared::ports::StoreError> {
+        Err(shared::ports::StoreError {
+            store: "traces",
+            reason: "connection refused".into(),
+        })
+    }
+    fn get(&self, _: &str, _: i64) -> Result<Option<Value>, shared::ports::StoreError> {
+        Err(shared::ports::StoreError {
+            store: "traces",
+            reason: "connection refused".into(),
+        })
+    }
+    fn ping(&self) -> Result<(), shared::ports::StoreError> {
+        Err(shared::ports::StoreError {
+            store: "traces",
+            reason: "connection refused".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_failing_trace_store_never_fails_a_recommendation() {
+    let db = Arc::new(SqliteStore::in_memory().unwrap());
+    let st = Arc::new(AppState::new(
+        None,
+        Arc::new(BrokenTraces),
+        db.clone(),
+        db,
+        ApiConfig::default(),
+    ));
+    sync_model(&st, &fixture().reg).unwrap();
+    let (code, _, v, _) = get(&st, "/recommend/3?k=4", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["items"].as_array().unwrap().len(), 4);
+    // The failure is counted once the background write has run.
+    let mut counted = false;
+    for _ in 0..200 {
+        let (_, _, _, text) = get(&st, "/metrics", None).await;
+        if text.contains("movie_recs_trace_write_failures_total 1") {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(counted, "trace write failure counted");
+    // Health reports the store, and reading a trace says the store is unavailable.
+    let (code, _, v, _) = get(&st, "/healthz", None).await;
+    assert_eq!(code, StatusCode::OK, "a model can still serve");
+    assert!(v["stores"]["traces"].as_str().unwrap().starts_with("error"));
+    let (code, _, v, _) = get(&st, "/trace/anything", None).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable"))
+    );
+}
