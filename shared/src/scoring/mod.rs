@@ -155,12 +155,21 @@ impl OnnxModel {
                     .map_err(|e| load_err(&e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(OnnxModel {
+        let model = OnnxModel {
             sessions,
             next: AtomicUsize::new(0),
             n_users,
             n_items,
-        })
+        };
+        // Run every session once so its first real request is not the one that
+        // pays ONNX Runtime's lazy allocations (and a broken graph fails at load).
+        if n_users > 0 {
+            let mut out = Vec::new();
+            for _ in 0..model.sessions.len() {
+                model.score(0, &mut out)?;
+            }
+        }
+        Ok(model)
     }
 
     pub fn n_users(&self) -> usize {
