@@ -105,6 +105,9 @@ struct ServeArgs {
     /// Seconds between checks for a new served version.
     #[arg(long, default_value_t = 5)]
     reload_secs: u64,
+    /// Shape of the synthetic data trained on when the registry is empty.
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
 }
 
 #[derive(Args)]
@@ -285,7 +288,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             "no model in {}: training one on the built-in synthetic data first",
             reg.root().display()
         );
-        let ds = shared::data::load("synthetic", &SyntheticConfig::default())?;
+        let ds = shared::data::load("synthetic", &a.synthetic.config())?;
         let out = train_and_publish(
             &reg,
             &ds,

@@ -146,3 +146,71 @@ fn clear_errors_for_bad_input() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `movie-recs serve` on an empty data dir, as scripts use it: it trains a model
+/// on synthetic data, publishes it, serves, and answers on the address it prints.
+#[test]
+fn serve_on_an_empty_dir_trains_then_serves() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(SMALL)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let mut guard = Kill(child);
+    // Keep draining stderr for the server's whole life (a closed pipe would fail its logging).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut said_training = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            said_training |= line.contains("training one on the built-in synthetic data");
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                let _ = tx.send((a.trim().to_string(), said_training));
+            }
+        }
+    });
+    let (addr, said_training) = rx
+        .recv_timeout(std::time::Duration::from_secs(600))
+        .expect("server printed its address");
+    assert!(said_training, "serve says it trains first");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let r = get("/recommend/1?k=3");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("x-request-id:"), "{r}");
+    let body: serde_json::Value =
+        serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["items"].as_array().unwrap().len(), 3);
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    // One version in the registry, and the embedded database exists.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("registry"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(dir.path().join("movie-recs.db").is_file());
+    let _ = guard.0.kill();
+    let _ = guard.0.wait();
+}
