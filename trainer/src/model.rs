@@ -11,7 +11,7 @@ use shared::domain::eval::{ScoreError, Scorer};
 /// Plain NeuMF weights, independent of any tensor library: what export reads
 /// and what the best epoch is snapshotted into. Dense weights are `[in, out]`
 /// row-major.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NeuMfWeights {
     pub n_users: usize,
     pub n_items: usize,

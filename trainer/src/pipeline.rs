@@ -48,16 +48,16 @@ pub struct Splits {
     pub train: Vec<Interaction>,
 }
 
-/// Splits a dataset into fit / validation / test.
-pub fn splits(ds: &Dataset, seed: u64) -> Splits {
-    let (nu, ni) = (ds.n_users(), ds.n_items());
-    let (train, test) = match &ds.test {
+/// Splits a dataset into (training data, test set): the test set shipped with the
+/// data, or each user's latest interaction carved out with [`TEST_SPLIT_SEED`].
+pub fn test_split(ds: &Dataset) -> (Vec<Interaction>, TestSet) {
+    match &ds.test {
         Some(t) => (ds.train.clone(), t.clone()),
         None => {
             let (kept, cases) = leave_one_out(
                 &ds.train,
-                nu,
-                ni,
+                ds.n_users(),
+                ds.n_items(),
                 PROTOCOL_NEGATIVES,
                 1,
                 None,
@@ -65,7 +65,13 @@ pub fn splits(ds: &Dataset, seed: u64) -> Splits {
             );
             (kept, TestSet::LeaveOneOut(cases))
         }
-    };
+    }
+}
+
+/// Splits a dataset into fit / validation / test.
+pub fn splits(ds: &Dataset, seed: u64) -> Splits {
+    let (nu, ni) = (ds.n_users(), ds.n_items());
+    let (train, test) = test_split(ds);
     let (fit, validation) = leave_one_out(
         &train,
         nu,
@@ -179,6 +185,7 @@ pub fn train_and_publish(
         });
     }
 
+    let epochs_run = trained.epochs.len();
     if opts.hp.refit {
         // The epoch count was chosen on validation; now use every training interaction.
         let hp = HyperParams {
@@ -246,8 +253,7 @@ pub fn train_and_publish(
                     ndcg10: pop_val.ndcg,
                 },
                 best_epoch: trained.best_epoch,
-                epochs_run: trained.epochs.len()
-                    - if opts.hp.refit { trained.best_epoch } else { 0 },
+                epochs_run,
             },
             test: Some(test.to_json()),
             seconds_per_epoch: trained.seconds_per_epoch(),
@@ -315,6 +321,6 @@ pub fn eval_version(
         )));
     }
     let model = OnnxModel::load(&art.dir.join(MODEL_FILE), m.users.len(), m.items.len())?;
-    let sp = splits(ds, m.hyperparameters.seed);
-    evaluate(&model, &sp.test, &sp.train, ds.n_users())
+    let (train, test) = test_split(ds);
+    evaluate(&model, &test, &train, ds.n_users())
 }

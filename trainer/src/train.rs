@@ -27,6 +27,13 @@ pub enum TrainError {
     NoData,
 }
 
+/// Metrics recorded for epochs run without a validation set (refit).
+const NOT_VALIDATED: LooMetrics = LooMetrics {
+    users: 0,
+    hr: 0.0,
+    ndcg: 0.0,
+};
+
 /// Per-epoch record, for logs and the manifest.
 #[derive(Clone, Debug)]
 pub struct EpochLog {
@@ -144,7 +151,6 @@ pub fn train(
                 ys.push(0.0);
             }
         }
-        order.truncate(us.len());
         order.clear();
         order.extend(0..us.len());
         order.shuffle(&mut rng);
@@ -194,30 +200,33 @@ pub fn train(
         }
         bar.finish_and_clear();
         let loss = loss_sum / us.len() as f64;
-        let val = match validation {
-            Some(v) => eval_loo(&model, v, 10).map_err(|e| TrainError::Eval(e.to_string()))?,
-            None => LooMetrics {
-                users: 0,
-                hr: 0.0,
-                ndcg: 0.0,
-            },
-        };
-        let seconds = start.elapsed().as_secs_f64();
-        let improved = validation.is_none() || best.as_ref().is_none_or(|(_, m, _)| val.hr > m.hr);
-        if progress {
-            if validation.is_some() {
-                eprintln!(
-                    "epoch {epoch:>3}  loss {loss:.4}  val HR@10 {:.4}  NDCG@10 {:.4}  {seconds:.1}s{}",
-                    val.hr,
-                    val.ndcg,
-                    if improved { "  *best" } else { "" }
-                );
-            } else {
+        let Some(cases) = validation else {
+            // Refit: nothing to select, the last epoch is the answer.
+            let seconds = start.elapsed().as_secs_f64();
+            if progress {
                 eprintln!(
                     "refit epoch {epoch:>3}/{}  loss {loss:.4}  {seconds:.1}s",
                     hp.epochs
                 );
             }
+            epochs.push(EpochLog {
+                epoch,
+                loss,
+                validation: NOT_VALIDATED,
+                seconds,
+            });
+            continue;
+        };
+        let val = eval_loo(&model, cases, 10).map_err(|e| TrainError::Eval(e.to_string()))?;
+        let seconds = start.elapsed().as_secs_f64();
+        let improved = best.as_ref().is_none_or(|(_, m, _)| val.hr > m.hr);
+        if progress {
+            eprintln!(
+                "epoch {epoch:>3}  loss {loss:.4}  val HR@10 {:.4}  NDCG@10 {:.4}  {seconds:.1}s{}",
+                val.hr,
+                val.ndcg,
+                if improved { "  *best" } else { "" }
+            );
         }
         epochs.push(EpochLog {
             epoch,
@@ -226,16 +235,7 @@ pub fn train(
             seconds,
         });
         if improved {
-            // Snapshot only when it can still be the answer (the last epoch always can be).
-            best = Some((
-                epoch,
-                val,
-                if validation.is_some() || epoch == hp.epochs {
-                    model.weights()?
-                } else {
-                    NeuMfWeights::default()
-                },
-            ));
+            best = Some((epoch, val, model.weights()?));
             since_best = 0;
         } else {
             since_best += 1;
@@ -250,7 +250,11 @@ pub fn train(
             }
         }
     }
-    let (best_epoch, best, weights) = best.expect("at least one epoch ran");
+    // Without validation (a refit) nothing was selected: keep the last epoch.
+    let (best_epoch, best, weights) = match best {
+        Some(b) => b,
+        None => (epochs.len(), NOT_VALIDATED, model.weights()?),
+    };
     Ok(Trained {
         weights,
         best_epoch,
