@@ -1,32 +1,13 @@
 //! MovieLens-1M (`ratings.dat`, `movies.dat`) and MovieLens-100K (`u.data`, `u.item`).
 
-use super::{decode_text, dense_ids, items_for, read_file, year_from_title, DataError, Snapshot};
+use super::{decode_text, dense_ids, items_for, read_file, DataError, Snapshot};
+use crate::domain::dataset::GENRES;
 use crate::domain::{DataFormat, Dataset, Interaction, ItemMeta};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The 19 genre flags of `u.item`, in file order.
-const ML100K_GENRES: [&str; 19] = [
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-];
+/// Number of genre flags in `u.item`: `unknown`, then [`GENRES`] in order.
+const ML100K_FLAGS: usize = 1 + GENRES.len();
 
 struct RawRating {
     user: u64,
@@ -146,21 +127,12 @@ pub fn load_ml1m(dir: &Path) -> Result<Dataset, DataError> {
                 ));
             }
             let id = parse_u64(&mpath, i + 1, "movie id", f[0])?;
-            let title = f[1].to_string();
             let genres = f[2]
                 .split('|')
                 .filter(|g| !g.is_empty())
                 .map(str::to_string)
                 .collect();
-            meta.insert(
-                id,
-                ItemMeta {
-                    movie_id: id,
-                    year: year_from_title(&title),
-                    title,
-                    genres,
-                },
-            );
+            meta.insert(id, ItemMeta::from_title(id, f[1].to_string(), genres));
         }
     }
     Ok(build(dir, DataFormat::Movielens1m, raw, meta, snap))
@@ -183,7 +155,7 @@ pub fn load_ml100k(dir: &Path) -> Result<Dataset, DataError> {
                 continue;
             }
             let f: Vec<&str> = line.split('|').collect();
-            if f.len() != 5 + ML100K_GENRES.len() {
+            if f.len() != 5 + ML100K_FLAGS {
                 return Err(DataError::malformed(
                     &ipath,
                     i + 1,
@@ -191,22 +163,13 @@ pub fn load_ml100k(dir: &Path) -> Result<Dataset, DataError> {
                 ));
             }
             let id = parse_u64(&ipath, i + 1, "movie id", f[0])?;
-            let genres = ML100K_GENRES
-                .iter()
+            let genres = std::iter::once("unknown")
+                .chain(GENRES)
                 .zip(&f[5..])
                 .filter(|(_, flag)| flag.trim() == "1")
                 .map(|(g, _)| g.to_string())
                 .collect();
-            let title = f[1].to_string();
-            meta.insert(
-                id,
-                ItemMeta {
-                    movie_id: id,
-                    year: year_from_title(&title),
-                    title,
-                    genres,
-                },
-            );
+            meta.insert(id, ItemMeta::from_title(id, f[1].to_string(), genres));
         }
     }
     Ok(build(dir, DataFormat::Movielens100k, raw, meta, snap))

@@ -16,26 +16,7 @@ use rand_distr::{Distribution, LogNormal, Normal};
 use serde::{Deserialize, Serialize};
 
 /// Genre names, as in MovieLens.
-pub const GENRES: [&str; 18] = [
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-];
+pub use crate::domain::dataset::GENRES;
 /// Relative genre frequency (Drama and Comedy dominate, as in MovieLens).
 const GENRE_WEIGHT: [f64; 18] = [
     8.0, 5.0, 2.0, 3.0, 12.0, 4.0, 1.5, 16.0, 2.0, 0.7, 4.0, 1.5, 2.0, 5.0, 3.5, 6.0, 2.0, 1.0,

@@ -2,6 +2,28 @@
 
 use serde::{Deserialize, Serialize};
 
+/// MovieLens genre names: the vocabulary of every loader and the generator.
+pub const GENRES: [&str; 18] = [
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+];
+
 /// One observed user–item interaction, in model index space.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Interaction {
@@ -30,6 +52,18 @@ pub struct ItemMeta {
 }
 
 impl ItemMeta {
+    /// Metadata from a MovieLens-style title such as `Toy Story (1995)`, whose
+    /// trailing year becomes `year`.
+    pub fn from_title(movie_id: u64, title: String, genres: Vec<String>) -> Self {
+        let year = crate::data::year_from_title(&title);
+        ItemMeta {
+            movie_id,
+            title,
+            genres,
+            year,
+        }
+    }
+
     /// Metadata for an item the source names only by id.
     pub fn bare(movie_id: u64) -> Self {
         ItemMeta {
