@@ -4,7 +4,6 @@
 SHELL := /bin/bash
 DATA_DIR ?= .movie-recs
 ADDR ?= 127.0.0.1:8080
-REGISTRY := $(DATA_DIR)/registry
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 

@@ -132,16 +132,16 @@ pub struct TrainOutcome {
     pub test: EvalReport,
 }
 
-fn default_version(store: &dyn ModelStore) -> Result<String, RegistryError> {
+/// `v<UTC timestamp>`, with a `-N` suffix if that name is taken.
+fn default_version(existing: &[String]) -> String {
     let base = format!("v{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
-    let existing = store.list_versions()?;
     let mut v = base.clone();
     let mut n = 2;
     while existing.contains(&v) {
         v = format!("{base}-{n}");
         n += 1;
     }
-    Ok(v)
+    v
 }
 
 /// Trains, applies the quality gate, exports, evaluates the exported model on
@@ -151,14 +151,15 @@ pub fn train_and_publish(
     ds: &Dataset,
     opts: &TrainOptions,
 ) -> Result<TrainOutcome, PipelineError> {
+    let existing = store.list_versions()?;
     let version = match &opts.version {
         Some(v) => v.clone(),
-        None => default_version(store)?,
+        None => default_version(&existing),
     };
     if !shared::ports::valid_version(&version) {
         return Err(RegistryError::InvalidVersion(version).into());
     }
-    if store.list_versions()?.contains(&version) {
+    if existing.contains(&version) {
         return Err(RegistryError::AlreadyExists(version).into());
     }
     let (nu, ni) = (ds.n_users(), ds.n_items());

@@ -36,6 +36,20 @@ impl FolderRegistry {
     }
 }
 
+/// A manifest's `created_at` (empty if unreadable), without building the id
+/// maps and catalogue that a full [`Manifest`] holds: listing only sorts by it.
+fn created_at(path: &Path) -> String {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        created_at: String,
+    }
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Head>(&b).ok())
+        .map(|h| h.created_at)
+        .unwrap_or_default()
+}
+
 impl ModelStore for FolderRegistry {
     fn list_versions(&self) -> Result<Vec<String>, RegistryError> {
         let rd = match std::fs::read_dir(&self.root) {
@@ -49,10 +63,7 @@ impl ModelStore for FolderRegistry {
             if !valid_version(&name) || !entry.path().join(MANIFEST_FILE).is_file() {
                 continue;
             }
-            let created = self
-                .read_manifest(&name)
-                .map(|m| m.created_at)
-                .unwrap_or_default();
+            let created = created_at(&entry.path().join(MANIFEST_FILE));
             found.push((created, name));
         }
         found.sort();
