@@ -18,7 +18,7 @@ use std::sync::{Mutex, OnceLock};
 /// File name of the ONNX Runtime shared library this build expects.
 pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ScoringError {
     #[error(
         "ONNX Runtime library not found: set ORT_DYLIB_PATH or run `make setup` (looked in: {0})"
@@ -34,7 +34,7 @@ pub enum ScoringError {
     UnknownUser { user: u32, users: usize },
 }
 
-static RUNTIME: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> =
+static RUNTIME: OnceLock<Result<(ort::environment::Environment, PathBuf), ScoringError>> =
     OnceLock::new();
 
 fn candidates() -> Vec<PathBuf> {
@@ -47,7 +47,11 @@ fn candidates() -> Vec<PathBuf> {
         roots.extend(cwd.ancestors().map(Path::to_path_buf));
     }
     for r in roots {
-        out.push(r.join(".tools/onnxruntime").join(ORT_LIBRARY));
+        let p = r.join(".tools/onnxruntime").join(ORT_LIBRARY);
+        // The executable's and the working directory's ancestors often overlap.
+        if !out.contains(&p) {
+            out.push(p);
+        }
     }
     out.push(PathBuf::from("/opt/lib").join(ORT_LIBRARY));
     out.push(PathBuf::from("/opt/lib/libonnxruntime.so"));
@@ -61,8 +65,7 @@ pub fn find_runtime() -> Result<PathBuf, ScoringError> {
     }
     let c = candidates();
     c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        let mut shown: Vec<String> = c.iter().map(|p| p.display().to_string()).collect();
-        shown.dedup();
+        let shown: Vec<String> = c.iter().map(|p| p.display().to_string()).collect();
         ScoringError::RuntimeNotFound(shown.join(", "))
     })
 }
@@ -70,23 +73,21 @@ pub fn find_runtime() -> Result<PathBuf, ScoringError> {
 /// Loads ONNX Runtime once per process; later calls return the same result.
 pub fn init_runtime() -> Result<&'static Path, ScoringError> {
     let r = RUNTIME.get_or_init(|| {
-        let path = find_runtime().map_err(|e| e.to_string())?;
+        let path = find_runtime()?;
+        let init_err = |e: &dyn std::fmt::Display| ScoringError::RuntimeInit {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         let env = ort::init_from(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| init_err(&e))?
             .with_name("movie-recs")
             .build()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok((env, path))
+            .map_err(|e| init_err(&e))?;
+        Ok((env, path.clone()))
     });
     match r {
         Ok((_, p)) => Ok(p.as_path()),
-        Err(e) if e.starts_with("ONNX Runtime library not found") => {
-            Err(ScoringError::RuntimeNotFound(e.clone()))
-        }
-        Err(e) => Err(ScoringError::RuntimeInit {
-            path: PathBuf::new(),
-            reason: e.clone(),
-        }),
+        Err(e) => Err(e.clone()),
     }
 }
 
@@ -222,5 +223,22 @@ impl Scorer for OnnxModel {
     }
     fn score_all(&self, user: u32, out: &mut Vec<f32>) -> Result<(), ScoreError> {
         self.score(user, out).map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn searched_locations_are_listed_once_each() {
+        let c = candidates();
+        let mut distinct = c.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), c.len(), "{c:?}");
+        assert!(c
+            .iter()
+            .all(|p| p.to_string_lossy().contains("libonnxruntime.so")));
     }
 }
