@@ -310,6 +310,21 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Manifests carry metrics as f64 and are compared after a registry round
+    /// trip: JSON must give back the exact same bits (serde_json's
+    /// `float_roundtrip`), whatever values a machine's training produced.
+    #[test]
+    fn metrics_survive_json_round_trip_bit_for_bit() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let x: f64 = rng.gen::<f64>() * 10f64.powi(rng.gen_range(-12..4));
+            let s = serde_json::to_string(&x).unwrap();
+            let back: f64 = serde_json::from_str(&s).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x:e} came back as {back:e}");
+        }
+    }
 
     #[test]
     fn history_round_trip_and_corruption() {
