@@ -119,7 +119,7 @@ fn pct(mut t: Vec<f64>) -> (f64, f64) {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let reg = FolderRegistry::new(dir.path());
+    let reg = Arc::new(FolderRegistry::new(dir.path()));
     publish(&reg);
     let db = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).unwrap());
     let st = Arc::new(AppState::new(
@@ -129,12 +129,12 @@ fn bench(c: &mut Criterion) {
         db,
         ApiConfig::default(),
     ));
-    sync_model(&st, &reg).unwrap();
-    let model = st.current_model().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    rt.block_on(sync_model(&st, reg.clone())).unwrap();
+    let model = st.current_model().unwrap();
     let app = router(st.clone());
     let call = |u: u64| {
         let app = app.clone();

@@ -9,7 +9,7 @@ use shared::adapters::local::FolderRegistry;
 use shared::artifact::HyperParams;
 use shared::data::synthetic::SyntheticConfig;
 use shared::ports::ModelStore;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use trainer::pipeline::{eval_version, train_and_publish, TrainOptions};
 
 /// candle allocates and frees large gradient and optimiser buffers every step;
@@ -42,6 +42,40 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Read or change which version serves, in the store the environment
+    /// configures (MOVIE_RECS_ROLLOUT_TABLE for DynamoDB, else MOVIE_RECS_DB).
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Create the bucket and tables template.yaml declares on an AWS emulator
+    /// (AWS_ENDPOINT_URL), for local trials of the AWS adapters.
+    Provision(ProvisionArgs),
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Print the rollout state as JSON.
+    Status,
+    /// Serve VERSION (verified in MOVIE_RECS_REGISTRY first); fails on a concurrent change.
+    Switch {
+        version: String,
+        /// Recorded as updated_by.
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+}
+
+#[derive(Args)]
+struct ProvisionArgs {
+    #[arg(long, default_value = "movie-recs-local")]
+    bucket: String,
+    #[arg(long, default_value = "movie-recs-traces")]
+    traces_table: String,
+    #[arg(long, default_value = "movie-recs-rollout")]
+    rollout_table: String,
+    #[arg(long, default_value = "movie-recs-history")]
+    history_table: String,
 }
 
 #[derive(Args)]
@@ -49,7 +83,7 @@ struct TrainArgs {
     /// Data folder (format detected from its files) or `synthetic`.
     #[arg(long, default_value = "synthetic")]
     data: String,
-    /// Registry folder to publish into.
+    /// Registry to publish into: a folder, or s3://bucket/prefix.
     #[arg(long)]
     registry: String,
     /// Version name (default: v<UTC timestamp>). Versions are immutable.
@@ -112,9 +146,9 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// Model as <REGISTRY>/<VERSION>.
+    /// Model as <REGISTRY>/<VERSION> (REGISTRY a folder or s3://bucket/prefix).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// Data folder whose test protocol to run, or `synthetic`.
     #[arg(long)]
     data: String,
@@ -184,23 +218,33 @@ fn out(line: impl std::fmt::Display) {
     }
 }
 
-fn registry(spec: &str) -> Result<FolderRegistry> {
+/// A registry from a folder path or an `s3://bucket/prefix` URL (credentials,
+/// region and AWS_ENDPOINT_URL from the environment, as the SDK reads them).
+fn registry(spec: &str) -> Result<Box<dyn ModelStore>> {
     if spec.starts_with("s3://") {
-        bail!("S3 registries ({spec}) arrive with the AWS adapters; use a folder for now");
+        use shared::adapters::aws;
+        let (bucket, prefix) = aws::parse_s3_url(spec).map_err(anyhow::Error::msg)?;
+        let cfg = aws::block_on(aws::load_sdk_config(None));
+        let cache = std::env::var("MOVIE_RECS_MODEL_CACHE")
+            .unwrap_or_else(|_| "/tmp/movie-recs-models".into());
+        return Ok(Box::new(aws::s3::S3Registry::new(
+            aws::s3_client(&cfg),
+            &bucket,
+            &prefix,
+            cache,
+        )));
     }
-    Ok(FolderRegistry::new(spec))
+    Ok(Box::new(FolderRegistry::new(spec)))
 }
 
-fn split_model(model: &Path) -> Result<(FolderRegistry, String)> {
-    let version = model
-        .file_name()
-        .map(|v| v.to_string_lossy().into_owned())
-        .with_context(|| format!("--model {}: expected <REGISTRY>/<VERSION>", model.display()))?;
-    let root = model
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    Ok((FolderRegistry::new(root), version))
+fn split_model(model: &str) -> Result<(Box<dyn ModelStore>, String)> {
+    let trimmed = model.trim_end_matches('/');
+    let (root, version) = match trimmed.rsplit_once('/') {
+        Some((r, v)) if !r.is_empty() && !r.ends_with(':') && !v.is_empty() => (r, v),
+        None if !trimmed.is_empty() => (".", trimmed),
+        _ => bail!("--model {model}: expected <REGISTRY>/<VERSION>"),
+    };
+    Ok((registry(root)?, version.to_string()))
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -230,7 +274,7 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let progress = !a.quiet;
     let outcome = train_and_publish(
-        &reg,
+        reg.as_ref(),
         &ds,
         &TrainOptions {
             hp,
@@ -249,7 +293,7 @@ fn train(a: TrainArgs) -> Result<()> {
     if m.quality_gate.forced {
         eprintln!("warning: published with --force although the quality gate failed");
     }
-    eprintln!("published {} to {}", m.version, reg.root().display());
+    eprintln!("published {} to {}", m.version, a.registry);
     out(&m.version);
     Ok(())
 }
@@ -258,7 +302,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let (reg, version) = split_model(&a.model)?;
     let ds = shared::data::load(&a.data, &a.synthetic.config())
         .with_context(|| format!("loading --data {}", a.data))?;
-    let report = eval_version(&reg, &version, &ds)?;
+    let report = eval_version(reg.as_ref(), &version, &ds)?;
     let json = report.to_json();
     if a.json {
         out(json);
@@ -269,7 +313,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
-    use shared::adapters::local::SqliteStore;
+    use shared::adapters::local::{FolderLake, SqliteStore};
     use shared::http::{router, sync_model, ApiConfig, AppState, SyncOutcome};
     use std::sync::Arc;
 
@@ -282,7 +326,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         .init();
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
-    let reg = FolderRegistry::new(a.data_dir.join("registry"));
+    let reg = Arc::new(FolderRegistry::new(a.data_dir.join("registry")));
     if reg.list_versions()?.is_empty() {
         eprintln!(
             "no model in {}: training one on the built-in synthetic data first",
@@ -290,7 +334,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         );
         let ds = shared::data::load("synthetic", &a.synthetic.config())?;
         let out = train_and_publish(
-            &reg,
+            reg.as_ref(),
             &ds,
             &TrainOptions {
                 hp: HyperParams::default(),
@@ -302,25 +346,35 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("published {}", out.manifest.version);
     }
     let db = Arc::new(SqliteStore::open(&a.data_dir.join("movie-recs.db"))?);
-    let state = Arc::new(AppState::new(
-        None,
-        db.clone(),
-        db.clone(),
-        db.clone(),
-        ApiConfig {
-            function_version: "local".into(),
-            trace_ttl_secs: a.trace_ttl_days * 86_400,
-        },
-    ));
-    match sync_model(&state, &reg) {
-        Ok(SyncOutcome::Loaded(v)) => eprintln!("serving model {v}"),
-        Ok(other) => eprintln!("no model loaded: {other:?}"),
-        Err(e) => eprintln!("error: no model loaded: {e}"),
-    }
+    let admin_token = std::env::var("MOVIE_RECS_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let state = Arc::new(
+        AppState::new(
+            None,
+            db.clone(),
+            db.clone(),
+            db.clone(),
+            ApiConfig {
+                function_version: "local".into(),
+                trace_ttl_secs: a.trace_ttl_days * 86_400,
+                admin_token,
+                iam_authorized: false,
+                emf: false,
+            },
+        )
+        .with_registry(reg.clone())
+        .with_lake(Arc::new(FolderLake::new(a.data_dir.join("lake")))),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        match sync_model(&state, reg.clone()).await {
+            Ok(SyncOutcome::Loaded(v)) => eprintln!("serving model {v}"),
+            Ok(other) => eprintln!("no model loaded: {other:?}"),
+            Err(e) => eprintln!("error: no model loaded: {e}"),
+        }
         let listener = tokio::net::TcpListener::bind(&a.addr).await.with_context(|| format!("binding {}", a.addr))?;
         let addr = listener.local_addr()?;
         eprintln!("listening on http://{addr}");
@@ -328,15 +382,18 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("  curl -s http://{addr}/healthz");
         eprintln!("  curl -s http://{addr}/metrics");
         eprintln!("  curl -s http://{addr}/trace/<X-Request-ID of a response>");
+        eprintln!("  curl -s http://{addr}/rollout/status");
+        if state.config.admin_token.is_none() {
+            eprintln!("  (admin routes POST /switch, POST /rollout: set MOVIE_RECS_ADMIN_TOKEN to enable)");
+        }
         let (st, reg2, every) = (state.clone(), reg.clone(), a.reload_secs.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
             loop {
                 tick.tick().await;
-                let (st, reg) = (st.clone(), reg2.clone());
-                match tokio::task::spawn_blocking(move || sync_model(&st, &reg)).await {
-                    Ok(Ok(SyncOutcome::Loaded(v))) => tracing::info!(version = %v, "now serving"),
-                    Ok(Err(e)) => tracing::error!(error = %e, "new version refused; the current one keeps serving"),
+                match sync_model(&st, reg2.clone()).await {
+                    Ok(SyncOutcome::Loaded(v)) => tracing::info!(version = %v, "now serving"),
+                    Err(e) => tracing::error!(error = %e, "new version refused; the current one keeps serving"),
                     _ => {}
                 }
             }
@@ -350,11 +407,63 @@ fn serve(a: ServeArgs) -> Result<()> {
     })
 }
 
+fn rollout(c: RolloutCommand) -> Result<()> {
+    use shared::config::{Settings, Stores};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let settings = Settings::from_env()?;
+        let stores = Stores::build(&settings).await?;
+        match c {
+            RolloutCommand::Status => {
+                let s = stores.rollout.state().await?;
+                out(serde_json::to_string_pretty(&s)?);
+            }
+            RolloutCommand::Switch { version, by } => {
+                let reg = stores.registry.clone();
+                let v = version.clone();
+                tokio::task::spawn_blocking(move || reg.fetch(&v))
+                    .await?
+                    .with_context(|| format!("version {version} in {}", settings.registry))?;
+                let expected = stores.rollout.state().await?.map_or(0, |s| s.revision);
+                let s = stores.rollout.switch(expected, &version, &by).await?;
+                eprintln!("now serving {} (revision {})", s.served_version, s.revision);
+                out(serde_json::to_string(&s)?);
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn provision(a: ProvisionArgs) -> Result<()> {
+    use shared::adapters::aws;
+    if std::env::var("AWS_ENDPOINT_URL").is_err() {
+        bail!("provision is for emulators: set AWS_ENDPOINT_URL (in AWS, `sam deploy` creates these resources)");
+    }
+    let names = aws::provision::Names {
+        bucket: a.bucket,
+        traces_table: a.traces_table,
+        rollout_table: a.rollout_table,
+        history_table: a.history_table,
+    };
+    let n = names.clone();
+    aws::block_on(async move {
+        let cfg = aws::load_sdk_config(None).await;
+        aws::provision::provision(&cfg, &n).await
+    })
+    .map_err(anyhow::Error::msg)?;
+    eprintln!("provisioned {names:?}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(a) => serve(a),
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
+        Command::Rollout { command } => rollout(command),
+        Command::Provision(a) => provision(a),
         Command::Registry { command } => match command {
             RegistryCommand::List { registry: r } => {
                 let reg = registry(&r)?;

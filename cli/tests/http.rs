@@ -16,7 +16,7 @@ use trainer::pipeline::{train_and_publish, TrainOptions};
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    reg: FolderRegistry,
+    reg: Arc<FolderRegistry>,
     ds: shared::domain::Dataset,
 }
 
@@ -55,14 +55,14 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let reg = FolderRegistry::new(dir.path().join("registry"));
+        let reg = Arc::new(FolderRegistry::new(dir.path().join("registry")));
         let ds = world();
         publish(&reg, &ds, "a");
         Fixture { _dir: dir, reg, ds }
     })
 }
 
-fn state(with_model: bool, ttl: i64) -> Arc<AppState> {
+async fn state(with_model: bool, ttl: i64) -> Arc<AppState> {
     let db = Arc::new(SqliteStore::in_memory().unwrap());
     let st = Arc::new(AppState::new(
         None,
@@ -72,11 +72,12 @@ fn state(with_model: bool, ttl: i64) -> Arc<AppState> {
         ApiConfig {
             function_version: "test".into(),
             trace_ttl_secs: ttl,
+            ..ApiConfig::default()
         },
     ));
     if with_model {
         assert_eq!(
-            sync_model(&st, &fixture().reg).unwrap(),
+            sync_model(&st, fixture().reg.clone()).await.unwrap(),
             SyncOutcome::Loaded("a".into())
         );
     }
@@ -113,7 +114,7 @@ async fn get(
 
 #[tokio::test]
 async fn recommend_shape_and_seen_exclusion() {
-    let st = state(true, 3600);
+    let st = state(true, 3600).await;
     let f = fixture();
     let (code, rid, v, _) = get(&st, "/recommend/1", None).await;
     assert_eq!(code, StatusCode::OK);
@@ -160,7 +161,7 @@ async fn recommend_shape_and_seen_exclusion() {
     assert!(!trained.is_empty());
     assert!(items.iter().all(|m| !trained.contains(m)));
     // A movie watched since (user-history store) disappears too.
-    st.history.append(1, &[items[0]], 0).unwrap();
+    st.history.append(1, &[items[0]], 0).await.unwrap();
     let (_, _, v2, _) = get(&st, "/recommend/1?k=20", None).await;
     let items2: Vec<u64> = v2["items"]
         .as_array()
@@ -174,7 +175,7 @@ async fn recommend_shape_and_seen_exclusion() {
 
 #[tokio::test]
 async fn unknown_user_gets_popular_unseen_movies() {
-    let st = state(true, 3600);
+    let st = state(true, 3600).await;
     let (code, _, v, _) = get(&st, "/recommend/999999?k=5", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["provenance"]["fallback"], "popularity");
@@ -198,7 +199,7 @@ async fn unknown_user_gets_popular_unseen_movies() {
 
 #[tokio::test]
 async fn bad_parameters_are_400_naming_the_parameter() {
-    let st = state(true, 3600);
+    let st = state(true, 3600).await;
     for (uri, name) in [
         ("/recommend/abc", "user_id"),
         ("/recommend/-1", "user_id"),
@@ -231,7 +232,7 @@ async fn bad_parameters_are_400_naming_the_parameter() {
 
 #[tokio::test]
 async fn request_id_echo_and_trace_round_trip() {
-    let st = state(true, 3600);
+    let st = state(true, 3600).await;
     let (_, rid, v, _) = get(&st, "/recommend/2?k=3", Some("client-abc-123")).await;
     assert_eq!(rid.as_deref(), Some("client-abc-123"));
     assert_eq!(v["provenance"]["request_id"], "client-abc-123");
@@ -265,7 +266,7 @@ async fn request_id_echo_and_trace_round_trip() {
 
 #[tokio::test]
 async fn expired_traces_are_gone() {
-    let st = state(true, -1);
+    let st = state(true, -1).await;
     let (_, _, _, _) = get(&st, "/recommend/2?k=3", Some("short-lived")).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let (code, _, _, _) = get(&st, "/trace/short-lived", None).await;
@@ -274,7 +275,7 @@ async fn expired_traces_are_gone() {
 
 #[tokio::test]
 async fn health_is_503_without_a_model() {
-    let st = state(false, 3600);
+    let st = state(false, 3600).await;
     let (code, _, v, _) = get(&st, "/healthz", None).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["model_loaded"], false);
@@ -283,7 +284,7 @@ async fn health_is_503_without_a_model() {
         (code, v["error"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("no_model"))
     );
-    let st = state(true, 3600);
+    let st = state(true, 3600).await;
     let (code, _, v, _) = get(&st, "/health", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["serving_versions"], serde_json::json!(["a"]));
@@ -293,7 +294,7 @@ async fn health_is_503_without_a_model() {
 #[tokio::test]
 async fn tampered_version_is_refused_and_the_old_one_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = FolderRegistry::new(dir.path());
+    let reg = Arc::new(FolderRegistry::new(dir.path()));
     let ds = world();
     publish(&reg, &ds, "old");
     let db = Arc::new(SqliteStore::in_memory().unwrap());
@@ -305,7 +306,7 @@ async fn tampered_version_is_refused_and_the_old_one_keeps_serving() {
         ApiConfig::default(),
     ));
     assert_eq!(
-        sync_model(&st, &reg).unwrap(),
+        sync_model(&st, reg.clone()).await.unwrap(),
         SyncOutcome::Loaded("old".into())
     );
     publish(&reg, &ds, "new");
@@ -315,8 +316,8 @@ async fn tampered_version_is_refused_and_the_old_one_keeps_serving() {
     b[n - 5] ^= 0xff;
     std::fs::write(&p, b).unwrap();
     use shared::ports::RolloutStore;
-    db.set_served_version("new", "test").unwrap();
-    let e = sync_model(&st, &reg).unwrap_err();
+    db.switch(0, "new", "test").await.unwrap();
+    let e = sync_model(&st, reg.clone()).await.unwrap_err();
     assert!(
         e.contains("model.onnx") && e.contains("checksum mismatch"),
         "{e}"
@@ -328,7 +329,7 @@ async fn tampered_version_is_refused_and_the_old_one_keeps_serving() {
 
 #[tokio::test]
 async fn prometheus_page_parses() {
-    let st = state(true, 3600);
+    let st = state(true, 3600).await;
     get(&st, "/recommend/1", None).await;
     get(&st, "/recommend/x", None).await;
     let (code, _, _, text) = get(&st, "/metrics", None).await;
@@ -365,24 +366,27 @@ async fn prometheus_page_parses() {
 
 /// A trace store that is down.
 struct BrokenTraces;
+fn refused() -> shared::ports::StoreError {
+    shared::ports::StoreError::unavailable("traces", "connection refused")
+}
+#[async_trait::async_trait]
 impl shared::ports::TraceStore for BrokenTraces {
-    fn put(&self, _: &str, _: &Value, _: i64) -> Result<(), shared::ports::StoreError> {
-        Err(shared::ports::StoreError {
-            store: "traces",
-            reason: "connection refused".into(),
-        })
+    async fn put(&self, _: &str, _: &Value, _: i64) -> Result<(), shared::ports::StoreError> {
+        Err(refused())
     }
-    fn get(&self, _: &str, _: i64) -> Result<Option<Value>, shared::ports::StoreError> {
-        Err(shared::ports::StoreError {
-            store: "traces",
-            reason: "connection refused".into(),
-        })
+    async fn get(&self, _: &str, _: i64) -> Result<Option<Value>, shared::ports::StoreError> {
+        Err(refused())
     }
-    fn ping(&self) -> Result<(), shared::ports::StoreError> {
-        Err(shared::ports::StoreError {
-            store: "traces",
-            reason: "connection refused".into(),
-        })
+    async fn window(
+        &self,
+        _: i64,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<Value>, shared::ports::StoreError> {
+        Err(refused())
+    }
+    async fn ping(&self) -> Result<(), shared::ports::StoreError> {
+        Err(refused())
     }
 }
 
@@ -396,7 +400,7 @@ async fn a_failing_trace_store_never_fails_a_recommendation() {
         db,
         ApiConfig::default(),
     ));
-    sync_model(&st, &fixture().reg).unwrap();
+    sync_model(&st, fixture().reg.clone()).await.unwrap();
     let (code, _, v, _) = get(&st, "/recommend/3?k=4", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["items"].as_array().unwrap().len(), 4);

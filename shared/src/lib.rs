@@ -10,9 +10,11 @@
 
 pub mod adapters;
 pub mod artifact;
+pub mod config;
 pub mod data;
 pub mod domain;
 pub mod http;
+pub mod ingest;
 pub mod ports;
 pub mod scoring;
 

@@ -61,37 +61,115 @@ pub fn valid_version(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Failure of a store other than the registry (traces, history, rollout).
+/// Failure of a store other than the registry (traces, history, rollout, lake, metrics).
 #[derive(Debug, thiserror::Error)]
-#[error("{store}: {reason}")]
-pub struct StoreError {
-    pub store: &'static str,
-    pub reason: String,
+pub enum StoreError {
+    /// The store could not be reached or answered with an error.
+    #[error("{store}: {reason}")]
+    Unavailable { store: &'static str, reason: String },
+    /// A conditional write lost against a concurrent writer; re-read and retry.
+    #[error("{store}: conflicting update: {reason}")]
+    Conflict { store: &'static str, reason: String },
+}
+
+impl StoreError {
+    pub fn unavailable(store: &'static str, reason: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable {
+            store,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Provenance records of recommendation responses, with expiry.
+#[async_trait::async_trait]
 pub trait TraceStore: Send + Sync {
-    /// Stores `trace` (a JSON object) under `request_id` until `expires_at` (epoch s).
-    fn put(
+    /// Stores `trace` (a JSON object with a `timestamp` in epoch ms) under
+    /// `request_id` until `expires_at` (epoch s).
+    async fn put(
         &self,
         request_id: &str,
         trace: &serde_json::Value,
         expires_at: i64,
     ) -> Result<(), StoreError>;
     /// The trace, unless absent or expired at `now` (epoch s).
-    fn get(&self, request_id: &str, now: i64) -> Result<Option<serde_json::Value>, StoreError>;
+    async fn get(
+        &self,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Unexpired traces whose `timestamp` lies in `[from_ms, to_ms)`, oldest
+    /// first: the audit's window read, served by an index, never a scan.
+    async fn window(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        now: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
     /// Cheap reachability check for health reports.
-    fn ping(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Movies users watched or rated since their model was trained.
+#[async_trait::async_trait]
 pub trait UserHistory: Send + Sync {
-    fn seen(&self, user_id: u64) -> Result<Vec<u64>, StoreError>;
-    fn append(&self, user_id: u64, movie_ids: &[u64], ts_ms: i64) -> Result<(), StoreError>;
+    /// The user's recent movies (most recent first where the store keeps order).
+    async fn seen(&self, user_id: u64) -> Result<Vec<u64>, StoreError>;
+    async fn append(&self, user_id: u64, movie_ids: &[u64], ts_ms: i64) -> Result<(), StoreError>;
+}
+
+/// The stored rollout state. `revision` counts writes and guards them: a
+/// write names the revision it read and loses if another write came first.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutState {
+    pub strategy: String,
+    pub served_version: String,
+    pub revision: u64,
+    pub updated_by: String,
+    /// Epoch ms.
+    pub updated_at: i64,
 }
 
 /// Which model version serves (the rollout issue extends this to strategies).
+#[async_trait::async_trait]
 pub trait RolloutStore: Send + Sync {
-    fn served_version(&self) -> Result<Option<String>, StoreError>;
-    fn set_served_version(&self, version: &str, updated_by: &str) -> Result<(), StoreError>;
+    /// The current state; `None` before the first write.
+    async fn state(&self) -> Result<Option<RolloutState>, StoreError>;
+    /// Makes `version` the served one if the stored revision is still
+    /// `expected` (0: nothing stored yet); otherwise [`StoreError::Conflict`].
+    async fn switch(
+        &self,
+        expected: u64,
+        version: &str,
+        updated_by: &str,
+    ) -> Result<RolloutState, StoreError>;
+    async fn served_version(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.state().await?.map(|s| s.served_version))
+    }
+}
+
+/// The raw event lake: immutable objects under keys like
+/// `events/type=rate/dt=2026-11-28/hour=20/<batch>.parquet`.
+#[async_trait::async_trait]
+pub trait EventLake: Send + Sync {
+    /// Writes one object; fails rather than losing it (the caller retries).
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+}
+
+/// One metric value for [`MetricsPublisher`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricDatum {
+    pub name: String,
+    pub value: f64,
+    /// A CloudWatch unit name: `None`, `Count`, `Percent`, `Milliseconds`, ...
+    pub unit: &'static str,
+    pub dimensions: Vec<(String, String)>,
+    /// Epoch ms.
+    pub timestamp_ms: i64,
+}
+
+/// Where the audit publishes its metrics (CloudWatch in AWS, a file locally).
+#[async_trait::async_trait]
+pub trait MetricsPublisher: Send + Sync {
+    async fn publish(&self, namespace: &str, data: &[MetricDatum]) -> Result<(), StoreError>;
 }

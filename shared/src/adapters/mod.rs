@@ -1,3 +1,4 @@
 //! Implementations of the [`crate::ports`] traits.
 
+pub mod aws;
 pub mod local;

@@ -1,11 +1,15 @@
 //! The HTTP API shared by the Lambda functions (through `lambda_http`) and the
-//! local server (`movie-recs serve`): `GET /recommend/{user_id}`,
-//! `GET /trace/{request_id}`, `GET /healthz` (alias `/health`), `GET /metrics`.
+//! local server (`movie-recs serve`). Each function serves one slice:
+//! [`recommend_router`] (`GET /recommend/{user_id}`, `GET /healthz`, `/health`,
+//! `/metrics`), [`trace_router`] (`GET /trace/{request_id}`),
+//! [`rollout::router`] and [`events::router`]; [`router`] is all of them (local).
 //! Every response carries `X-Request-ID`; every error is JSON `{"error","detail"}`.
 
+pub mod events;
 pub mod metrics;
+pub mod rollout;
 
-use crate::ports::{RolloutStore, TraceStore, UserHistory};
+use crate::ports::{EventLake, ModelStore, RolloutStore, TraceStore, UserHistory};
 use crate::scoring::ServingModel;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -32,6 +36,13 @@ pub struct ApiConfig {
     pub function_version: String,
     /// How long traces are kept.
     pub trace_ttl_secs: i64,
+    /// Bearer token that admits admin routes locally (`MOVIE_RECS_ADMIN_TOKEN`).
+    /// In AWS, API Gateway's IAM authorizer guards them instead.
+    pub admin_token: Option<String>,
+    /// Whether API Gateway authorizes admin routes (IAM); set in Lambda.
+    pub iam_authorized: bool,
+    /// Print one CloudWatch Embedded Metric Format line per request (Lambda).
+    pub emf: bool,
 }
 
 impl Default for ApiConfig {
@@ -39,6 +50,9 @@ impl Default for ApiConfig {
         ApiConfig {
             function_version: "local".into(),
             trace_ttl_secs: 30 * 86_400,
+            admin_token: None,
+            iam_authorized: false,
+            emf: false,
         }
     }
 }
@@ -50,6 +64,10 @@ pub struct AppState {
     pub traces: Arc<dyn TraceStore>,
     pub history: Arc<dyn UserHistory>,
     pub rollout: Arc<dyn RolloutStore>,
+    /// The model registry, for routes that validate versions (rollout).
+    pub registry: Option<Arc<dyn ModelStore>>,
+    /// Where accepted events go (ingest).
+    pub lake: Option<Arc<dyn EventLake>>,
     pub metrics: Metrics,
     pub config: ApiConfig,
 }
@@ -67,9 +85,32 @@ impl AppState {
             traces,
             history,
             rollout,
+            registry: None,
+            lake: None,
             metrics: Metrics::default(),
             config,
         }
+    }
+
+    /// State over the stores the environment configured (Lambda functions).
+    pub fn from_stores(stores: &crate::config::Stores, config: ApiConfig) -> Self {
+        Self::new(
+            None,
+            stores.traces.clone(),
+            stores.history.clone(),
+            stores.rollout.clone(),
+            config,
+        )
+    }
+
+    pub fn with_registry(mut self, registry: Arc<dyn ModelStore>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    pub fn with_lake(mut self, lake: Arc<dyn EventLake>) -> Self {
+        self.lake = Some(lake);
+        self
     }
 
     /// The model serving now.
@@ -111,14 +152,42 @@ pub fn well_formed_request_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Builds the router over shared state.
+/// Every route: the local all-in-one server.
 pub fn router(state: Arc<AppState>) -> Router {
+    finish(
+        recommend_routes()
+            .merge(trace_routes())
+            .merge(rollout::routes())
+            .merge(events::routes()),
+        state,
+    )
+}
+
+/// The recommend function's routes.
+pub fn recommend_router(state: Arc<AppState>) -> Router {
+    finish(recommend_routes(), state)
+}
+
+/// The trace function's routes.
+pub fn trace_router(state: Arc<AppState>) -> Router {
+    finish(trace_routes(), state)
+}
+
+fn recommend_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/recommend/{user_id}", get(recommend))
-        .route("/trace/{request_id}", get(trace))
         .route("/healthz", get(health))
         .route("/health", get(health))
         .route("/metrics", get(metrics_page))
+}
+
+fn trace_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/trace/{request_id}", get(trace))
+}
+
+/// Adds the fallback, request-id/log/metrics middleware and state.
+pub(crate) fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -166,6 +235,16 @@ async fn request_context(
         f.model_version.as_deref().unwrap_or(""),
         seconds,
     );
+    if st.config.emf {
+        crate::adapters::aws::emf::print_request_metrics(
+            &st.config.function_version,
+            &route,
+            status,
+            seconds * 1e3,
+            f.fallback.is_some(),
+            &rid,
+        );
+    }
     tracing::info!(
         target: "request",
         request_id = %rid,
@@ -220,7 +299,7 @@ async fn recommend(
             "no model version is loaded",
         );
     };
-    let seen = st.history.seen(user_id).unwrap_or_else(|e| {
+    let seen = st.history.seen(user_id).await.unwrap_or_else(|e| {
         st.metrics.history_read_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(request_id = %rid, error = %e, "user history unavailable; excluding training history only");
         Vec::new()
@@ -283,8 +362,12 @@ async fn recommend(
     let expires = now_ms / 1000 + st.config.trace_ttl_secs;
     let store = st.clone();
     let rid2 = rid.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = store.traces.put(&rid2, &Value::Object(trace), expires) {
+    tokio::spawn(async move {
+        if let Err(e) = store
+            .traces
+            .put(&rid2, &Value::Object(trace), expires)
+            .await
+        {
             store
                 .metrics
                 .trace_write_failures
@@ -310,32 +393,30 @@ async fn trace(State(st): State<Arc<AppState>>, Path(request_id): Path<String>) 
         );
     }
     let now = chrono::Utc::now().timestamp();
-    let st2 = st.clone();
-    let rid = request_id.clone();
-    match tokio::task::spawn_blocking(move || st2.traces.get(&rid, now)).await {
-        Ok(Ok(Some(t))) => Json(t).into_response(),
-        Ok(Ok(None)) => error(
+    match st.traces.get(&request_id, now).await {
+        Ok(Some(t)) => Json(t).into_response(),
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no trace for request {request_id} (unknown or expired)"),
         ),
-        Ok(Err(e)) => error(
+        Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             e.to_string(),
         ),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let model = st.current_model();
-    let traces = match st.traces.ping() {
+    let traces = match st.traces.ping().await {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("error: {e}"),
     };
-    let rollout = match st.rollout.served_version() {
-        Ok(v) => json!({"strategy": "fixed", "served_version": v}),
+    let rollout = match st.rollout.state().await {
+        Ok(Some(s)) => json!(s),
+        Ok(None) => json!({"strategy": "fixed", "served_version": null}),
         Err(e) => json!({"error": e.to_string()}),
     };
     let body = json!({
@@ -378,22 +459,38 @@ pub enum SyncOutcome {
 /// Makes the serving model the version the rollout store names (or, when none
 /// is set, the newest in the registry). A version that fails verification or
 /// loading is refused with the reason, and whatever was serving keeps serving.
-pub fn sync_model(
+/// Registry I/O and model loading run on the blocking pool.
+pub async fn sync_model(
     st: &AppState,
-    registry: &dyn crate::ports::ModelStore,
+    registry: Arc<dyn ModelStore>,
 ) -> Result<SyncOutcome, String> {
-    let wanted = match st.rollout.served_version().map_err(|e| e.to_string())? {
-        Some(v) => v,
-        None => match registry.list_versions().map_err(|e| e.to_string())?.pop() {
+    let named = st
+        .rollout
+        .served_version()
+        .await
+        .map_err(|e| e.to_string())?;
+    let current = st.current_model();
+    type Loaded = (SyncOutcome, Option<Arc<ServingModel>>);
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
+        let wanted = match named {
             Some(v) => v,
-            None => return Ok(SyncOutcome::NoVersion),
-        },
-    };
-    if st.current_model().is_some_and(|m| m.version() == wanted) {
-        return Ok(SyncOutcome::Unchanged(wanted));
+            None => match registry.list_versions().map_err(|e| e.to_string())?.pop() {
+                Some(v) => v,
+                None => return Ok((SyncOutcome::NoVersion, None)),
+            },
+        };
+        if current.is_some_and(|m| m.version() == wanted) {
+            return Ok((SyncOutcome::Unchanged(wanted), None));
+        }
+        let art = registry.fetch(&wanted).map_err(|e| e.to_string())?;
+        let model = ServingModel::load(&art).map_err(|e| format!("version {wanted}: {e}"))?;
+        Ok((SyncOutcome::Loaded(wanted), Some(Arc::new(model))))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let (outcome, model) = outcome;
+    if let Some(model) = model {
+        st.set_model(model);
     }
-    let art = registry.fetch(&wanted).map_err(|e| e.to_string())?;
-    let model = ServingModel::load(&art).map_err(|e| format!("version {wanted}: {e}"))?;
-    st.set_model(Arc::new(model));
-    Ok(SyncOutcome::Loaded(wanted))
+    Ok(outcome)
 }

@@ -1,21 +1,20 @@
 //! The embedded database of the local stack (SQLite, bundled): traces with
 //! expiry, user history and rollout state in one file.
 
-use crate::ports::{RolloutStore, StoreError, TraceStore, UserHistory};
+use crate::ports::{RolloutState, RolloutStore, StoreError, TraceStore, UserHistory};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// One SQLite file implementing the local stores.
+/// One SQLite file implementing the local stores. Calls run on tokio's
+/// blocking pool so a slow disk never stalls the request workers.
+#[derive(Clone)]
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 fn err(store: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError {
-        store,
-        reason: e.to_string(),
-    }
+    move |e| StoreError::unavailable(store, e)
 }
 
 impl SqliteStore {
@@ -42,112 +41,205 @@ impl SqliteStore {
                                                  updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL, counter INTEGER NOT NULL);",
         )
         .map_err(err("sqlite"))?;
+        // Databases from before the audit window read lack the time column.
+        let has_ts: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('traces') WHERE name = 'ts_ms'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err("sqlite"))?
+            > 0;
+        if !has_ts {
+            conn.execute_batch("ALTER TABLE traces ADD COLUMN ts_ms INTEGER NOT NULL DEFAULT 0;")
+                .map_err(err("sqlite"))?;
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS traces_time ON traces(ts_ms);")
+            .map_err(err("sqlite"))?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+        conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the connection on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        store: &'static str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut Self::lock(&conn)))
+            .await
+            .map_err(|e| StoreError::unavailable(store, e))?
+            .map_err(err(store))
     }
 
     /// Deletes expired traces; returns how many.
     pub fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
-        self.conn()
+        Self::lock(&self.conn)
             .execute("DELETE FROM traces WHERE expires_at <= ?1", params![now])
             .map_err(err("traces"))
     }
 }
 
+fn parse_trace(body: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::unavailable("traces", e))
+}
+
+#[async_trait::async_trait]
 impl TraceStore for SqliteStore {
-    fn put(
+    async fn put(
         &self,
         request_id: &str,
         trace: &serde_json::Value,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO traces (request_id, body, expires_at) VALUES (?1, ?2, ?3)",
-                params![request_id, trace.to_string(), expires_at],
+        let (rid, body) = (request_id.to_string(), trace.to_string());
+        let ts = trace["timestamp"].as_i64().unwrap_or(0);
+        self.run("traces", move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO traces (request_id, body, expires_at, ts_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![rid, body, expires_at, ts],
             )
             .map(|_| ())
-            .map_err(err("traces"))
-    }
-
-    fn get(&self, request_id: &str, now: i64) -> Result<Option<serde_json::Value>, StoreError> {
-        let body: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT body FROM traces WHERE request_id = ?1 AND expires_at > ?2",
-                params![request_id, now],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err("traces"))?;
-        body.map(|b| {
-            serde_json::from_str(&b).map_err(|e| StoreError {
-                store: "traces",
-                reason: e.to_string(),
-            })
         })
-        .transpose()
+        .await
     }
 
-    fn ping(&self) -> Result<(), StoreError> {
-        self.conn()
-            .query_row("SELECT 1", [], |_| Ok(()))
-            .map_err(err("sqlite"))
+    async fn get(
+        &self,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let rid = request_id.to_string();
+        let body: Option<String> = self
+            .run("traces", move |c| {
+                c.query_row(
+                    "SELECT body FROM traces WHERE request_id = ?1 AND expires_at > ?2",
+                    params![rid, now],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        body.as_deref().map(parse_trace).transpose()
+    }
+
+    async fn window(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        now: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let bodies: Vec<String> = self
+            .run("traces", move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT body FROM traces WHERE ts_ms >= ?1 AND ts_ms < ?2 AND expires_at > ?3 ORDER BY ts_ms, request_id",
+                )?;
+                let rows = st.query_map(params![from_ms, to_ms, now], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        bodies.iter().map(|b| parse_trace(b)).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run("sqlite", |c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 }
 
+#[async_trait::async_trait]
 impl UserHistory for SqliteStore {
-    fn seen(&self, user_id: u64) -> Result<Vec<u64>, StoreError> {
-        let conn = self.conn();
-        let mut st = conn
-            .prepare_cached("SELECT movie_id FROM user_history WHERE user_id = ?1")
-            .map_err(err("user_history"))?;
-        let rows = st
-            .query_map(params![user_id as i64], |r| r.get::<_, i64>(0))
-            .map_err(err("user_history"))?;
-        rows.map(|r| r.map(|v| v as u64).map_err(err("user_history")))
-            .collect()
+    async fn seen(&self, user_id: u64) -> Result<Vec<u64>, StoreError> {
+        self.run("user_history", move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT movie_id FROM user_history WHERE user_id = ?1 ORDER BY ts_ms DESC, movie_id",
+            )?;
+            let rows = st.query_map(params![user_id as i64], |r| r.get::<_, i64>(0))?;
+            rows.map(|r| r.map(|v| v as u64)).collect()
+        })
+        .await
     }
 
-    fn append(&self, user_id: u64, movie_ids: &[u64], ts_ms: i64) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(err("user_history"))?;
-        for m in movie_ids {
-            tx.execute(
-                "INSERT INTO user_history (user_id, movie_id, ts_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(user_id, movie_id) DO UPDATE SET ts_ms = MAX(ts_ms, excluded.ts_ms)",
-                params![user_id as i64, *m as i64, ts_ms],
-            )
-            .map_err(err("user_history"))?;
-        }
-        tx.commit().map_err(err("user_history"))
+    async fn append(&self, user_id: u64, movie_ids: &[u64], ts_ms: i64) -> Result<(), StoreError> {
+        let movies = movie_ids.to_vec();
+        self.run("user_history", move |c| {
+            let tx = c.transaction()?;
+            for m in movies {
+                tx.execute(
+                    "INSERT INTO user_history (user_id, movie_id, ts_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(user_id, movie_id) DO UPDATE SET ts_ms = MAX(ts_ms, excluded.ts_ms)",
+                    params![user_id as i64, m as i64, ts_ms],
+                )?;
+            }
+            tx.commit()
+        })
+        .await
     }
 }
 
+fn read_rollout(c: &Connection) -> rusqlite::Result<Option<RolloutState>> {
+    c.query_row(
+        "SELECT version, updated_by, updated_at, counter FROM rollout WHERE id = 1",
+        [],
+        |r| {
+            Ok(RolloutState {
+                strategy: "fixed".into(),
+                served_version: r.get(0)?,
+                updated_by: r.get(1)?,
+                updated_at: r.get(2)?,
+                revision: r.get::<_, i64>(3)? as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+#[async_trait::async_trait]
 impl RolloutStore for SqliteStore {
-    fn served_version(&self) -> Result<Option<String>, StoreError> {
-        self.conn()
-            .query_row("SELECT version FROM rollout WHERE id = 1", [], |r| r.get(0))
-            .optional()
-            .map_err(err("rollout"))
+    async fn state(&self) -> Result<Option<RolloutState>, StoreError> {
+        self.run("rollout", |c| read_rollout(c)).await
     }
 
-    fn set_served_version(&self, version: &str, updated_by: &str) -> Result<(), StoreError> {
+    async fn switch(
+        &self,
+        expected: u64,
+        version: &str,
+        updated_by: &str,
+    ) -> Result<RolloutState, StoreError> {
+        let (version, by) = (version.to_string(), updated_by.to_string());
         let now = chrono::Utc::now().timestamp_millis();
-        self.conn()
-            .execute(
-                "INSERT INTO rollout (id, version, updated_by, updated_at, counter) VALUES (1, ?1, ?2, ?3, 1)
-                 ON CONFLICT(id) DO UPDATE SET version = excluded.version, updated_by = excluded.updated_by,
-                 updated_at = excluded.updated_at, counter = counter + 1",
-                params![version, updated_by, now],
-            )
-            .map(|_| ())
-            .map_err(err("rollout"))
+        let outcome = self
+            .run("rollout", move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let found = read_rollout(&tx)?.map_or(0, |s| s.revision);
+                if found != expected {
+                    return Ok(Err(found));
+                }
+                tx.execute(
+                    "INSERT INTO rollout (id, version, updated_by, updated_at, counter) VALUES (1, ?1, ?2, ?3, ?4)
+                     ON CONFLICT(id) DO UPDATE SET version = excluded.version, updated_by = excluded.updated_by,
+                     updated_at = excluded.updated_at, counter = excluded.counter",
+                    params![version, by, now, (expected + 1) as i64],
+                )?;
+                let state = read_rollout(&tx)?;
+                tx.commit()?;
+                Ok(Ok(state))
+            })
+            .await?;
+        match outcome {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(StoreError::unavailable("rollout", "write not visible")),
+            Err(found) => Err(StoreError::Conflict {
+                store: "rollout",
+                reason: format!("expected revision {expected}, found {found}"),
+            }),
+        }
     }
 }
 
@@ -155,32 +247,42 @@ impl RolloutStore for SqliteStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn trace_round_trip_and_expiry() {
+    #[tokio::test]
+    async fn trace_round_trip_expiry_and_window() {
         let s = SqliteStore::in_memory().unwrap();
-        let t = serde_json::json!({"request_id": "r1", "items": [1, 2]});
-        s.put("r1", &t, 1_000).unwrap();
-        assert_eq!(s.get("r1", 999).unwrap(), Some(t));
+        let t = serde_json::json!({"request_id": "r1", "timestamp": 5_000, "items": [1, 2]});
+        s.put("r1", &t, 1_000).await.unwrap();
+        s.put("r2", &serde_json::json!({"timestamp": 6_000}), 2_000)
+            .await
+            .unwrap();
+        assert_eq!(s.get("r1", 999).await.unwrap(), Some(t.clone()));
         assert_eq!(
-            s.get("r1", 1_000).unwrap(),
+            s.get("r1", 1_000).await.unwrap(),
             None,
             "expired at its expiry time"
         );
-        assert_eq!(s.get("nope", 0).unwrap(), None);
+        assert_eq!(s.get("nope", 0).await.unwrap(), None);
+        let w = s.window(5_000, 6_000, 0).await.unwrap();
+        assert_eq!(w, vec![t], "window is [from, to)");
+        assert_eq!(s.window(0, 10_000, 1_500).await.unwrap().len(), 1);
         assert_eq!(s.purge_expired(1_000).unwrap(), 1);
     }
 
-    #[test]
-    fn history_and_rollout() {
+    #[tokio::test]
+    async fn history_and_rollout_revisions() {
         let s = SqliteStore::in_memory().unwrap();
-        s.append(7, &[3, 4, 3], 10).unwrap();
-        let mut seen = s.seen(7).unwrap();
-        seen.sort();
-        assert_eq!(seen, vec![3, 4]);
-        assert!(s.seen(8).unwrap().is_empty());
-        assert_eq!(s.served_version().unwrap(), None);
-        s.set_served_version("v1", "test").unwrap();
-        s.set_served_version("v2", "test").unwrap();
-        assert_eq!(s.served_version().unwrap().as_deref(), Some("v2"));
+        s.append(7, &[3, 4, 3], 10).await.unwrap();
+        s.append(7, &[5], 20).await.unwrap();
+        assert_eq!(s.seen(7).await.unwrap(), vec![5, 3, 4]);
+        assert!(s.seen(8).await.unwrap().is_empty());
+        assert_eq!(s.served_version().await.unwrap(), None);
+        let a = s.switch(0, "v1", "test").await.unwrap();
+        assert_eq!((a.revision, a.served_version.as_str()), (1, "v1"));
+        let b = s.switch(1, "v2", "test").await.unwrap();
+        assert_eq!(b.revision, 2);
+        // A writer that read revision 1 loses and changes nothing.
+        let e = s.switch(1, "v3", "late").await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        assert_eq!(s.served_version().await.unwrap().as_deref(), Some("v2"));
     }
 }

@@ -1,0 +1,53 @@
+//! rollout: `GET /rollout/status`, `POST /switch?model=`, `POST /rollout`.
+//! API Gateway authorizes the admin routes with IAM; the caller's ARN from the
+//! request context is recorded as `updated_by`. Init: settings, registry
+//! (to verify versions before switching) and the rollout store.
+//! Canary, A/B and shadow strategies are validated and refused (501) until the
+//! rollout issue implements them; `fixed` is applied.
+
+use lambda_http::request::RequestContext;
+use lambda_http::{run, tracing, Error};
+use shared::config::{Settings, Stores};
+use shared::http::rollout::{router, Caller};
+use shared::http::AppState;
+use std::sync::Arc;
+
+/// The IAM principal API Gateway authenticated, if any.
+fn iam_caller(ctx: &RequestContext) -> Option<String> {
+    match ctx {
+        RequestContext::ApiGatewayV1(c) => {
+            c.identity.user_arn.clone().or(c.identity.caller.clone())
+        }
+        RequestContext::ApiGatewayV2(c) => c
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|i| i.user_arn.clone()),
+        _ => None,
+    }
+}
+
+async fn caller_from_context(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(arn) = req
+        .extensions()
+        .get::<RequestContext>()
+        .and_then(iam_caller)
+    {
+        req.extensions_mut().insert(Caller(arn));
+    }
+    next.run(req).await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let settings = Settings::from_env()?;
+    let stores = Stores::build(&settings).await?;
+    let state = Arc::new(
+        AppState::from_stores(&stores, settings.api_config()).with_registry(stores.registry),
+    );
+    run(router(state).layer(axum::middleware::from_fn(caller_from_context))).await
+}

@@ -1,0 +1,16 @@
+//! trace: `GET /trace/{request_id}`, the stored provenance of a response
+//! (IAM-authorized in API Gateway). Init: settings and the trace store.
+
+use lambda_http::{run, tracing, Error};
+use shared::config::{Settings, Stores};
+use shared::http::{trace_router, AppState};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let settings = Settings::from_env()?;
+    let stores = Stores::build(&settings).await?;
+    let state = Arc::new(AppState::from_stores(&stores, settings.api_config()));
+    run(trace_router(state)).await
+}

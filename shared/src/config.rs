@@ -1,0 +1,267 @@
+//! Configuration from the environment, read once per process, and the
+//! adapters it selects. The same binary runs on AWS (S3, DynamoDB, CloudWatch)
+//! or locally (folders, SQLite, a metrics file); `AWS_ENDPOINT_URL` points the
+//! AWS adapters at an emulator.
+//!
+//! | variable | AWS value | local default |
+//! |---|---|---|
+//! | `MOVIE_RECS_REGISTRY` | `s3://bucket/models` | `.movie-recs/registry` |
+//! | `MOVIE_RECS_MODEL_CACHE` | `/tmp/movie-recs-models` | same |
+//! | `MOVIE_RECS_TRACES_TABLE` | table name | SQLite (`MOVIE_RECS_DB`) |
+//! | `MOVIE_RECS_ROLLOUT_TABLE` | table name | SQLite |
+//! | `MOVIE_RECS_HISTORY_TABLE` | table name | SQLite |
+//! | `MOVIE_RECS_DB` | (unused) | `.movie-recs/movie-recs.db` |
+//! | `MOVIE_RECS_LAKE` | `s3://bucket/lake` | `.movie-recs/lake` |
+//! | `MOVIE_RECS_METRICS` | `cloudwatch` | `.movie-recs/metrics.jsonl` |
+//! | `MOVIE_RECS_TRACE_TTL_DAYS` | `30` | `30` |
+//! | `MOVIE_RECS_ADMIN_TOKEN` | (IAM instead) | unset: admin routes refused |
+
+use crate::adapters::aws::{self, SdkConfig};
+use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
+use crate::http::ApiConfig;
+use crate::ports::{
+    EventLake, MetricsPublisher, ModelStore, RolloutStore, TraceStore, UserHistory,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Settings read from the environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub registry: String,
+    pub model_cache: PathBuf,
+    pub db: PathBuf,
+    pub traces_table: Option<String>,
+    pub rollout_table: Option<String>,
+    pub history_table: Option<String>,
+    pub lake: String,
+    pub metrics: String,
+    pub trace_ttl_days: i64,
+    pub admin_token: Option<String>,
+    /// `AWS_LAMBDA_FUNCTION_VERSION` (`$LATEST`, `7`), or `local`.
+    pub function_version: String,
+    /// Whether this process runs as a Lambda function.
+    pub in_lambda: bool,
+}
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Reads the settings with `get` (the process environment in production).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let ttl = match var("MOVIE_RECS_TRACE_TTL_DAYS") {
+            None => 30,
+            Some(v) => v.parse().ok().filter(|d| *d > 0).ok_or(ConfigError {
+                var: "MOVIE_RECS_TRACE_TTL_DAYS",
+                reason: format!("expected a positive number of days, got {v:?}"),
+            })?,
+        };
+        Ok(Settings {
+            registry: var("MOVIE_RECS_REGISTRY").unwrap_or_else(|| ".movie-recs/registry".into()),
+            model_cache: var("MOVIE_RECS_MODEL_CACHE")
+                .unwrap_or_else(|| "/tmp/movie-recs-models".into())
+                .into(),
+            db: var("MOVIE_RECS_DB")
+                .unwrap_or_else(|| ".movie-recs/movie-recs.db".into())
+                .into(),
+            traces_table: var("MOVIE_RECS_TRACES_TABLE"),
+            rollout_table: var("MOVIE_RECS_ROLLOUT_TABLE"),
+            history_table: var("MOVIE_RECS_HISTORY_TABLE"),
+            lake: var("MOVIE_RECS_LAKE").unwrap_or_else(|| ".movie-recs/lake".into()),
+            metrics: var("MOVIE_RECS_METRICS")
+                .unwrap_or_else(|| ".movie-recs/metrics.jsonl".into()),
+            trace_ttl_days: ttl,
+            admin_token: var("MOVIE_RECS_ADMIN_TOKEN"),
+            function_version: var("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "local".into()),
+            in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    fn needs_aws(&self) -> bool {
+        self.registry.starts_with("s3://")
+            || self.lake.starts_with("s3://")
+            || self.metrics == "cloudwatch"
+            || self.traces_table.is_some()
+            || self.rollout_table.is_some()
+            || self.history_table.is_some()
+    }
+
+    /// The API settings these imply.
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            function_version: self.function_version.clone(),
+            trace_ttl_secs: self.trace_ttl_days * 86_400,
+            admin_token: self.admin_token.clone(),
+            iam_authorized: self.in_lambda,
+            emf: self.in_lambda,
+        }
+    }
+}
+
+/// Every adapter a function may need, built once per process (in Lambda,
+/// during the init phase).
+#[derive(Clone)]
+pub struct Stores {
+    pub registry: Arc<dyn ModelStore>,
+    pub traces: Arc<dyn TraceStore>,
+    pub history: Arc<dyn UserHistory>,
+    pub rollout: Arc<dyn RolloutStore>,
+    pub lake: Arc<dyn EventLake>,
+    pub metrics: Arc<dyn MetricsPublisher>,
+    /// The SDK config, when any AWS adapter is in use.
+    pub sdk: Option<SdkConfig>,
+}
+
+impl Stores {
+    pub async fn build(s: &Settings) -> Result<Self, ConfigError> {
+        let sdk = if s.needs_aws() {
+            Some(aws::load_sdk_config(None).await)
+        } else {
+            None
+        };
+        let ddb = sdk.as_ref().map(aws_sdk_dynamodb::Client::new);
+        let s3 = sdk.as_ref().map(aws::s3_client);
+        // SQLite is opened only if some store is local.
+        let local_needed =
+            s.traces_table.is_none() || s.rollout_table.is_none() || s.history_table.is_none();
+        let sqlite = if local_needed {
+            if let Some(dir) = s.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| ConfigError {
+                    var: "MOVIE_RECS_DB",
+                    reason: format!("creating {}: {e}", dir.display()),
+                })?;
+            }
+            Some(Arc::new(SqliteStore::open(&s.db).map_err(|e| {
+                ConfigError {
+                    var: "MOVIE_RECS_DB",
+                    reason: e.to_string(),
+                }
+            })?))
+        } else {
+            None
+        };
+        let registry: Arc<dyn ModelStore> = if s.registry.starts_with("s3://") {
+            let (bucket, prefix) =
+                aws::parse_s3_url(&s.registry).map_err(|reason| ConfigError {
+                    var: "MOVIE_RECS_REGISTRY",
+                    reason,
+                })?;
+            Arc::new(aws::s3::S3Registry::new(
+                s3.clone().expect("sdk"),
+                &bucket,
+                &prefix,
+                &s.model_cache,
+            ))
+        } else {
+            Arc::new(FolderRegistry::new(&s.registry))
+        };
+        let lake: Arc<dyn EventLake> = if s.lake.starts_with("s3://") {
+            let (bucket, prefix) = aws::parse_s3_url(&s.lake).map_err(|reason| ConfigError {
+                var: "MOVIE_RECS_LAKE",
+                reason,
+            })?;
+            Arc::new(aws::s3::S3Lake::new(
+                s3.clone().expect("sdk"),
+                &bucket,
+                &prefix,
+            ))
+        } else {
+            Arc::new(FolderLake::new(&s.lake))
+        };
+        let metrics: Arc<dyn MetricsPublisher> = if s.metrics == "cloudwatch" {
+            Arc::new(aws::cloudwatch::CloudWatchPublisher::new(
+                aws_sdk_cloudwatch::Client::new(sdk.as_ref().expect("sdk")),
+            ))
+        } else {
+            Arc::new(FileMetrics::new(&s.metrics))
+        };
+        let local = || sqlite.clone().expect("sqlite opened when a store is local");
+        let traces: Arc<dyn TraceStore> = match (&s.traces_table, &ddb) {
+            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoTraces::new(c.clone(), t)),
+            _ => local(),
+        };
+        let history: Arc<dyn UserHistory> = match (&s.history_table, &ddb) {
+            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoHistory::new(c.clone(), t)),
+            _ => local(),
+        };
+        let rollout: Arc<dyn RolloutStore> = match (&s.rollout_table, &ddb) {
+            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoRollout::new(c.clone(), t)),
+            _ => local(),
+        };
+        Ok(Stores {
+            registry,
+            traces,
+            history,
+            rollout,
+            lake,
+            metrics,
+            sdk,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_local_and_lambda_is_detected() {
+        let s = settings(&[]).unwrap();
+        assert!(!s.needs_aws() && !s.in_lambda);
+        assert_eq!(s.api_config().function_version, "local");
+        let s = settings(&[
+            ("MOVIE_RECS_REGISTRY", "s3://bkt/models"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "recommend"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "7"),
+            ("MOVIE_RECS_TRACE_TTL_DAYS", "3"),
+        ])
+        .unwrap();
+        assert!(s.needs_aws());
+        let api = s.api_config();
+        assert!(api.emf && api.iam_authorized);
+        assert_eq!(
+            (api.function_version.as_str(), api.trace_ttl_secs),
+            ("7", 3 * 86_400)
+        );
+        let e = settings(&[("MOVIE_RECS_TRACE_TTL_DAYS", "-1")]).unwrap_err();
+        assert_eq!(e.var, "MOVIE_RECS_TRACE_TTL_DAYS");
+    }
+
+    #[tokio::test]
+    async fn local_stores_build_in_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let s = settings(&[
+            ("MOVIE_RECS_REGISTRY", &p("reg")),
+            ("MOVIE_RECS_DB", &p("db/m.db")),
+            ("MOVIE_RECS_LAKE", &p("lake")),
+        ])
+        .unwrap();
+        let st = Stores::build(&s).await.unwrap();
+        assert!(st.sdk.is_none());
+        assert!(st.registry.list_versions().unwrap().is_empty());
+        st.history.append(1, &[2], 3).await.unwrap();
+        assert_eq!(st.history.seen(1).await.unwrap(), vec![2]);
+        assert!(dir.path().join("db/m.db").is_file());
+    }
+}

@@ -1,0 +1,272 @@
+//! The rollout function's routes: `GET /rollout/status`, `POST /switch?model=VERSION`
+//! (kept for clients of the previous system) and `POST /rollout`.
+//!
+//! Admin routes (`POST`) need a caller: in AWS, API Gateway's IAM authorizer
+//! admits the request and the function records the caller's ARN ([`Caller`]);
+//! locally, `Authorization: Bearer $MOVIE_RECS_ADMIN_TOKEN`. Missing
+//! credentials answer 401, wrong ones 403.
+//!
+//! `POST /rollout` validates every field and applies the `fixed` strategy;
+//! canary, A/B and shadow are validated and refused with 501 until the
+//! rollout issue implements them.
+
+use super::{error, AppState};
+use crate::ports::StoreError;
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The authenticated principal of an admin request, set by the Lambda
+/// adapter from API Gateway's IAM identity.
+#[derive(Clone, Debug)]
+pub struct Caller(pub String);
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/rollout/status", get(status))
+        .route("/switch", post(switch))
+        .route("/rollout", post(set_rollout))
+}
+
+/// The rollout function's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    super::finish(routes(), state)
+}
+
+/// Why an admin request is refused: 401 without credentials, 403 with wrong ones.
+#[derive(Debug, PartialEq)]
+pub struct Denied {
+    pub status: StatusCode,
+    pub detail: &'static str,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        let code = if self.status == StatusCode::UNAUTHORIZED {
+            "unauthorized"
+        } else {
+            "forbidden"
+        };
+        error(self.status, code, self.detail)
+    }
+}
+
+/// Who is calling an admin route.
+pub fn authorize(st: &AppState, req: &Request) -> Result<String, Denied> {
+    if let Some(Caller(arn)) = req.extensions().get::<Caller>() {
+        return Ok(arn.clone());
+    }
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let deny = |status, detail| Err(Denied { status, detail });
+    match (&st.config.admin_token, bearer) {
+        (_, None) if st.config.iam_authorized => deny(
+            StatusCode::UNAUTHORIZED,
+            "admin routes need an IAM-signed request",
+        ),
+        (_, None) => deny(
+            StatusCode::UNAUTHORIZED,
+            "admin routes need Authorization: Bearer <MOVIE_RECS_ADMIN_TOKEN>",
+        ),
+        (None, Some(_)) => deny(
+            StatusCode::FORBIDDEN,
+            "admin routes are disabled: no MOVIE_RECS_ADMIN_TOKEN is configured",
+        ),
+        (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => {
+            Ok("token".into())
+        }
+        (Some(_), Some(_)) => deny(StatusCode::FORBIDDEN, "wrong admin token"),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::Conflict { .. } => error(StatusCode::CONFLICT, "conflict", e.to_string()),
+        StoreError::Unavailable { .. } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn status(State(st): State<Arc<AppState>>) -> Response {
+    match st.rollout.state().await {
+        Ok(Some(s)) => Json(json!(s)).into_response(),
+        Ok(None) => Json(json!({
+            "strategy": "fixed",
+            "served_version": null,
+            "revision": 0,
+            "detail": "no version was switched to: recommend serves the newest in the registry",
+        }))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Checks that `version` exists in the registry and every checksum verifies.
+async fn verify_version(st: &AppState, version: &str) -> Result<(), Response> {
+    let Some(reg) = st.registry.clone() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_registry",
+            "this function has no model registry configured",
+        ));
+    };
+    let v = version.to_string();
+    match tokio::task::spawn_blocking(move || reg.fetch(&v)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e @ crate::ports::RegistryError::NotFound(_)))
+        | Ok(Err(e @ crate::ports::RegistryError::InvalidVersion(_))) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            e.to_string(),
+        )),
+        Ok(Err(e @ crate::ports::RegistryError::Artifact { .. })) => Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "artifact_invalid",
+            e.to_string(),
+        )),
+        Ok(Err(e)) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registry_unavailable",
+            e.to_string(),
+        )),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Verifies `version`, then makes it the served one with a guarded write.
+async fn apply_fixed(st: &AppState, version: &str, caller: &str) -> Response {
+    if let Err(r) = verify_version(st, version).await {
+        return r;
+    }
+    let previous = match st.rollout.state().await {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    let expected = previous.as_ref().map_or(0, |s| s.revision);
+    match st.rollout.switch(expected, version, caller).await {
+        Ok(now) => {
+            tracing::info!(target: "audit", caller, version, revision = now.revision, "rollout switched");
+            Json(json!({"state": now, "previous": previous})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn switch(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Response {
+    let caller = match authorize(&st, &req) {
+        Ok(c) => c,
+        Err(d) => return d.into_response(),
+    };
+    let Some(version) = q.get("model").filter(|v| !v.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "model is required: POST /switch?model=VERSION",
+        );
+    };
+    apply_fixed(&st, version, &caller).await
+}
+
+/// Strategies `POST /rollout` accepts.
+pub const STRATEGIES: [&str; 4] = ["fixed", "canary", "ab_test", "shadow"];
+
+async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let caller = match authorize(&st, &req) {
+        Ok(c) => c,
+        Err(d) => return d.into_response(),
+    };
+    let bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "body over 64 KiB",
+            )
+        }
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "expected a JSON object {\"strategy\",\"primary_version\",\"candidate_version\",\"percentage\"}",
+            )
+        }
+    };
+    let strategy = body["strategy"].as_str().unwrap_or("");
+    if !STRATEGIES.contains(&strategy) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!(
+                "strategy must be one of {STRATEGIES:?}, got {}",
+                body["strategy"]
+            ),
+        );
+    }
+    let Some(primary) = body["primary_version"].as_str() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "primary_version is required",
+        );
+    };
+    if strategy == "fixed" {
+        return apply_fixed(&st, primary, &caller).await;
+    }
+    let Some(candidate) = body["candidate_version"].as_str() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("candidate_version is required for {strategy}"),
+        );
+    };
+    match body["percentage"].as_f64() {
+        Some(p) if (0.0..=100.0).contains(&p) => {}
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!(
+                    "percentage must be a number from 0 to 100, got {}",
+                    body["percentage"]
+                ),
+            )
+        }
+    }
+    for v in [primary, candidate] {
+        if let Err(r) = verify_version(&st, v).await {
+            return r;
+        }
+    }
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        format!("strategy {strategy} is valid but not served yet; only fixed is applied"),
+    )
+}
