@@ -47,3 +47,109 @@ impl MetricsPublisher for CloudWatchPublisher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    fn point(name: &str, value: f64) -> MetricDatum {
+        MetricDatum {
+            name: name.into(),
+            value,
+            unit: "Percent",
+            dimensions: vec![("Stage".into(), "dev".into())],
+            timestamp_ms: 1_764_360_000_000,
+        }
+    }
+
+    /// The modelled request: namespace, names, values, units, dimensions,
+    /// timestamps; and batches of at most 1,000 points per call.
+    #[tokio::test]
+    async fn publishes_every_point_in_batches_of_1000() {
+        let rule = mock!(Client::put_metric_data)
+            .match_requests(|r| {
+                r.namespace() == Some("MovieRecs")
+                    && r.metric_data().iter().all(|d| {
+                        d.unit() == Some(&StandardUnit::Percent)
+                            && d.dimensions().len() == 1
+                            && d.dimensions()[0].name() == Some("Stage")
+                            && d.dimensions()[0].value() == Some("dev")
+                            && d.timestamp().map(|t| t.to_millis().unwrap())
+                                == Some(1_764_360_000_000)
+                    })
+            })
+            .then_output(|| PutMetricDataOutput::builder().build());
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&rule]);
+        let p = CloudWatchPublisher::new(client);
+        let data: Vec<MetricDatum> = (0..1500).map(|i| point("TailShare", i as f64)).collect();
+        p.publish("MovieRecs", &data).await.unwrap();
+        assert_eq!(rule.num_calls(), 2);
+        p.publish("MovieRecs", &[point("Gini", 0.4)]).await.unwrap();
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_service_error_is_reported_not_swallowed() {
+        let rule = mock!(Client::put_metric_data).then_error(|| {
+            aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataError::unhandled(
+                "throttled",
+            )
+        });
+        let client = mock_client!(aws_sdk_cloudwatch, [&rule]);
+        let e = CloudWatchPublisher::new(client)
+            .publish("MovieRecs", &[point("Gini", 0.4)])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("cloudwatch:"), "{e}");
+    }
+
+    /// The request on the wire: current aws-sdk-cloudwatch speaks Smithy RPC
+    /// v2 CBOR (which moto does not), to the PutMetricData operation path.
+    #[tokio::test]
+    async fn wire_request_is_rpc_v2_cbor_put_metric_data() {
+        let (http, rx) = aws_smithy_http_client::test_util::capture_request(None);
+        let conf = aws_sdk_cloudwatch::Config::builder()
+            .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudwatch::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(
+                "AKID", "secret", None, None, "test",
+            ))
+            .http_client(http)
+            .build();
+        let p = CloudWatchPublisher::new(Client::from_conf(conf));
+        p.publish("MovieRecs", &[point("TailShare", 71.5)])
+            .await
+            .unwrap();
+        let req = rx.expect_request();
+        assert_eq!(req.method(), "POST");
+        assert!(
+            req.uri()
+                .starts_with("https://monitoring.eu-west-1.amazonaws.com"),
+            "{}",
+            req.uri()
+        );
+        assert!(
+            req.uri().ends_with("/operation/PutMetricData"),
+            "{}",
+            req.uri()
+        );
+        assert_eq!(req.headers().get("smithy-protocol"), Some("rpc-v2-cbor"));
+        assert_eq!(req.headers().get("content-type"), Some("application/cbor"));
+        assert!(req
+            .headers()
+            .get("authorization")
+            .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256")));
+        let body = req.body().bytes().unwrap();
+        let has = |s: &str| body.windows(s.len()).any(|w| w == s.as_bytes());
+        assert!(has("MovieRecs") && has("TailShare") && has("Stage") && has("dev"));
+        // 71.5 as a CBOR double: major type 7, 0xfb, big-endian IEEE 754.
+        let mut f = vec![0xfbu8];
+        f.extend_from_slice(&71.5f64.to_be_bytes());
+        assert!(
+            body.windows(9).any(|w| w == f.as_slice()),
+            "value encoded as a double"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The AWS adapters against moto_server (S3 and DynamoDB on a free port):
+//! registry publish/list/fetch with tampering refused, trace TTL and time
+//! window, a conditional rollout write that loses, user history, the lake.
+
+mod common;
+
+use common::{moto, names, sdk_config, Server};
+use shared::adapters::aws::dynamo::{DynamoHistory, DynamoRollout, DynamoTraces};
+use shared::adapters::aws::provision::{provision, Names};
+use shared::adapters::aws::s3::{S3Lake, S3Registry};
+use shared::adapters::aws::{block_on, s3_client, SdkConfig};
+use shared::artifact::{HyperParams, MODEL_FILE};
+use shared::data::synthetic::{generate, SyntheticConfig};
+use shared::ports::{
+    EventLake, ModelStore, RegistryError, RolloutStore, StoreError, TraceStore, UserHistory,
+};
+use std::sync::OnceLock;
+use trainer::pipeline::{train_and_publish, TrainOptions};
+
+fn server() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(moto)
+}
+
+/// A fresh set of resources on the shared moto.
+fn setup(tag: &str) -> (SdkConfig, Names) {
+    let url = server().url();
+    let n = names(tag);
+    let n2 = n.clone();
+    let cfg = block_on(async move {
+        let cfg = sdk_config(&url).await;
+        provision(&cfg, &n2).await.unwrap();
+        // Idempotent: a second run changes nothing and does not fail.
+        provision(&cfg, &n2).await.unwrap();
+        cfg
+    });
+    (cfg, n)
+}
+
+fn publish(reg: &dyn ModelStore, version: &str) -> Result<(), String> {
+    let ds = generate(&SyntheticConfig {
+        users: 120,
+        items: 80,
+        cold_start_users: 2,
+        ..Default::default()
+    })
+    .dataset;
+    let hp = HyperParams {
+        factors: 4,
+        layers: vec![8, 4],
+        epochs: 1,
+        ..Default::default()
+    };
+    train_and_publish(
+        reg,
+        &ds,
+        &TrainOptions {
+            hp,
+            version: Some(version.into()),
+            force: true,
+            progress: false,
+        },
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn s3_registry_publishes_lists_fetches_and_refuses_tampering() {
+    let (cfg, n) = setup("reg");
+    let cache = tempfile::tempdir().unwrap();
+    let reg = S3Registry::new(s3_client(&cfg), &n.bucket, "models/", cache.path());
+    assert!(reg.list_versions().unwrap().is_empty());
+    publish(&reg, "v1").unwrap();
+    publish(&reg, "v2").unwrap();
+    assert_eq!(reg.list_versions().unwrap(), vec!["v1", "v2"]);
+    let e = publish(&reg, "v1").unwrap_err();
+    assert!(e.contains("already exists"), "{e}");
+    assert!(matches!(
+        reg.read_manifest("nope"),
+        Err(RegistryError::NotFound(_))
+    ));
+
+    // Fetch downloads, verifies and caches under the version.
+    let art = reg.fetch("v1").unwrap();
+    assert!(art.dir.starts_with(cache.path()) && art.dir.ends_with("models/v1"));
+    assert_eq!(art.manifest.version, "v1");
+    assert!(art.dir.join(MODEL_FILE).is_file());
+    // A corrupted cache entry is not trusted: it is downloaded again.
+    std::fs::write(art.dir.join(MODEL_FILE), b"garbage").unwrap();
+    let again = reg.fetch("v1").unwrap();
+    assert_ne!(
+        std::fs::read(again.dir.join(MODEL_FILE)).unwrap(),
+        b"garbage"
+    );
+
+    // Someone overwrites v2's model in the bucket: fetch refuses it and caches nothing.
+    let (s3, bucket) = (s3_client(&cfg), n.bucket.clone());
+    block_on(async move {
+        let key = "models/v2/model.onnx";
+        let mut bytes = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .to_vec();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0xff;
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let e = reg.fetch("v2").unwrap_err();
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    assert!(!cache.path().join(&n.bucket).join("models/v2").exists());
+}
+
+#[tokio::test]
+async fn dynamo_traces_expire_and_are_read_by_time_window() {
+    let (cfg, n) = setup("tr");
+    let t = DynamoTraces::new(aws_sdk_dynamodb::Client::new(&cfg), &n.traces_table);
+    t.ping().await.unwrap();
+    let hour = 1_764_360_000_000i64; // 2025-11-28T20:00Z
+    let trace = |ts: i64| serde_json::json!({"timestamp": ts, "items": [1, 2, 3]});
+    // Two hours, several shards; one trace expires at 1,000 s.
+    for (i, ts) in [
+        hour - 1,
+        hour,
+        hour + 10,
+        hour + 3_600_000 + 5,
+        hour + 7_200_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        t.put(&format!("req-{i}"), &trace(ts), 5_000).await.unwrap();
+    }
+    t.put("short", &trace(hour + 20), 1_000).await.unwrap();
+    assert_eq!(t.get("req-1", 4_999).await.unwrap(), Some(trace(hour)));
+    assert_eq!(t.get("req-1", 5_000).await.unwrap(), None, "expired");
+    assert_eq!(t.get("missing", 0).await.unwrap(), None);
+
+    // [hour, hour + 2h): four traces over two hour buckets, oldest first;
+    // the one before and the one at the end are outside.
+    let w = t.window(hour, hour + 7_200_000, 0).await.unwrap();
+    let ts: Vec<i64> = w.iter().map(|v| v["timestamp"].as_i64().unwrap()).collect();
+    assert_eq!(ts, vec![hour, hour + 10, hour + 20, hour + 3_600_000 + 5]);
+    // At 1,500 s the short-lived one is gone from the window too.
+    assert_eq!(
+        t.window(hour, hour + 7_200_000, 1_500).await.unwrap().len(),
+        3
+    );
+    assert!(t.window(hour, hour, 0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_rollout_switches_cannot_both_win() {
+    let (cfg, n) = setup("ro");
+    let r = DynamoRollout::new(aws_sdk_dynamodb::Client::new(&cfg), &n.rollout_table);
+    assert_eq!(r.state().await.unwrap(), None);
+    // Two admins read "nothing yet" and switch at the same time.
+    let (a, b) = tokio::join!(r.switch(0, "v1", "alice"), r.switch(0, "v2", "bob"));
+    let (won, lost) = match (a, b) {
+        (Ok(s), Err(e)) | (Err(e), Ok(s)) => (s, e),
+        other => panic!("exactly one switch must win: {other:?}"),
+    };
+    assert!(matches!(lost, StoreError::Conflict { .. }), "{lost}");
+    let now = r.state().await.unwrap().unwrap();
+    assert_eq!(now, won);
+    assert_eq!(now.revision, 1);
+    // A writer holding a stale revision loses; the current one wins.
+    assert!(matches!(
+        r.switch(0, "v3", "late").await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let next = r.switch(1, "v3", "carol").await.unwrap();
+    assert_eq!((next.revision, next.served_version.as_str()), (2, "v3"));
+    assert_eq!(r.served_version().await.unwrap().as_deref(), Some("v3"));
+}
+
+#[tokio::test]
+async fn dynamo_user_history_collects_recent_movies() {
+    let (cfg, n) = setup("hi");
+    let h = DynamoHistory::new(aws_sdk_dynamodb::Client::new(&cfg), &n.history_table);
+    assert!(h.seen(7).await.unwrap().is_empty());
+    // More than one BatchWriteItem (25 items) and a repeat.
+    let many: Vec<u64> = (100..160).collect();
+    h.append(7, &many, 1_000).await.unwrap();
+    h.append(7, &[5, 100], 2_000).await.unwrap();
+    h.append(8, &[1], 1_000).await.unwrap();
+    let seen = h.seen(7).await.unwrap();
+    assert_eq!(seen.len(), 61, "60 movies plus movie 5, the repeat once");
+    assert_eq!(&seen[..2], &[5, 100], "most recent first");
+    assert_eq!(h.seen(8).await.unwrap(), vec![1]);
+}
+
+#[tokio::test]
+async fn s3_lake_writes_objects_under_its_prefix() {
+    let (cfg, n) = setup("lk");
+    let lake = S3Lake::new(s3_client(&cfg), &n.bucket, "lake");
+    lake.put_object("incoming/source=http/x.jsonl", b"{\"a\":1}\n".to_vec())
+        .await
+        .unwrap();
+    let got = s3_client(&cfg)
+        .get_object()
+        .bucket(&n.bucket)
+        .key("lake/incoming/source=http/x.jsonl")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec();
+    assert_eq!(got, b"{\"a\":1}\n");
+    let missing = S3Lake::new(s3_client(&cfg), "no-such-bucket-here", "");
+    let e = missing.put_object("k", vec![1]).await.unwrap_err();
+    assert!(e.to_string().contains("event_lake"), "{e}");
+}
