@@ -7,13 +7,17 @@ ADDR ?= 127.0.0.1:8080
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: setup build run test lint unit bench loadtest clean-tools
+.PHONY: setup test-tools build run test lint cfn unit bench bench-lambda loadtest package clean-tools
 
 ## setup: fetch ONNX Runtime 1.31.1 (from the PyPI wheel) into .tools/
 setup: $(ORT)
 
 $(ORT):
 	infra/fetch-onnxruntime.sh
+
+## test-tools: moto_server, cargo-lambda and cfn-lint into .tools/venv (pinned; idempotent)
+test-tools:
+	infra/python-tools.sh
 
 ## build: the release binary
 build:
@@ -28,17 +32,32 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## unit: every test in the workspace (MovieLens tests skip when ../shared/data is absent)
-unit: setup
+## cfn: lint template.yaml (cfn-lint; errors fail, warnings are printed)
+cfn: test-tools
+	.tools/venv/bin/cfn-lint --non-zero-exit-code error template.yaml
+
+## unit: every test in the workspace, including moto and Lambda-emulator tests
+## (MovieLens tests skip when ../shared/data is absent)
+unit: setup test-tools
+	cargo build --workspace --bins
 	cargo test --workspace
 
 ## test: everything CI runs
-test: lint unit
+test: lint cfn unit
 
 ## bench: criterion benchmarks (graph scoring cost; recommend handler in process)
 bench: setup
 	cargo bench -p movie-recs-trainer --bench scoring
 	cargo bench -p movie-recs-cli --bench recommend
+
+## bench-lambda: recommend under the Lambda emulator with moto (init, p50/p99)
+bench-lambda: setup test-tools
+	cargo build --release --workspace --bins
+	cargo bench -p movie-recs-e2e --bench lambda_invoke
+
+## package: Lambda zips (cargo lambda build, arm64) and the ONNX Runtime layer; prints sizes
+package: test-tools
+	infra/package.sh
 
 ## loadtest: cold start and wrk at 64 connections against a local server (needs wrk)
 loadtest: setup build

@@ -357,6 +357,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             db.clone(),
             ApiConfig {
                 function_version: "local".into(),
+                function_name: "local".into(),
                 trace_ttl_secs: a.trace_ttl_days * 86_400,
                 admin_token,
                 iam_authorized: false,

@@ -40,6 +40,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// `AWS_LAMBDA_FUNCTION_VERSION` (`$LATEST`, `7`), or `local`.
     pub function_version: String,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, or `local`.
+    pub function_name: String,
     /// Whether this process runs as a Lambda function.
     pub in_lambda: bool,
 }
@@ -80,6 +82,7 @@ impl Settings {
             trace_ttl_days: ttl,
             admin_token: var("MOVIE_RECS_ADMIN_TOKEN"),
             function_version: var("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "local".into()),
+            function_name: var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".into()),
             in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
         })
     }
@@ -101,6 +104,7 @@ impl Settings {
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             function_version: self.function_version.clone(),
+            function_name: self.function_name.clone(),
             trace_ttl_secs: self.trace_ttl_days * 86_400,
             admin_token: self.admin_token.clone(),
             iam_authorized: self.in_lambda,

@@ -12,7 +12,7 @@ async fn handle(event: LambdaEvent<EventBridgeEvent<Value>>) -> Result<Value, Er
     let e = event.payload;
     if e.detail_type != "Scheduled Event" {
         return Err(format!(
-            "audit runs on EventBridge schedules; got detail-type {:?} from {:?}",
+            "audit runs on EventBridge schedules (detail-type \"Scheduled Event\"); got detail-type {:?} from {:?}",
             e.detail_type, e.source
         )
         .into());

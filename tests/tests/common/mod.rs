@@ -151,3 +151,238 @@ pub fn names(tag: &str) -> shared::adapters::aws::provision::Names {
         history_table: format!("history-{tag}-{id}"),
     }
 }
+
+/// The folder cargo put this test binary's sibling binaries in (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// A workspace binary (a function, or `movie-recs`), built beforehand by
+/// `cargo build --workspace --bins` (`make test` does).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (`make test` does)",
+        p.display()
+    );
+    p
+}
+
+/// One HTTP/1.1 POST on a fresh connection; returns (status, body).
+pub fn http_post(port: u16, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+/// The five functions running against one Lambda runtime emulator
+/// (`cargo lambda watch --only-lambda-apis`), configured for moto.
+pub struct LambdaStack {
+    pub moto: Server,
+    pub watch: Server,
+    pub functions: Vec<(String, Server)>,
+    pub names: shared::adapters::aws::provision::Names,
+    pub cache: tempfile::TempDir,
+}
+
+pub const FUNCTIONS: [&str; 5] = ["recommend", "trace", "rollout", "ingest", "audit"];
+
+impl LambdaStack {
+    /// moto with the stack's resources and version `demo-1` published by
+    /// `movie-recs train --registry s3://…`, then the emulator and functions.
+    pub fn start() -> LambdaStack {
+        let moto = moto();
+        let names = names("fn");
+        let env = aws_env(&moto.url());
+        let run = |args: &[&str]| {
+            let out = Command::new(workspace_bin("movie-recs"))
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "movie-recs {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        run(&[
+            "provision",
+            "--bucket",
+            &names.bucket,
+            "--traces-table",
+            &names.traces_table,
+            "--rollout-table",
+            &names.rollout_table,
+            "--history-table",
+            &names.history_table,
+        ]);
+        let registry = format!("s3://{}/models", names.bucket);
+        let published = run(&[
+            "train",
+            "--registry",
+            &registry,
+            "--version",
+            "demo-1",
+            "--synthetic-users",
+            "300",
+            "--synthetic-items",
+            "200",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--force",
+        ]);
+        assert_eq!(published, "demo-1");
+
+        let port = free_port();
+        let watch = Server::spawn(
+            &tool("cargo-lambda"),
+            &[
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ],
+            &[],
+            port,
+            "watch",
+        );
+        wait_for_port(port, "cargo lambda watch", Duration::from_secs(60));
+        let cache = tempfile::tempdir().unwrap();
+        let functions = FUNCTIONS
+            .iter()
+            .map(|f| {
+                let mut e = env.clone();
+                e.extend([
+                    (
+                        "AWS_LAMBDA_RUNTIME_API",
+                        format!("http://127.0.0.1:{port}/.rt/{f}"),
+                    ),
+                    ("AWS_LAMBDA_FUNCTION_NAME", f.to_string()),
+                    ("AWS_LAMBDA_FUNCTION_VERSION", "1".into()),
+                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024".into()),
+                    ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true".into()),
+                    ("MOVIE_RECS_REGISTRY", registry.clone()),
+                    ("MOVIE_RECS_MODEL_CACHE", cache.path().display().to_string()),
+                    ("MOVIE_RECS_TRACES_TABLE", names.traces_table.clone()),
+                    ("MOVIE_RECS_ROLLOUT_TABLE", names.rollout_table.clone()),
+                    ("MOVIE_RECS_HISTORY_TABLE", names.history_table.clone()),
+                    ("MOVIE_RECS_LAKE", format!("s3://{}/lake", names.bucket)),
+                    ("MOVIE_RECS_METRICS", "cloudwatch".into()),
+                ]);
+                let s = Server::spawn(&workspace_bin(f), &[], &e, port, f);
+                (f.to_string(), s)
+            })
+            .collect();
+        LambdaStack {
+            moto,
+            watch,
+            functions,
+            names,
+            cache,
+        }
+    }
+
+    pub fn function(&self, name: &str) -> &Server {
+        &self.functions.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// `cargo lambda invoke NAME --data-file events/FILE`: the function's JSON answer.
+    pub fn invoke(&self, name: &str, event_file: &str) -> serde_json::Value {
+        let out = Command::new(tool("cargo-lambda"))
+            .args(["lambda", "invoke", name, "-A", "127.0.0.1", "-P"])
+            .arg(self.watch.port.to_string())
+            .arg("--data-file")
+            .arg(repo_root().join("events").join(event_file))
+            .args(["--output-format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "invoking {name} with {event_file}: {}\n{}\nfunction output:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.function(name).output()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{name}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Invokes with a raw payload over the emulator's Invoke API.
+    pub fn invoke_raw(&self, name: &str, payload: &[u8]) -> (u16, Vec<u8>) {
+        http_post(
+            self.watch.port,
+            &format!("/2015-03-31/functions/{name}/invocations"),
+            payload,
+        )
+    }
+}
+
+/// An API Gateway proxy response's status and parsed JSON body.
+pub fn api_response(v: &serde_json::Value) -> (u64, serde_json::Value) {
+    let status = v["statusCode"].as_u64().expect("an API Gateway response");
+    let body = v["body"].as_str().unwrap_or("null");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}

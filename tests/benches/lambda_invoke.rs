@@ -1,0 +1,81 @@
+//! recommend through the Lambda runtime emulator, with its model fetched from
+//! moto's S3: init time, first-invocation time, and p50/p99 over warm
+//! invocations (random users) sent to the emulator's Invoke API.
+//! Run with `make bench-lambda` (release binaries of every function).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::LambdaStack;
+use std::time::Instant;
+
+fn pct(mut t: Vec<f64>, q: f64) -> f64 {
+    t.sort_by(f64::total_cmp);
+    t[((t.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let t0 = Instant::now();
+    let stack = LambdaStack::start();
+    let started = t0.elapsed().as_secs_f64();
+    let template: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::repo_root().join("events/recommend.json")).unwrap(),
+    )
+    .unwrap();
+    let event = |user: u64| {
+        let mut e = template.clone();
+        e["path"] = format!("/recommend/{user}").into();
+        e["pathParameters"]["user_id"] = user.to_string().into();
+        e["headers"].as_object_mut().unwrap().remove("X-Request-ID");
+        e["multiValueHeaders"]
+            .as_object_mut()
+            .unwrap()
+            .remove("X-Request-ID");
+        serde_json::to_vec(&e).unwrap()
+    };
+    let s = Instant::now();
+    let (code, _) = stack.invoke_raw("recommend", &event(1));
+    assert_eq!(code, 200);
+    let first_ms = s.elapsed().as_secs_f64() * 1e3;
+    let log = stack.function("recommend").output();
+    let init_ms = log
+        .lines()
+        .find(|l| l.contains("model loaded"))
+        .and_then(|l| l.split("init_ms").nth(1))
+        .map(|r| {
+            r.chars()
+                .filter(|c| c.is_ascii_digit() || *c == '.')
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let n = 2000;
+    let mut lat = Vec::with_capacity(n);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let body = event(1 + x % 300);
+        let s = Instant::now();
+        let (code, out) = stack.invoke_raw("recommend", &body);
+        lat.push(s.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+        assert!(
+            out.starts_with(b"{\"statusCode\":200"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    println!("stack up (moto, provision, train+publish demo-1 to S3, emulator, 5 functions): {started:.1} s");
+    println!("recommend init (settings, SDK clients, S3 fetch + sha256 verify + ORT session load): {init_ms} ms");
+    println!("first invocation after start: {first_ms:.1} ms");
+    println!(
+        "warm invocations through the emulator ({n}, random users of 300, k=5): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(lat.clone(), 0.5),
+        pct(lat.clone(), 0.99),
+        pct(lat, 1.0)
+    );
+}

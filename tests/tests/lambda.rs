@@ -1,0 +1,163 @@
+//! Every function binary under the Lambda runtime emulator (`cargo lambda
+//! watch --only-lambda-apis`), invoked with its committed `events/` payloads
+//! through `cargo lambda invoke`, with the functions pointed at moto.
+//! One stack, one test: the steps depend on each other (recommend writes the
+//! trace that trace reads; switch changes what rollout reports).
+
+mod common;
+
+use common::{api_response, sdk_config, LambdaStack};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[test]
+fn functions_answer_their_events_under_the_lambda_emulator() {
+    let stack = LambdaStack::start();
+
+    // recommend: a ranked list from the model fetched from S3, with provenance.
+    let r = stack.invoke("recommend", "recommend.json");
+    let (code, body) = api_response(&r);
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        r["multiValueHeaders"]["x-request-id"][0],
+        "sam-local-request-1"
+    );
+    assert_eq!(body["user_id"], 1);
+    assert_eq!(body["items"].as_array().unwrap().len(), 5);
+    let p = &body["provenance"];
+    assert_eq!(p["model_version"], "demo-1");
+    assert_eq!(p["function_version"], "1");
+    assert_eq!(p["request_id"], "sam-local-request-1");
+    assert!(p["model_sha256"].as_str().unwrap().len() == 64);
+    assert!(p["fallback"].is_null());
+    // The model came through the /tmp cache, verified.
+    assert!(stack
+        .cache
+        .path()
+        .join(&stack.names.bucket)
+        .join("models/demo-1/model.onnx")
+        .is_file());
+    // Request metrics left as an EMF line on stdout, no API call.
+    let emf = stack.function("recommend").output();
+    assert!(
+        emf.lines().any(|l| l.contains("\"CloudWatchMetrics\"")
+            && l.contains("\"Function\":\"recommend\"")
+            && l.contains("\"Route\":\"/recommend/{user_id}\"")),
+        "{emf}"
+    );
+
+    let (code, body) = api_response(&stack.invoke("recommend", "recommend-bad-k.json"));
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
+    assert!(body["detail"].as_str().unwrap().contains('k'));
+    let (code, body) = api_response(&stack.invoke("recommend", "healthz.json"));
+    assert_eq!((code, &body["model_loaded"]), (200, &json!(true)));
+
+    // trace: the provenance recommend stored in DynamoDB (written after the response).
+    let start = Instant::now();
+    let trace = loop {
+        let (code, body) = api_response(&stack.invoke("trace", "trace.json"));
+        if code == 200 {
+            break body;
+        }
+        assert_eq!(code, 404);
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "trace never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(trace["request_id"], "sam-local-request-1");
+    assert_eq!(trace["items"], body_items(&stack));
+    assert_eq!(trace["model_version"], "demo-1");
+
+    // rollout: status, an unsigned switch refused, a signed one applied.
+    let (code, body) = api_response(&stack.invoke("rollout", "rollout-status.json"));
+    assert_eq!((code, body["revision"].as_u64()), (200, Some(0)));
+    let (code, body) = api_response(&stack.invoke("rollout", "switch-unsigned.json"));
+    assert_eq!((code, body["error"].as_str()), (401, Some("unauthorized")));
+    let (code, body) = api_response(&stack.invoke("rollout", "switch.json"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["state"]["served_version"], "demo-1");
+    assert_eq!(
+        body["state"]["updated_by"],
+        "arn:aws:iam::123456789012:user/admin"
+    );
+    assert_eq!(body["state"]["revision"], 1);
+    let (code, body) = api_response(&stack.invoke("rollout", "rollout-set.json"));
+    assert_eq!((code, &body["state"]["revision"]), (200, &json!(2)));
+    let (_, body) = api_response(&stack.invoke("rollout", "rollout-status.json"));
+    assert_eq!(
+        (body["served_version"].as_str(), body["revision"].as_u64()),
+        (Some("demo-1"), Some(2))
+    );
+
+    // ingest: HTTP with a per-record result; Kafka batches from MSK and self-managed.
+    let (code, body) = api_response(&stack.invoke("ingest", "events.json"));
+    assert_eq!(code, 207, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(body["results"][2]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("user_id"));
+    let msk = stack.invoke("ingest", "ingest-msk.json");
+    assert_eq!(msk["landed"], 3, "{msk}");
+    let smk = stack.invoke("ingest", "ingest-self-managed.json");
+    assert_eq!(smk["landed"], 1, "{smk}");
+    let keys = lake_keys(&stack);
+    assert_eq!(
+        keys.iter().filter(|k| k.contains("/source=kafka/")).count(),
+        2,
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.contains("/source=http/")).count(),
+        1,
+        "{keys:?}"
+    );
+
+    // audit: the scheduled event is acknowledged; anything else is an error.
+    let a = stack.invoke("audit", "audit-schedule.json");
+    assert_eq!(a["status"], "acknowledged", "{a}");
+    assert_eq!(a["scheduled_for"], 1_795_896_000_000i64);
+    let (code, out) = stack.invoke_raw(
+        "audit",
+        br#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","account":"1","time":"2026-11-28T20:00:00Z","region":"eu-west-1","resources":[],"detail":{}}"#,
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        code >= 400 || text.contains("errorMessage"),
+        "{code} {text}"
+    );
+    assert!(text.contains("Scheduled Event"), "{text}");
+}
+
+/// The items of a fresh recommend call for user 1 (the model is deterministic).
+fn body_items(stack: &LambdaStack) -> serde_json::Value {
+    let (_, body) = api_response(&stack.invoke("recommend", "recommend.json"));
+    body["items"].clone()
+}
+
+fn lake_keys(stack: &LambdaStack) -> Vec<String> {
+    let url = stack.moto.url();
+    let bucket = stack.names.bucket.clone();
+    shared::adapters::aws::block_on(async move {
+        let s3 = shared::adapters::aws::s3_client(&sdk_config(&url).await);
+        let out = s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix("lake/")
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    })
+}
