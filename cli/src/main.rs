@@ -362,6 +362,7 @@ fn serve(a: ServeArgs) -> Result<()> {
                 admin_token,
                 iam_authorized: false,
                 emf: false,
+                trace_before_response: false,
             },
         )
         .with_registry(reg.clone())

@@ -425,3 +425,46 @@ async fn a_failing_trace_store_never_fails_a_recommendation() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable"))
     );
 }
+
+/// In Lambda the trace is written before the response: readable at once,
+/// and a failing store still never fails the recommendation.
+#[tokio::test]
+async fn lambda_mode_writes_the_trace_before_answering() {
+    let lambda = ApiConfig {
+        trace_before_response: true,
+        ..ApiConfig::default()
+    };
+    let db = Arc::new(SqliteStore::in_memory().unwrap());
+    let st = Arc::new(AppState::new(
+        None,
+        db.clone(),
+        db.clone(),
+        db.clone(),
+        lambda.clone(),
+    ));
+    sync_model(&st, fixture().reg.clone()).await.unwrap();
+    let (code, _, _, _) = get(&st, "/recommend/2?k=3", Some("lambda-1")).await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _, t, _) = get(&st, "/trace/lambda-1", None).await;
+    assert_eq!(
+        (code, t["k"].as_u64()),
+        (StatusCode::OK, Some(3)),
+        "no wait needed"
+    );
+
+    let broken = Arc::new(AppState::new(
+        None,
+        Arc::new(BrokenTraces),
+        db.clone(),
+        db,
+        lambda,
+    ));
+    sync_model(&broken, fixture().reg.clone()).await.unwrap();
+    let (code, _, _, _) = get(&broken, "/recommend/2?k=3", None).await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, _, _, text) = get(&broken, "/metrics", None).await;
+    assert!(
+        text.contains("movie_recs_trace_write_failures_total 1"),
+        "{text}"
+    );
+}

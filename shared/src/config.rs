@@ -109,6 +109,7 @@ impl Settings {
             admin_token: self.admin_token.clone(),
             iam_authorized: self.in_lambda,
             emf: self.in_lambda,
+            trace_before_response: self.in_lambda,
         }
     }
 }
@@ -242,7 +243,7 @@ mod tests {
         .unwrap();
         assert!(s.needs_aws());
         let api = s.api_config();
-        assert!(api.emf && api.iam_authorized);
+        assert!(api.emf && api.iam_authorized && api.trace_before_response);
         assert_eq!(
             (api.function_version.as_str(), api.trace_ttl_secs),
             ("7", 3 * 86_400)

@@ -41,16 +41,13 @@ fn main() {
     assert_eq!(code, 200);
     let first_ms = s.elapsed().as_secs_f64() * 1e3;
     let log = stack.function("recommend").output();
-    let init_ms = log
+    let init_ms = strip_ansi(&log)
         .lines()
         .find(|l| l.contains("model loaded"))
-        .and_then(|l| l.split("init_ms").nth(1))
-        .map(|r| {
-            r.chars()
-                .filter(|c| c.is_ascii_digit() || *c == '.')
-                .collect::<String>()
-        })
-        .unwrap_or_default();
+        .and_then(|l| l.split("init_ms=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or("?".to_string(), |v| format!("{v:.1}"));
     let n = 2000;
     let mut lat = Vec::with_capacity(n);
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -69,6 +66,15 @@ fn main() {
             String::from_utf8_lossy(&out)
         );
     }
+    // The emulator's own floor: the audit function does almost nothing.
+    let schedule = std::fs::read(common::repo_root().join("events/audit-schedule.json")).unwrap();
+    let mut floor = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Instant::now();
+        let (code, _) = stack.invoke_raw("audit", &schedule);
+        floor.push(s.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(code, 200);
+    }
     println!("stack up (moto, provision, train+publish demo-1 to S3, emulator, 5 functions): {started:.1} s");
     println!("recommend init (settings, SDK clients, S3 fetch + sha256 verify + ORT session load): {init_ms} ms");
     println!("first invocation after start: {first_ms:.1} ms");
@@ -78,4 +84,27 @@ fn main() {
         pct(lat.clone(), 0.99),
         pct(lat, 1.0)
     );
+    println!(
+        "emulator floor (audit, trivial handler, {n}): p50 {:.2} ms, p99 {:.2} ms",
+        pct(floor.clone(), 0.5),
+        pct(floor, 0.99)
+    );
+}
+
+/// Removes ANSI colour sequences (`ESC [ ... m`) from log text.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

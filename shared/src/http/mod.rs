@@ -45,6 +45,9 @@ pub struct ApiConfig {
     pub iam_authorized: bool,
     /// Print one CloudWatch Embedded Metric Format line per request (Lambda).
     pub emf: bool,
+    /// Finish the trace write before answering (Lambda); otherwise it runs
+    /// after the response is on its way (a long-lived server).
+    pub trace_before_response: bool,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +59,7 @@ impl Default for ApiConfig {
             admin_token: None,
             iam_authorized: false,
             emf: false,
+            trace_before_response: false,
         }
     }
 }
@@ -363,21 +367,29 @@ async fn recommend(
     trace.insert("path".into(), json!(format!("/recommend/{user}")));
     trace.insert("stored_at".into(), json!(now_ms));
     let expires = now_ms / 1000 + st.config.trace_ttl_secs;
-    let store = st.clone();
-    let rid2 = rid.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store
-            .traces
-            .put(&rid2, &Value::Object(trace), expires)
-            .await
-        {
-            store
-                .metrics
-                .trace_write_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(request_id = %rid2, error = %e, "trace write failed");
+    let write = {
+        let (store, rid2) = (st.clone(), rid.clone());
+        async move {
+            if let Err(e) = store
+                .traces
+                .put(&rid2, &Value::Object(trace), expires)
+                .await
+            {
+                store
+                    .metrics
+                    .trace_write_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(request_id = %rid2, error = %e, "trace write failed");
+            }
         }
-    });
+    };
+    if st.config.trace_before_response {
+        // Lambda freezes the sandbox once the response is sent, so a write
+        // left running would stall until the next invocation (or be lost).
+        write.await;
+    } else {
+        tokio::spawn(write);
+    }
     let mut resp = Json(body).into_response();
     resp.extensions_mut().insert(LogFields {
         user_id: Some(user_id),
