@@ -12,6 +12,8 @@ use shared::ports::ModelStore;
 use std::path::PathBuf;
 use trainer::pipeline::{eval_version, train_and_publish, TrainOptions};
 
+mod ingest;
+
 /// candle allocates and frees large gradient and optimiser buffers every step;
 /// with glibc malloc each one is an mmap/munmap pair (measured: sys time 1.8x user
 /// time, 10.5 s/epoch). mimalloc keeps them in its pools: 3.9 s/epoch.
@@ -48,6 +50,8 @@ enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Run the ingest pipeline on a file of events into the local data folder.
+    Ingest(ingest::IngestArgs),
     /// Create the bucket and tables template.yaml declares on an AWS emulator
     /// (AWS_ENDPOINT_URL), for local trials of the AWS adapters.
     Provision(ProvisionArgs),
@@ -76,11 +80,14 @@ struct ProvisionArgs {
     rollout_table: String,
     #[arg(long, default_value = "movie-recs-history")]
     history_table: String,
+    #[arg(long, default_value = "movie-recs-ingest")]
+    ingest_table: String,
 }
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Data folder (format detected from its files) or `synthetic`.
+    /// Data folder (format detected from its files: MovieLens, NCF, LCFN,
+    /// JSONL, an ingest lake folder), an S3 lake (s3://bucket/prefix), or `synthetic`.
     #[arg(long, default_value = "synthetic")]
     data: String,
     /// Registry to publish into: a folder, or s3://bucket/prefix.
@@ -207,7 +214,7 @@ enum RegistryCommand {
 
 /// Prints a line on stdout; a closed pipe (`movie-recs … | head`) ends the
 /// process quietly instead of panicking.
-fn out(line: impl std::fmt::Display) {
+pub(crate) fn out(line: impl std::fmt::Display) {
     use std::io::Write;
     if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -249,8 +256,7 @@ fn split_model(model: &str) -> Result<(Box<dyn ModelStore>, String)> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let reg = registry(&a.registry)?;
-    let ds = shared::data::load(&a.data, &a.synthetic.config())
-        .with_context(|| format!("loading --data {}", a.data))?;
+    let ds = load_data(&a.data, &a.synthetic.config())?;
     eprintln!(
         "data: {} ({:?}) — {} users, {} movies, {} interactions, snapshot {}",
         ds.source,
@@ -298,6 +304,20 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// A dataset from a `--data` argument; `s3://bucket/prefix` is an ingest lake in S3.
+fn load_data(spec: &str, synthetic: &SyntheticConfig) -> Result<shared::domain::Dataset> {
+    if spec.starts_with("s3://") {
+        use shared::adapters::aws;
+        let (bucket, prefix) = aws::parse_s3_url(spec).map_err(anyhow::Error::msg)?;
+        let cfg = aws::block_on(aws::load_sdk_config(None));
+        let lake = aws::s3::S3Lake::new(aws::s3_client(&cfg), &bucket, &prefix);
+        let source = spec.to_string();
+        return aws::block_on(async move { shared::ingest::lake::dataset(&lake, source).await })
+            .with_context(|| format!("loading --data {spec}"));
+    }
+    shared::data::load(spec, synthetic).with_context(|| format!("loading --data {spec}"))
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
     let (reg, version) = split_model(&a.model)?;
     let ds = shared::data::load(&a.data, &a.synthetic.config())
@@ -313,8 +333,9 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
-    use shared::adapters::local::{FolderLake, SqliteStore};
+    use shared::adapters::local::{FileMetrics, FolderLake, SqliteStore};
     use shared::http::{router, sync_model, ApiConfig, AppState, SyncOutcome};
+    use shared::ingest::{Ingestor, MetricsSink};
     use std::sync::Arc;
 
     tracing_subscriber::fmt()
@@ -366,7 +387,16 @@ fn serve(a: ServeArgs) -> Result<()> {
             },
         )
         .with_registry(reg.clone())
-        .with_lake(Arc::new(FolderLake::new(a.data_dir.join("lake")))),
+        .with_ingestor(Arc::new(
+            Ingestor::new(
+                Arc::new(FolderLake::new(a.data_dir.join("lake"))),
+                db.clone(),
+                db.clone(),
+            )
+            .with_metrics(MetricsSink::Publisher(Arc::new(FileMetrics::new(
+                a.data_dir.join("metrics.jsonl"),
+            )))),
+        )),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -385,6 +415,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("  curl -s http://{addr}/metrics");
         eprintln!("  curl -s http://{addr}/trace/<X-Request-ID of a response>");
         eprintln!("  curl -s http://{addr}/rollout/status");
+        eprintln!("  curl -s -XPOST http://{addr}/events -d '[{{\"type\":\"watch\",\"user_id\":1,\"movie_id\":2,\"ts\":'$(date +%s000)'}}]'");
         if state.config.admin_token.is_none() {
             eprintln!("  (admin routes POST /switch, POST /rollout: set MOVIE_RECS_ADMIN_TOKEN to enable)");
         }
@@ -448,6 +479,7 @@ fn provision(a: ProvisionArgs) -> Result<()> {
         traces_table: a.traces_table,
         rollout_table: a.rollout_table,
         history_table: a.history_table,
+        ingest_table: a.ingest_table,
     };
     let n = names.clone();
     aws::block_on(async move {
@@ -466,6 +498,7 @@ fn main() -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::Rollout { command } => rollout(command),
         Command::Provision(a) => provision(a),
+        Command::Ingest(a) => ingest::run(a),
         Command::Registry { command } => match command {
             RegistryCommand::List { registry: r } => {
                 let reg = registry(&r)?;

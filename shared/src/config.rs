@@ -10,6 +10,10 @@
 //! | `MOVIE_RECS_TRACES_TABLE` | table name | SQLite (`MOVIE_RECS_DB`) |
 //! | `MOVIE_RECS_ROLLOUT_TABLE` | table name | SQLite |
 //! | `MOVIE_RECS_HISTORY_TABLE` | table name | SQLite |
+//! | `MOVIE_RECS_INGEST_TABLE` | table name (idempotency keys, rating windows) | SQLite |
+//! | `MOVIE_RECS_RATE_LIMIT_PER_HOUR` | `20` | `20` |
+//! | `MOVIE_RECS_DEDUP_TTL_DAYS` | `7` | `7` |
+//! | `MOVIE_RECS_TOPIC_SUFFIXES` | `watch=.watch,rate=.rate,reco_response=.reco_responses` | same |
 //! | `MOVIE_RECS_DB` | (unused) | `.movie-recs/movie-recs.db` |
 //! | `MOVIE_RECS_LAKE` | `s3://bucket/lake` | `.movie-recs/lake` |
 //! | `MOVIE_RECS_METRICS` | `cloudwatch` | `.movie-recs/metrics.jsonl` |
@@ -19,8 +23,11 @@
 use crate::adapters::aws::{self, SdkConfig};
 use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
 use crate::http::ApiConfig;
+use crate::ingest::kafka::TopicMap;
+use crate::ingest::velocity::Velocity;
+use crate::ingest::{IngestConfig, Ingestor, MetricsSink};
 use crate::ports::{
-    EventLake, MetricsPublisher, ModelStore, RolloutStore, TraceStore, UserHistory,
+    EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore, TraceStore, UserHistory,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,10 +41,14 @@ pub struct Settings {
     pub traces_table: Option<String>,
     pub rollout_table: Option<String>,
     pub history_table: Option<String>,
+    pub ingest_table: Option<String>,
     pub lake: String,
     pub metrics: String,
     pub trace_ttl_days: i64,
     pub admin_token: Option<String>,
+    pub rate_limit_per_hour: usize,
+    pub dedup_ttl_days: i64,
+    pub topics: TopicMap,
     /// `AWS_LAMBDA_FUNCTION_VERSION` (`$LATEST`, `7`), or `local`.
     pub function_version: String,
     /// `AWS_LAMBDA_FUNCTION_NAME`, or `local`.
@@ -65,6 +76,22 @@ impl Settings {
                 reason: format!("expected a positive number of days, got {v:?}"),
             })?,
         };
+        let positive = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v.parse().ok().filter(|d| *d > 0).ok_or(ConfigError {
+                    var: name,
+                    reason: format!("expected a positive integer, got {v:?}"),
+                }),
+            }
+        };
+        let topics = match var("MOVIE_RECS_TOPIC_SUFFIXES") {
+            None => TopicMap::default(),
+            Some(v) => TopicMap::parse(&v).map_err(|reason| ConfigError {
+                var: "MOVIE_RECS_TOPIC_SUFFIXES",
+                reason,
+            })?,
+        };
         Ok(Settings {
             registry: var("MOVIE_RECS_REGISTRY").unwrap_or_else(|| ".movie-recs/registry".into()),
             model_cache: var("MOVIE_RECS_MODEL_CACHE")
@@ -76,11 +103,15 @@ impl Settings {
             traces_table: var("MOVIE_RECS_TRACES_TABLE"),
             rollout_table: var("MOVIE_RECS_ROLLOUT_TABLE"),
             history_table: var("MOVIE_RECS_HISTORY_TABLE"),
+            ingest_table: var("MOVIE_RECS_INGEST_TABLE"),
             lake: var("MOVIE_RECS_LAKE").unwrap_or_else(|| ".movie-recs/lake".into()),
             metrics: var("MOVIE_RECS_METRICS")
                 .unwrap_or_else(|| ".movie-recs/metrics.jsonl".into()),
             trace_ttl_days: ttl,
             admin_token: var("MOVIE_RECS_ADMIN_TOKEN"),
+            rate_limit_per_hour: positive("MOVIE_RECS_RATE_LIMIT_PER_HOUR", 20)? as usize,
+            dedup_ttl_days: positive("MOVIE_RECS_DEDUP_TTL_DAYS", 7)?,
+            topics,
             function_version: var("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "local".into()),
             function_name: var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".into()),
             in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
@@ -98,6 +129,19 @@ impl Settings {
             || self.traces_table.is_some()
             || self.rollout_table.is_some()
             || self.history_table.is_some()
+            || self.ingest_table.is_some()
+    }
+
+    /// The ingest settings these imply.
+    pub fn ingest_config(&self) -> IngestConfig {
+        IngestConfig {
+            velocity: Velocity {
+                limit: self.rate_limit_per_hour,
+                span_ms: 3_600_000,
+            },
+            dedup_ttl_secs: self.dedup_ttl_days * 86_400,
+            ..IngestConfig::default()
+        }
     }
 
     /// The API settings these imply.
@@ -122,6 +166,7 @@ pub struct Stores {
     pub traces: Arc<dyn TraceStore>,
     pub history: Arc<dyn UserHistory>,
     pub rollout: Arc<dyn RolloutStore>,
+    pub ingest_state: Arc<dyn IngestState>,
     pub lake: Arc<dyn EventLake>,
     pub metrics: Arc<dyn MetricsPublisher>,
     /// The SDK config, when any AWS adapter is in use.
@@ -138,8 +183,10 @@ impl Stores {
         let ddb = sdk.as_ref().map(aws_sdk_dynamodb::Client::new);
         let s3 = sdk.as_ref().map(aws::s3_client);
         // SQLite is opened only if some store is local.
-        let local_needed =
-            s.traces_table.is_none() || s.rollout_table.is_none() || s.history_table.is_none();
+        let local_needed = s.traces_table.is_none()
+            || s.rollout_table.is_none()
+            || s.history_table.is_none()
+            || s.ingest_table.is_none();
         let sqlite = if local_needed {
             if let Some(dir) = s.db.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| ConfigError {
@@ -204,15 +251,41 @@ impl Stores {
             (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoRollout::new(c.clone(), t)),
             _ => local(),
         };
+        let ingest_state: Arc<dyn IngestState> = match (&s.ingest_table, &ddb) {
+            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoIngestState::new(c.clone(), t)),
+            _ => local(),
+        };
         Ok(Stores {
             registry,
             traces,
             history,
             rollout,
+            ingest_state,
             lake,
             metrics,
             sdk,
         })
+    }
+}
+
+impl Stores {
+    /// The ingest pipeline on these stores: metrics as EMF lines in Lambda,
+    /// into the metrics publisher otherwise.
+    pub fn ingestor(&self, s: &Settings) -> Ingestor {
+        let metrics = if s.in_lambda {
+            MetricsSink::Emf {
+                function: s.function_name.clone(),
+            }
+        } else {
+            MetricsSink::Publisher(self.metrics.clone())
+        };
+        Ingestor::new(
+            self.lake.clone(),
+            self.ingest_state.clone(),
+            self.history.clone(),
+        )
+        .with_config(s.ingest_config())
+        .with_metrics(metrics)
     }
 }
 
@@ -250,6 +323,23 @@ mod tests {
         );
         let e = settings(&[("MOVIE_RECS_TRACE_TTL_DAYS", "-1")]).unwrap_err();
         assert_eq!(e.var, "MOVIE_RECS_TRACE_TTL_DAYS");
+        let s = settings(&[
+            ("MOVIE_RECS_RATE_LIMIT_PER_HOUR", "5"),
+            ("MOVIE_RECS_TOPIC_SUFFIXES", "rate=-r"),
+        ])
+        .unwrap();
+        assert_eq!(s.ingest_config().velocity.limit, 5);
+        assert_eq!(
+            s.topics.type_of("x-r"),
+            Some(crate::events::EventType::Rate)
+        );
+        for (k, v) in [
+            ("MOVIE_RECS_RATE_LIMIT_PER_HOUR", "0"),
+            ("MOVIE_RECS_DEDUP_TTL_DAYS", "x"),
+            ("MOVIE_RECS_TOPIC_SUFFIXES", "r=.x"),
+        ] {
+            assert_eq!(settings(&[(k, v)]).unwrap_err().var, k);
+        }
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 //! - [`data`]: loaders for the supported on-disk formats and the synthetic generator.
 //! - [`artifact`]: the model artifact format (manifest, checksums, history sidecar).
 //! - [`ports`]: small traits, one per capability (model store, …).
+//! - [`events`]: event schemas (JSON, Avro), the Parquet lake format.
+//! - [`ingest`]: the ingest pipeline (validate, deduplicate, rate-limit, land).
 //! - [`adapters`]: implementations of the ports (local folder registry, …).
 //! - [`scoring`]: ONNX Runtime sessions that score the catalogue for a user.
 
@@ -13,6 +15,7 @@ pub mod artifact;
 pub mod config;
 pub mod data;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod ports;

@@ -116,6 +116,14 @@ pub trait UserHistory: Send + Sync {
     /// The user's recent movies (most recent first where the store keeps order).
     async fn seen(&self, user_id: u64) -> Result<Vec<u64>, StoreError>;
     async fn append(&self, user_id: u64, movie_ids: &[u64], ts_ms: i64) -> Result<(), StoreError>;
+    /// Appends many `(user_id, movie_id, ts_ms)` events (ingest); stores
+    /// batch these where they can.
+    async fn append_events(&self, events: &[(u64, u64, i64)]) -> Result<(), StoreError> {
+        for &(u, m, ts) in events {
+            self.append(u, &[m], ts).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The stored rollout state. `revision` counts writes and guards them: a
@@ -153,7 +161,38 @@ pub trait RolloutStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait EventLake: Send + Sync {
     /// Writes one object; fails rather than losing it (the caller retries).
+    /// Writing a key again replaces the object (retries rewrite the same keys).
     async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+    /// Keys under `prefix` (relative to the lake root), sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    async fn get_object(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+/// The accepted ratings of one user within the velocity horizon: `(event
+/// time ms, event key)` pairs, and the revision that guards writes.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RateWindow {
+    pub entries: Vec<(i64, String)>,
+    pub revision: u64,
+}
+
+/// Ingest's own state: the idempotency keys of records already handled
+/// (with expiry) and the per-user rating windows of the velocity limit.
+#[async_trait::async_trait]
+pub trait IngestState: Send + Sync {
+    /// Which of `keys` were recorded and have not expired at `now` (epoch s).
+    async fn seen_keys(
+        &self,
+        keys: &[String],
+        now: i64,
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
+    /// Records `keys` as handled until `expires_at` (epoch s).
+    async fn remember_keys(&self, keys: &[String], expires_at: i64) -> Result<(), StoreError>;
+    /// The user's window (empty, revision 0, if none).
+    async fn rate_window(&self, user_id: u64) -> Result<RateWindow, StoreError>;
+    /// Stores `entries` as revision `window.revision + 1` if the stored
+    /// revision is still `window.revision`; otherwise [`StoreError::Conflict`].
+    async fn save_rate_window(&self, user_id: u64, window: &RateWindow) -> Result<(), StoreError>;
 }
 
 /// One metric value for [`MetricsPublisher`].

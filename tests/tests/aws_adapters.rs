@@ -4,38 +4,16 @@
 
 mod common;
 
-use common::{moto, names, sdk_config, Server};
+use common::setup;
 use shared::adapters::aws::dynamo::{DynamoHistory, DynamoRollout, DynamoTraces};
-use shared::adapters::aws::provision::{provision, Names};
 use shared::adapters::aws::s3::{S3Lake, S3Registry};
-use shared::adapters::aws::{block_on, s3_client, SdkConfig};
+use shared::adapters::aws::{block_on, s3_client};
 use shared::artifact::{HyperParams, MODEL_FILE};
 use shared::data::synthetic::{generate, SyntheticConfig};
 use shared::ports::{
     EventLake, ModelStore, RegistryError, RolloutStore, StoreError, TraceStore, UserHistory,
 };
-use std::sync::OnceLock;
 use trainer::pipeline::{train_and_publish, TrainOptions};
-
-fn server() -> &'static Server {
-    static S: OnceLock<Server> = OnceLock::new();
-    S.get_or_init(moto)
-}
-
-/// A fresh set of resources on the shared moto.
-fn setup(tag: &str) -> (SdkConfig, Names) {
-    let url = server().url();
-    let n = names(tag);
-    let n2 = n.clone();
-    let cfg = block_on(async move {
-        let cfg = sdk_config(&url).await;
-        provision(&cfg, &n2).await.unwrap();
-        // Idempotent: a second run changes nothing and does not fail.
-        provision(&cfg, &n2).await.unwrap();
-        cfg
-    });
-    (cfg, n)
-}
 
 fn publish(reg: &dyn ModelStore, version: &str) -> Result<(), String> {
     let ds = generate(&SyntheticConfig {
@@ -224,6 +202,19 @@ async fn s3_lake_writes_objects_under_its_prefix() {
         .unwrap()
         .to_vec();
     assert_eq!(got, b"{\"a\":1}\n");
+    // Listing is relative to the lake's prefix, and reads come back whole.
+    assert_eq!(
+        lake.list("incoming/").await.unwrap(),
+        vec!["incoming/source=http/x.jsonl"]
+    );
+    assert!(lake.list("events/").await.unwrap().is_empty());
+    assert_eq!(
+        lake.get_object("incoming/source=http/x.jsonl")
+            .await
+            .unwrap(),
+        got
+    );
+    assert!(lake.get_object("nope").await.is_err());
     let missing = S3Lake::new(s3_client(&cfg), "no-such-bucket-here", "");
     let e = missing.put_object("k", vec![1]).await.unwrap_err();
     assert!(e.to_string().contains("event_lake"), "{e}");

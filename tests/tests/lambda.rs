@@ -105,21 +105,44 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
         .as_str()
         .unwrap()
         .starts_with("user_id"));
+    assert_eq!(body["results"][0]["status"], "accepted");
     let msk = stack.invoke("ingest", "ingest-msk.json");
-    assert_eq!(msk["landed"], 3, "{msk}");
-    let smk = stack.invoke("ingest", "ingest-self-managed.json");
-    assert_eq!(smk["landed"], 1, "{smk}");
-    let keys = lake_keys(&stack);
     assert_eq!(
-        keys.iter().filter(|k| k.contains("/source=kafka/")).count(),
+        (msk["accepted"].as_u64(), msk["rejected"].as_u64()),
+        (Some(4), Some(2)),
+        "{msk}"
+    );
+    // Kafka redelivers the batch: every record is a duplicate.
+    let again = stack.invoke("ingest", "ingest-msk.json");
+    assert_eq!(again["duplicates"], 6, "{again}");
+    let smk = stack.invoke("ingest", "ingest-self-managed.json");
+    assert_eq!(smk["accepted"], 1, "{smk}");
+    let keys = lake_keys(&stack);
+    let count = |p: &str| keys.iter().filter(|k| k.starts_with(p)).count();
+    assert_eq!(
+        count("lake/events/type=watch/dt=2026-11-28/hour=20/"),
         2,
         "{keys:?}"
     );
-    assert_eq!(
-        keys.iter().filter(|k| k.contains("/source=http/")).count(),
-        1,
-        "{keys:?}"
-    );
+    assert_eq!(count("lake/events/type=rate/"), 2, "{keys:?}");
+    assert_eq!(count("lake/events/type=reco_response/"), 2, "{keys:?}");
+    assert_eq!(count("lake/rejected/source=kafka/"), 1, "{keys:?}");
+    assert_eq!(count("lake/rejected/source=http/"), 1, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("incoming/")));
+    // Accepted watches reached the DynamoDB history that recommend reads.
+    let (url, table) = (stack.moto.url(), stack.names.history_table.clone());
+    let seen = shared::adapters::aws::block_on(async move {
+        use shared::ports::UserHistory;
+        let cfg = sdk_config(&url).await;
+        shared::adapters::aws::dynamo::DynamoHistory::new(
+            aws_sdk_dynamodb::Client::new(&cfg),
+            &table,
+        )
+        .seen(2)
+        .await
+        .unwrap()
+    });
+    assert_eq!(seen, vec![51]);
 
     // audit: the scheduled event is acknowledged; anything else is an error.
     let a = stack.invoke("audit", "audit-schedule.json");

@@ -105,6 +105,21 @@ pub fn load_jsonl(files: &[PathBuf]) -> Result<Dataset, DataError> {
             raw.push((user, movie, rating, time_field(&v, file, n)?));
         }
     }
+    let source = files
+        .first()
+        .and_then(|f| f.parent())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Ok(from_events(&raw, source, DataFormat::Jsonl, snap.finish()))
+}
+
+/// A dataset of `(user id, movie id, rating, epoch s)` events, every one a positive.
+pub(crate) fn from_events(
+    raw: &[(u64, u64, f32, i64)],
+    source: String,
+    format: DataFormat,
+    snapshot_id: String,
+) -> Dataset {
     let (user_ids, umap) = dense_ids(raw.iter().map(|r| r.0));
     let (item_ids, imap) = dense_ids(raw.iter().map(|r| r.1));
     let train = raw
@@ -116,19 +131,15 @@ pub fn load_jsonl(files: &[PathBuf]) -> Result<Dataset, DataError> {
             ts: r.3,
         })
         .collect();
-    Ok(Dataset {
-        source: files
-            .first()
-            .and_then(|f| f.parent())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        format: DataFormat::Jsonl,
+    Dataset {
+        source,
+        format,
         user_ids,
         items: item_ids.iter().map(|&i| ItemMeta::bare(i)).collect(),
         train,
         test: None,
-        snapshot_id: snap.finish(),
-    })
+        snapshot_id,
+    }
 }
 
 #[cfg(test)]

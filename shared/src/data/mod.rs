@@ -7,9 +7,11 @@
 //! | `u.data` (+ `u.item`)                           | MovieLens-100K         |
 //! | `<name>.train.rating`, `.test.rating`, `.test.negative` | NCF repository |
 //! | `train.txt`, `test.txt`                         | LCFN / LightGCN lists  |
+//! | `events/type=…/` (or `type=…/`) Parquet         | ingest's event lake    |
 //! | `*.jsonl`                                       | JSONL rate/watch events|
 
 mod jsonl;
+pub mod lake;
 mod lists;
 mod movielens;
 pub mod synthetic;
@@ -20,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use jsonl::load_jsonl;
+pub use lake::load_lake;
 pub use lists::{load_lcfn, load_ncf};
 pub use movielens::{load_ml100k, load_ml1m};
 
@@ -37,7 +40,7 @@ pub enum DataError {
         line: usize,
         reason: String,
     },
-    #[error("{dir}: no known data format (looked for ratings.dat, u.data, *.train.rating, train.txt + test.txt, *.jsonl; found: {found})")]
+    #[error("{dir}: no known data format (looked for ratings.dat, u.data, *.train.rating, train.txt + test.txt, events/type=*, *.jsonl; found: {found})")]
     UnknownFormat { dir: PathBuf, found: String },
     #[error("{file}: {reason}")]
     Invalid { file: PathBuf, reason: String },
@@ -85,6 +88,9 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
     }
     if has("train.txt") && has("test.txt") {
         return load_lcfn(dir);
+    }
+    if lake::events_dir(dir).is_some() {
+        return load_lake(dir);
     }
     let jsonl: Vec<PathBuf> = names
         .iter()

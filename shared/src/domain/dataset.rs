@@ -111,6 +111,8 @@ pub enum DataFormat {
     Ncf,
     Lcfn,
     Jsonl,
+    /// The ingest event lake (Parquet, `events/type=…/dt=…/hour=…`).
+    Lake,
     Synthetic,
 }
 

@@ -1,28 +1,30 @@
-//! `POST /events`: a JSON array of watch, rate and recommendation events.
+//! `POST /events`: a JSON array of watch, rate and recommendation events,
+//! each with a `type`, run through the ingest pipeline ([`crate::ingest`]).
 //!
-//! What it does now (the ingest issue adds full schemas, deduplication,
-//! velocity limits and the Parquet lake): checks each record's envelope
-//! (an object with a known `type` and a non-negative integer `user_id`),
-//! lands the accepted ones in the lake with [`crate::ingest::land`], and
-//! answers with a result per record. Over [`MAX_BATCH`] records or
-//! [`MAX_BODY`] bytes is a 413; a lake failure is a 503 and nothing is acknowledged.
+//! The answer has a result per record (`accepted`, `quarantined`,
+//! `duplicate` or `rejected` with the field and rule), in request order:
+//! 202 when nothing was rejected, 207 otherwise. A client that retries a
+//! request gets `duplicate` for what was already stored (give each event an
+//! `event_id` to make that exact). Over [`MAX_BATCH`] records or
+//! [`MAX_BODY`] bytes is a 413 and a body that is not a JSON array a 400,
+//! both before anything is stored; a store failure is a 503 and nothing of the
+//! request was acknowledged: retry all of it.
 
 use super::{error, AppState};
-use crate::ingest::{land, Incoming};
+use crate::ingest::{RawRecord, Source};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// Most records in one request.
 pub const MAX_BATCH: usize = 500;
 /// Largest request body.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Event types.
-pub const EVENT_TYPES: [&str; 3] = ["watch", "rate", "reco_response"];
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/events", post(post_events))
@@ -33,26 +35,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     super::finish(routes(), state)
 }
 
-/// Why a record's envelope is rejected, naming the field and the rule.
-pub fn check_envelope(r: &Value) -> Result<(), String> {
-    let Some(o) = r.as_object() else {
-        return Err("record: must be a JSON object".into());
-    };
-    match o.get("type").and_then(Value::as_str) {
-        Some(t) if EVENT_TYPES.contains(&t) => {}
-        _ => return Err(format!("type: must be one of {EVENT_TYPES:?}")),
-    }
-    match o.get("user_id") {
-        Some(v) if v.as_u64().is_some() => Ok(()),
-        _ => Err("user_id: must be a non-negative integer".into()),
-    }
-}
-
 async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Response {
-    let Some(lake) = st.lake.clone() else {
+    let Some(ingestor) = st.ingestor.clone() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no_lake",
+            "no_ingest",
             "this function has no event lake configured",
         );
     };
@@ -66,13 +53,13 @@ async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Response 
             )
         }
     };
-    let records: Vec<Value> = match serde_json::from_slice(&bytes) {
-        Ok(Value::Array(a)) => a,
-        _ => {
+    let records: Vec<&RawValue> = match serde_json::from_slice(&bytes) {
+        Ok(a) => a,
+        Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
-                "expected a JSON array of events",
+                format!("expected a JSON array of events: {e}"),
             )
         }
     };
@@ -83,53 +70,37 @@ async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Response 
             format!("{} records; at most {MAX_BATCH} per request", records.len()),
         );
     }
-    let mut results = Vec::with_capacity(records.len());
-    let mut accepted = Vec::new();
-    for (i, r) in records.into_iter().enumerate() {
-        match check_envelope(&r) {
-            Ok(()) => {
-                results.push(json!({"index": i, "status": "accepted"}));
-                accepted.push(Incoming {
-                    source: "http".into(),
-                    body: r,
-                });
-            }
-            Err(reason) => {
-                results.push(json!({"index": i, "status": "rejected", "reason": reason}))
-            }
-        }
-    }
-    let n_ok = accepted.len();
-    let key = if accepted.is_empty() {
-        None
-    } else {
-        match land(
-            lake.as_ref(),
-            "http",
-            &accepted,
-            chrono::Utc::now().timestamp_millis(),
-        )
+    let raw: Vec<RawRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(index, r)| RawRecord::new(r.get().as_bytes().to_vec(), Source::Http { index }, None))
+        .collect();
+    let report = match ingestor
+        .ingest(&raw, chrono::Utc::now().timestamp_millis())
         .await
-        {
-            Ok(k) => Some(k),
-            Err(e) => {
-                tracing::error!(error = %e, "event lake write failed; nothing acknowledged");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "lake_unavailable",
-                    e.to_string(),
-                );
-            }
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "ingest failed; nothing acknowledged");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ingest_unavailable",
+                format!("{e}; nothing of this request was stored, retry all of it"),
+            );
         }
     };
-    let code = if n_ok == results.len() {
+    let code = if report.rejected == 0 {
         StatusCode::ACCEPTED
     } else {
         StatusCode::MULTI_STATUS
     };
-    (
-        code,
-        Json(json!({"accepted": n_ok, "rejected": results.len() - n_ok, "batch": key, "results": results})),
-    )
-        .into_response()
+    let mut body = report.counts();
+    body["batch"] = json!(report.batch_id);
+    body["results"] = report
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.to_json(i))
+        .collect();
+    (code, Json(body)).into_response()
 }

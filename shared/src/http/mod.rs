@@ -9,7 +9,7 @@ pub mod events;
 pub mod metrics;
 pub mod rollout;
 
-use crate::ports::{EventLake, ModelStore, RolloutStore, TraceStore, UserHistory};
+use crate::ports::{ModelStore, RolloutStore, TraceStore, UserHistory};
 use crate::scoring::ServingModel;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -73,8 +73,8 @@ pub struct AppState {
     pub rollout: Arc<dyn RolloutStore>,
     /// The model registry, for routes that validate versions (rollout).
     pub registry: Option<Arc<dyn ModelStore>>,
-    /// Where accepted events go (ingest).
-    pub lake: Option<Arc<dyn EventLake>>,
+    /// The ingest pipeline (`POST /events`).
+    pub ingestor: Option<Arc<crate::ingest::Ingestor>>,
     pub metrics: Metrics,
     pub config: ApiConfig,
 }
@@ -93,7 +93,7 @@ impl AppState {
             history,
             rollout,
             registry: None,
-            lake: None,
+            ingestor: None,
             metrics: Metrics::default(),
             config,
         }
@@ -115,8 +115,8 @@ impl AppState {
         self
     }
 
-    pub fn with_lake(mut self, lake: Arc<dyn EventLake>) -> Self {
-        self.lake = Some(lake);
+    pub fn with_ingestor(mut self, ingestor: Arc<crate::ingest::Ingestor>) -> Self {
+        self.ingestor = Some(ingestor);
         self
     }
 

@@ -118,6 +118,36 @@ pub fn moto() -> Server {
     s
 }
 
+/// One moto for a whole test binary.
+pub fn shared_moto() -> &'static Server {
+    static S: std::sync::OnceLock<Server> = std::sync::OnceLock::new();
+    S.get_or_init(moto)
+}
+
+/// Fresh resources on the shared moto, provisioned twice to show
+/// `provision` is idempotent (a second run changes nothing and does not fail).
+#[allow(dead_code)]
+pub fn setup(
+    tag: &str,
+) -> (
+    shared::adapters::aws::SdkConfig,
+    shared::adapters::aws::provision::Names,
+) {
+    let url = shared_moto().url();
+    let n = names(tag);
+    let n2 = n.clone();
+    let cfg = shared::adapters::aws::block_on(async move {
+        let cfg = sdk_config(&url).await;
+        for _ in 0..2 {
+            shared::adapters::aws::provision::provision(&cfg, &n2)
+                .await
+                .unwrap();
+        }
+        cfg
+    });
+    (cfg, n)
+}
+
 /// Environment that points the AWS SDK at an emulator with dummy credentials.
 pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -149,6 +179,7 @@ pub fn names(tag: &str) -> shared::adapters::aws::provision::Names {
         traces_table: format!("traces-{tag}-{id}"),
         rollout_table: format!("rollout-{tag}-{id}"),
         history_table: format!("history-{tag}-{id}"),
+        ingest_table: format!("ingest-{tag}-{id}"),
     }
 }
 
@@ -267,6 +298,8 @@ impl LambdaStack {
             &names.rollout_table,
             "--history-table",
             &names.history_table,
+            "--ingest-table",
+            &names.ingest_table,
         ]);
         let registry = format!("s3://{}/models", names.bucket);
         let published = run(&[
@@ -322,6 +355,7 @@ impl LambdaStack {
                     ("MOVIE_RECS_TRACES_TABLE", names.traces_table.clone()),
                     ("MOVIE_RECS_ROLLOUT_TABLE", names.rollout_table.clone()),
                     ("MOVIE_RECS_HISTORY_TABLE", names.history_table.clone()),
+                    ("MOVIE_RECS_INGEST_TABLE", names.ingest_table.clone()),
                     ("MOVIE_RECS_LAKE", format!("s3://{}/lake", names.bucket)),
                     ("MOVIE_RECS_METRICS", "cloudwatch".into()),
                 ]);

@@ -1,12 +1,17 @@
 //! DynamoDB: traces (TTL, time-bucket index), rollout state (one item,
-//! conditional writes), user history (recent movies per user, TTL).
+//! conditional writes), user history (recent movies per user, TTL), and
+//! ingest state (idempotency keys with TTL, per-user rating windows).
 //! Key schemas are in [`super::provision`] and in template.yaml.
 
 use super::sdk_error;
-use crate::ports::{RolloutState, RolloutStore, StoreError, TraceStore, UserHistory};
+use crate::ports::{
+    IngestState, RateWindow, RolloutState, RolloutStore, StoreError, TraceStore, UserHistory,
+};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+use std::collections::HashSet;
 
 /// The traces table's index over time: partition `time_bucket`
 /// (`YYYY-MM-DDTHH#shard`), sort `ts` (epoch ms).
@@ -212,25 +217,117 @@ impl UserHistory for DynamoHistory {
     }
 
     async fn append(&self, user_id: u64, movie_ids: &[u64], ts_ms: i64) -> Result<(), StoreError> {
-        let mut unique = movie_ids.to_vec();
+        let events: Vec<_> = movie_ids.iter().map(|&m| (user_id, m, ts_ms)).collect();
+        self.append_events(&events).await
+    }
+
+    async fn append_events(&self, events: &[(u64, u64, i64)]) -> Result<(), StoreError> {
+        // One write per (user, movie), with its latest time (a batch may not name a key twice).
+        let mut latest: HashMap<(u64, u64), i64> = HashMap::new();
+        for &(u, m, ts) in events {
+            let e = latest.entry((u, m)).or_insert(ts);
+            *e = (*e).max(ts);
+        }
+        let mut puts: Vec<_> = latest.into_iter().collect();
+        puts.sort_unstable();
+        let requests = puts
+            .into_iter()
+            .map(|((u, m), ts)| {
+                put_request([
+                    ("user_id", n(u)),
+                    ("movie_id", n(m)),
+                    ("ts", n(ts)),
+                    ("expires_at", n(ts / 1000 + HISTORY_TTL_SECS)),
+                ])
+            })
+            .collect();
+        batch_put(&self.client, &self.table, requests, "user_history").await
+    }
+}
+
+fn put_request<const N: usize>(item: [(&str, AttributeValue); N]) -> WriteRequest {
+    let mut put = PutRequest::builder();
+    for (k, v) in item {
+        put = put.item(k, v);
+    }
+    WriteRequest::builder()
+        .put_request(put.build().expect("a put request has its item"))
+        .build()
+}
+
+/// BatchWriteItem in chunks of 25, retrying unprocessed items with backoff.
+async fn batch_put(
+    client: &Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+    store: &'static str,
+) -> Result<(), StoreError> {
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        let mut pending: Vec<WriteRequest> = requests.by_ref().take(25).collect();
+        // BatchWriteItem may leave items unprocessed under throttling: retry those.
+        for attempt in 0..8 {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+            }
+            let out = client
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(|e| StoreError::unavailable(store, sdk_error(e)))?;
+            pending = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(table))
+                .unwrap_or_default();
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::unavailable(
+                store,
+                format!("{} writes still unprocessed after retries", pending.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Ingest state in one table keyed by `pk`: `key#<event key>` items mark
+/// handled records until `expires_at` (the table's TTL attribute; reads also
+/// filter on it), `rate#<user>` items hold a user's rating window as JSON with
+/// a `revision` that guards writes.
+#[derive(Clone)]
+pub struct DynamoIngestState {
+    client: Client,
+    table: String,
+}
+
+/// How long a rating window item lives after its last write.
+pub const RATE_WINDOW_TTL_SECS: i64 = 2 * 86_400;
+
+impl DynamoIngestState {
+    pub fn new(client: Client, table: &str) -> Self {
+        DynamoIngestState {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl IngestState for DynamoIngestState {
+    async fn seen_keys(&self, keys: &[String], now: i64) -> Result<HashSet<String>, StoreError> {
+        let mut unique: Vec<&String> = keys.iter().collect();
         unique.sort_unstable();
         unique.dedup();
-        let expires = ts_ms / 1000 + HISTORY_TTL_SECS;
-        for chunk in unique.chunks(25) {
-            let mut pending: Vec<WriteRequest> = chunk
+        let mut found = HashSet::new();
+        for chunk in unique.chunks(100) {
+            let mut pending: Vec<Item> = chunk
                 .iter()
-                .map(|m| {
-                    let put = PutRequest::builder()
-                        .item("user_id", n(user_id))
-                        .item("movie_id", n(m))
-                        .item("ts", n(ts_ms))
-                        .item("expires_at", n(expires))
-                        .build()
-                        .expect("user_history put request has its item");
-                    WriteRequest::builder().put_request(put).build()
-                })
+                .map(|k| HashMap::from([("pk".to_string(), s(format!("key#{k}")))]))
                 .collect();
-            // BatchWriteItem may leave items unprocessed under throttling: retry those.
             for attempt in 0..8 {
                 if pending.is_empty() {
                     break;
@@ -238,26 +335,115 @@ impl UserHistory for DynamoHistory {
                 if attempt > 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
                 }
+                let req = KeysAndAttributes::builder()
+                    .set_keys(Some(pending))
+                    .projection_expression("pk, expires_at")
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys");
                 let out = self
                     .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
+                    .batch_get_item()
+                    .request_items(&self.table, req)
                     .send()
                     .await
-                    .map_err(|e| StoreError::unavailable("user_history", sdk_error(e)))?;
+                    .map_err(|e| StoreError::unavailable("ingest_state", sdk_error(e)))?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    if get_n::<i64>(&item, "expires_at").is_some_and(|e| e > now) {
+                        if let Some(k) = get_s(&item, "pk").and_then(|p| p.strip_prefix("key#")) {
+                            found.insert(k.to_string());
+                        }
+                    }
+                }
                 pending = out
-                    .unprocessed_items
+                    .unprocessed_keys
                     .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
                     .unwrap_or_default();
             }
             if !pending.is_empty() {
                 return Err(StoreError::unavailable(
-                    "user_history",
-                    format!("{} writes still unprocessed after retries", pending.len()),
+                    "ingest_state",
+                    format!("{} reads still unprocessed after retries", pending.len()),
                 ));
             }
         }
-        Ok(())
+        Ok(found)
+    }
+
+    async fn remember_keys(&self, keys: &[String], expires_at: i64) -> Result<(), StoreError> {
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let requests = unique
+            .into_iter()
+            .map(|k| put_request([("pk", s(format!("key#{k}"))), ("expires_at", n(expires_at))]))
+            .collect();
+        batch_put(&self.client, &self.table, requests, "ingest_state").await
+    }
+
+    async fn rate_window(&self, user_id: u64) -> Result<RateWindow, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("rate#{user_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::unavailable("ingest_state", sdk_error(e)))?;
+        let Some(item) = out.item else {
+            return Ok(RateWindow::default());
+        };
+        Ok(RateWindow {
+            entries: serde_json::from_str(get_s(&item, "entries").unwrap_or("[]"))
+                .map_err(|e| StoreError::unavailable("ingest_state", e))?,
+            revision: get_n(&item, "revision").unwrap_or(0),
+        })
+    }
+
+    async fn save_rate_window(&self, user_id: u64, w: &RateWindow) -> Result<(), StoreError> {
+        let latest = w.entries.iter().map(|e| e.0).max().unwrap_or(0);
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("rate#{user_id}")))
+            .item(
+                "entries",
+                s(serde_json::to_string(&w.entries).expect("pairs")),
+            )
+            .item("revision", n(w.revision + 1))
+            .item(
+                "expires_at",
+                n((latest / 1000).max(chrono::Utc::now().timestamp()) + RATE_WINDOW_TTL_SECS),
+            );
+        put = if w.revision == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("revision = :r")
+                .expression_attribute_values(":r", n(w.revision))
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict {
+                    store: "ingest_state",
+                    reason: format!(
+                        "rate window of user {user_id} changed since revision {}",
+                        w.revision
+                    ),
+                })
+            }
+            Err(e) => Err(StoreError::unavailable("ingest_state", sdk_error(e))),
+        }
     }
 }
 

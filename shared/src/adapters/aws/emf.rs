@@ -67,9 +67,87 @@ pub fn print_request_metrics(
     let _ = writeln!(out, "{doc}");
 }
 
+/// EMF documents for arbitrary data points: one document per dimension set
+/// (each with `Function` added), so every metric sits beside its dimensions.
+pub fn documents(function: &str, data: &[crate::ports::MetricDatum]) -> Vec<Value> {
+    let mut groups: std::collections::BTreeMap<
+        Vec<(String, String)>,
+        Vec<&crate::ports::MetricDatum>,
+    > = Default::default();
+    for d in data {
+        let mut dims = d.dimensions.clone();
+        dims.sort();
+        groups.entry(dims).or_default().push(d);
+    }
+    groups
+        .into_iter()
+        .map(|(dims, points)| {
+            let mut names: Vec<String> = vec!["Function".into()];
+            names.extend(dims.iter().map(|(k, _)| k.clone()));
+            let mut doc = json!({
+                "_aws": {
+                    "Timestamp": points[0].timestamp_ms,
+                    "CloudWatchMetrics": [{
+                        "Namespace": NAMESPACE,
+                        "Dimensions": [names],
+                        "Metrics": points.iter().map(|p| json!({"Name": p.name, "Unit": p.unit})).collect::<Vec<_>>(),
+                    }]
+                },
+                "Function": function,
+            });
+            for (k, v) in dims {
+                doc[k] = v.into();
+            }
+            for p in points {
+                doc[p.name.as_str()] = p.value.into();
+            }
+            doc
+        })
+        .collect()
+}
+
+/// Prints [`documents`] on stdout, a line each.
+pub fn print_documents(function: &str, data: &[crate::ports::MetricDatum]) {
+    let mut out = std::io::stdout().lock();
+    for doc in documents(function, data) {
+        let _ = writeln!(out, "{doc}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_points_become_one_document_per_dimension_set() {
+        let p = |name: &str, v: f64, dims: Vec<(String, String)>| crate::ports::MetricDatum {
+            name: name.into(),
+            value: v,
+            unit: "Count",
+            dimensions: dims,
+            timestamp_ms: 7,
+        };
+        let docs = documents(
+            "ingest",
+            &[
+                p("Accepted", 3.0, vec![]),
+                p("Rejected", 2.0, vec![]),
+                p("Rejected", 2.0, vec![("Reason".into(), "user_id".into())]),
+            ],
+        );
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0]["Accepted"], 3.0);
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
+        assert_eq!(docs[1]["Reason"], "user_id");
+        assert_eq!(
+            docs[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function", "Reason"]])
+        );
+        assert_eq!(docs[1]["Function"], "ingest");
+    }
 
     /// Every metric the directive declares is a number at the top level, and
     /// every dimension named is a string there: what CloudWatch requires.

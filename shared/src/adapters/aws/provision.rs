@@ -16,6 +16,7 @@ pub struct Names {
     pub traces_table: String,
     pub rollout_table: String,
     pub history_table: String,
+    pub ingest_table: String,
 }
 
 fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
@@ -101,7 +102,21 @@ pub async fn provision(cfg: &SdkConfig, names: &Names) -> Result<(), String> {
             .await
             .map_err(|e| format!("creating {}: {}", names.history_table, sdk_error(e)))?;
     }
-    for t in [&names.traces_table, &names.history_table] {
+    if !has(&names.ingest_table) {
+        ddb.create_table()
+            .table_name(&names.ingest_table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk", S))
+            .key_schema(key("pk", KeyType::Hash))
+            .send()
+            .await
+            .map_err(|e| format!("creating {}: {}", names.ingest_table, sdk_error(e)))?;
+    }
+    for t in [
+        &names.traces_table,
+        &names.history_table,
+        &names.ingest_table,
+    ] {
         ddb.update_time_to_live()
             .table_name(t)
             .time_to_live_specification(

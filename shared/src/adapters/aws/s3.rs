@@ -250,6 +250,15 @@ pub struct S3Lake {
 }
 
 impl S3Lake {
+    /// The object key of a lake key (`""` gives the lake's root, with its slash).
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
     pub fn new(client: Client, bucket: &str, prefix: &str) -> Self {
         S3Lake {
             client,
@@ -262,11 +271,7 @@ impl S3Lake {
 #[async_trait::async_trait]
 impl EventLake for S3Lake {
     async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let key = if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}/{key}", self.prefix)
-        };
+        let key = self.full_key(key);
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -282,5 +287,49 @@ impl EventLake for S3Lake {
                     format!("s3://{}/{key}: {}", self.bucket, sdk_error(e)),
                 )
             })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.full_key("");
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                StoreError::unavailable(
+                    "event_lake",
+                    format!("listing s3://{}/{root}: {}", self.bucket, sdk_error(e)),
+                )
+            })?;
+            for o in page.contents() {
+                if let Some(k) = o.key().and_then(|k| k.strip_prefix(&root)) {
+                    out.push(k.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn get_object(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let key = self.full_key(key);
+        let fail = |e: String| {
+            StoreError::unavailable("event_lake", format!("s3://{}/{key}: {e}", self.bucket))
+        };
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| fail(sdk_error(e)))?;
+        let body = out.body.collect().await.map_err(|e| fail(e.to_string()))?;
+        Ok(body.into_bytes().to_vec())
     }
 }

@@ -41,6 +41,50 @@ impl EventLake for FolderLake {
         .map_err(|e| StoreError::unavailable("event_lake", e))?
         .map_err(|e| StoreError::unavailable("event_lake", e))
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for e in entries {
+                    let e = e?;
+                    let path = e.path();
+                    let name = e.file_name();
+                    if name.to_string_lossy().starts_with(".tmp-") {
+                        continue;
+                    }
+                    if e.file_type()?.is_dir() {
+                        stack.push(path);
+                    } else if let Ok(rel) = path.strip_prefix(&root) {
+                        let key = rel.to_string_lossy().replace('\\', "/");
+                        if key.starts_with(&prefix) {
+                            out.push(key);
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::unavailable("event_lake", e))?
+        .map_err(|e| StoreError::unavailable("event_lake", e))
+    }
+
+    async fn get_object(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.root.join(key);
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| StoreError::unavailable("event_lake", format!("{}: {e}", path.display())))
+    }
 }
 
 /// Metrics appended to a JSON-lines file, one object per data point.

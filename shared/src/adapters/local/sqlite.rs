@@ -1,8 +1,11 @@
 //! The embedded database of the local stack (SQLite, bundled): traces with
 //! expiry, user history and rollout state in one file.
 
-use crate::ports::{RolloutState, RolloutStore, StoreError, TraceStore, UserHistory};
+use crate::ports::{
+    IngestState, RateWindow, RolloutState, RolloutStore, StoreError, TraceStore, UserHistory,
+};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +41,9 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS user_history (user_id INTEGER NOT NULL, movie_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
                                                       PRIMARY KEY (user_id, movie_id));
              CREATE TABLE IF NOT EXISTS rollout (id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL,
-                                                 updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL, counter INTEGER NOT NULL);",
+                                                 updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL, counter INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS ingest_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS rate_windows (user_id INTEGER PRIMARY KEY, entries TEXT NOT NULL, revision INTEGER NOT NULL);",
         )
         .map_err(err("sqlite"))?;
         // Databases from before the audit window read lack the time column.
@@ -180,6 +185,116 @@ impl UserHistory for SqliteStore {
             tx.commit()
         })
         .await
+    }
+
+    async fn append_events(&self, events: &[(u64, u64, i64)]) -> Result<(), StoreError> {
+        let events = events.to_vec();
+        self.run("user_history", move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO user_history (user_id, movie_id, ts_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(user_id, movie_id) DO UPDATE SET ts_ms = MAX(ts_ms, excluded.ts_ms)",
+                )?;
+                for (u, m, ts) in events {
+                    st.execute(params![u as i64, m as i64, ts])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl IngestState for SqliteStore {
+    async fn seen_keys(&self, keys: &[String], now: i64) -> Result<HashSet<String>, StoreError> {
+        let keys = keys.to_vec();
+        self.run("ingest_state", move |c| {
+            let mut st =
+                c.prepare_cached("SELECT 1 FROM ingest_keys WHERE key = ?1 AND expires_at > ?2")?;
+            let mut found = HashSet::new();
+            for k in keys {
+                if st.exists(params![k, now])? {
+                    found.insert(k);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn remember_keys(&self, keys: &[String], expires_at: i64) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.run("ingest_state", move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO ingest_keys (key, expires_at) VALUES (?1, ?2)",
+                )?;
+                for k in keys {
+                    st.execute(params![k, expires_at])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn rate_window(&self, user_id: u64) -> Result<RateWindow, StoreError> {
+        let row: Option<(String, i64)> = self
+            .run("ingest_state", move |c| {
+                c.query_row(
+                    "SELECT entries, revision FROM rate_windows WHERE user_id = ?1",
+                    params![user_id as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
+            .await?;
+        match row {
+            None => Ok(RateWindow::default()),
+            Some((entries, revision)) => Ok(RateWindow {
+                entries: serde_json::from_str(&entries)
+                    .map_err(|e| StoreError::unavailable("ingest_state", e))?,
+                revision: revision as u64,
+            }),
+        }
+    }
+
+    async fn save_rate_window(&self, user_id: u64, w: &RateWindow) -> Result<(), StoreError> {
+        let entries = serde_json::to_string(&w.entries).expect("pairs serialise");
+        let expected = w.revision as i64;
+        let changed = self
+            .run("ingest_state", move |c| {
+                let tx = c.transaction()?;
+                let current: i64 = tx
+                    .query_row(
+                        "SELECT revision FROM rate_windows WHERE user_id = ?1",
+                        params![user_id as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0);
+                if current != expected {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO rate_windows (user_id, entries, revision) VALUES (?1, ?2, ?3)",
+                    params![user_id as i64, entries, expected + 1],
+                )?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await?;
+        if changed {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                store: "ingest_state",
+                reason: format!("rate window of user {user_id} changed since revision {expected}"),
+            })
+        }
     }
 }
 

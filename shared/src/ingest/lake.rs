@@ -1,0 +1,70 @@
+//! Reading the event lake back through the [`EventLake`] port (S3 or a
+//! folder): for training from an S3 prefix, the audit and the tests.
+
+use crate::data::lake::dataset_from_objects;
+use crate::data::DataError;
+use crate::domain::Dataset;
+use crate::events::parquet::{decode, LakeRecord};
+use crate::events::EventType;
+use crate::ports::{EventLake, StoreError};
+use std::collections::HashSet;
+
+/// Why the lake could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{key}: {reason}")]
+    Object { key: String, reason: String },
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+/// The Parquet objects of type `t` under `root` (`events` or `quarantine`).
+pub async fn objects(
+    lake: &dyn EventLake,
+    root: &str,
+    t: EventType,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    for key in lake.list(&format!("{root}/type={t}/")).await? {
+        if key.ends_with(".parquet") {
+            let bytes = lake.get_object(&key).await?;
+            out.push((key, bytes));
+        }
+    }
+    Ok(out)
+}
+
+/// Every record of type `t` under `root`, each event key once, in key order.
+pub async fn read(
+    lake: &dyn EventLake,
+    root: &str,
+    t: EventType,
+) -> Result<Vec<LakeRecord>, LakeReadError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (key, bytes) in objects(lake, root, t).await? {
+        let recs = decode(t, bytes).map_err(|e| LakeReadError::Object {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        out.extend(
+            recs.into_iter()
+                .filter(|r| seen.insert(r.event_key.clone())),
+        );
+    }
+    Ok(out)
+}
+
+/// The training dataset of a lake: its accepted watch and rate events.
+pub async fn dataset(lake: &dyn EventLake, source: String) -> Result<Dataset, LakeReadError> {
+    let mut all = Vec::new();
+    for t in [EventType::Rate, EventType::Watch] {
+        for (key, bytes) in objects(lake, "events", t).await? {
+            let name = key.strip_prefix("events/").unwrap_or(&key).to_string();
+            all.push((name, t, bytes));
+        }
+    }
+    Ok(dataset_from_objects(&all, source)?)
+}
