@@ -47,15 +47,17 @@ unit: setup test-tools
 ## test: everything CI runs
 test: lint cfn unit
 
-## bench: criterion benchmarks (graph scoring cost; recommend handler in process)
+## bench: criterion benchmarks (graph scoring cost; recommend handler in process; ingest parse+validate+Parquet)
 bench: setup
 	cargo bench -p movie-recs-trainer --bench scoring
 	cargo bench -p movie-recs-cli --bench recommend
+	cargo bench -p movie-recs-shared --bench ingest
 
-## bench-lambda: recommend under the Lambda emulator with moto (init, p50/p99)
+## bench-lambda: recommend (init, p50/p99) and ingest (10,000-record Kafka batch) under the Lambda emulator with moto
 bench-lambda: setup test-tools
 	cargo build --release --workspace --bins
 	cargo bench -p movie-recs-e2e --bench lambda_invoke
+	cargo bench -p movie-recs-e2e --bench ingest_lambda
 
 ## package: Lambda zips (cargo lambda build, arm64) and the ONNX Runtime layer; prints sizes
 package: test-tools

@@ -255,43 +255,63 @@ fn put_request<const N: usize>(item: [(&str, AttributeValue); N]) -> WriteReques
         .build()
 }
 
-/// BatchWriteItem in chunks of 25, retrying unprocessed items with backoff.
+/// BatchWriteItem in chunks of 25 (several in flight), retrying unprocessed
+/// items with backoff.
 async fn batch_put(
     client: &Client,
     table: &str,
     requests: Vec<WriteRequest>,
     store: &'static str,
 ) -> Result<(), StoreError> {
+    const IN_FLIGHT: usize = 8;
     let mut requests = requests.into_iter().peekable();
-    while requests.peek().is_some() {
-        let mut pending: Vec<WriteRequest> = requests.by_ref().take(25).collect();
-        // BatchWriteItem may leave items unprocessed under throttling: retry those.
-        for attempt in 0..8 {
-            if pending.is_empty() {
-                break;
-            }
-            if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
-            }
-            let out = client
-                .batch_write_item()
-                .request_items(table, pending)
-                .send()
-                .await
-                .map_err(|e| StoreError::unavailable(store, sdk_error(e)))?;
-            pending = out
-                .unprocessed_items
-                .and_then(|mut u| u.remove(table))
-                .unwrap_or_default();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        while tasks.len() < IN_FLIGHT && requests.peek().is_some() {
+            let chunk: Vec<WriteRequest> = requests.by_ref().take(25).collect();
+            let (client, table) = (client.clone(), table.to_string());
+            tasks.spawn(async move { put_chunk(&client, &table, chunk, store).await });
         }
-        if !pending.is_empty() {
-            return Err(StoreError::unavailable(
-                store,
-                format!("{} writes still unprocessed after retries", pending.len()),
-            ));
+        match tasks.join_next().await {
+            None => return Ok(()),
+            Some(done) => done.map_err(|e| StoreError::unavailable(store, e))??,
         }
     }
-    Ok(())
+}
+
+async fn put_chunk(
+    client: &Client,
+    table: &str,
+    mut pending: Vec<WriteRequest>,
+    store: &'static str,
+) -> Result<(), StoreError> {
+    // BatchWriteItem may leave items unprocessed under throttling: retry those.
+    for attempt in 0..8 {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+        }
+        let out = client
+            .batch_write_item()
+            .request_items(table, pending)
+            .send()
+            .await
+            .map_err(|e| StoreError::unavailable(store, sdk_error(e)))?;
+        pending = out
+            .unprocessed_items
+            .and_then(|mut u| u.remove(table))
+            .unwrap_or_default();
+    }
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::unavailable(
+            store,
+            format!("{} writes still unprocessed after retries", pending.len()),
+        ))
+    }
 }
 
 /// Ingest state in one table keyed by `pk`: `key#<event key>` items mark
