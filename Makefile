@@ -7,7 +7,7 @@ ADDR ?= 127.0.0.1:8080
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: setup test-tools build run test lint cfn unit bench bench-lambda loadtest package clean-tools
+.PHONY: setup test-tools build run test lint cfn unit bench bench-audit bench-lambda loadtest package clean-tools
 
 ## setup: fetch ONNX Runtime 1.31.1 (from the PyPI wheel) into .tools/
 setup: $(ORT)
@@ -47,11 +47,20 @@ unit: setup test-tools
 ## test: everything CI runs
 test: lint cfn unit
 
-## bench: criterion benchmarks (graph scoring cost; recommend handler in process; ingest parse+validate+Parquet)
+## bench: criterion benchmarks (graph scoring cost; recommend handler in process; ingest parse+validate+Parquet; audit computation)
 bench: setup
 	cargo bench -p movie-recs-trainer --bench scoring
 	cargo bench -p movie-recs-cli --bench recommend
 	cargo bench -p movie-recs-shared --bench ingest
+	cargo bench -p movie-recs-shared --bench audit
+
+## bench-audit: one audit of 1,000,000 exposures and 1,000,000 ratings from JSONL files: wall time and peak memory
+bench-audit:
+	cargo build --release --bin movie-recs
+	python3 infra/gen-audit-load.py target/audit-load
+	/usr/bin/time -f "audit of 1M exposures + 1M ratings: %e s wall, peak RSS %M KB" \
+	  target/release/movie-recs audit --recommendations target/audit-load/recommendations.jsonl \
+	  --ratings target/audit-load/ratings.jsonl --catalog-size 3883 > /dev/null
 
 ## bench-lambda: recommend (init, p50/p99) and ingest (10,000-record Kafka batch) under the Lambda emulator with moto
 bench-lambda: setup test-tools

@@ -193,7 +193,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
     let mut total = Report::default();
     for chunk in records.chunks(a.batch) {
         let r = rt
-            .block_on(ingestor.ingest(chunk, chrono_now()))
+            .block_on(ingestor.ingest(chunk, chrono::Utc::now().timestamp_millis()))
             .context("ingest failed; this chunk was not stored (run the command again: what was stored is skipped)")?;
         bar.inc(chunk.len() as u64);
         merge(&mut total, r);
@@ -247,10 +247,4 @@ pub fn run(a: IngestArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

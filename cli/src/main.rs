@@ -12,6 +12,7 @@ use shared::ports::ModelStore;
 use std::path::PathBuf;
 use trainer::pipeline::{eval_version, train_and_publish, TrainOptions};
 
+mod audit;
 mod ingest;
 
 /// candle allocates and frees large gradient and optimiser buffers every step;
@@ -52,6 +53,9 @@ enum Command {
     },
     /// Run the ingest pipeline on a file of events into the local data folder.
     Ingest(ingest::IngestArgs),
+    /// Fairness, feedback-loop and rating-spam audit of recommendation and
+    /// rating files, or of the local data folder's last window.
+    Audit(Box<audit::AuditArgs>),
     /// Create the bucket and tables template.yaml declares on an AWS emulator
     /// (AWS_ENDPOINT_URL), for local trials of the AWS adapters.
     Provision(ProvisionArgs),
@@ -499,6 +503,7 @@ fn main() -> Result<()> {
         Command::Rollout { command } => rollout(command),
         Command::Provision(a) => provision(a),
         Command::Ingest(a) => ingest::run(a),
+        Command::Audit(a) => audit::run(*a),
         Command::Registry { command } => match command {
             RegistryCommand::List { registry: r } => {
                 let reg = registry(&r)?;

@@ -17,11 +17,18 @@
 //! | `MOVIE_RECS_DB` | (unused) | `.movie-recs/movie-recs.db` |
 //! | `MOVIE_RECS_LAKE` | `s3://bucket/lake` | `.movie-recs/lake` |
 //! | `MOVIE_RECS_METRICS` | `cloudwatch` | `.movie-recs/metrics.jsonl` |
+//! | `MOVIE_RECS_REPORTS` | `s3://bucket/reports` | `.movie-recs/reports` |
+//! | `MOVIE_RECS_STAGE` | `dev`, `prod` (the `Stage` metric dimension) | `local` |
+//! | `MOVIE_RECS_AUDIT_WINDOW_MINUTES` | `60` | `60` |
+//! | `MOVIE_RECS_AUDIT_MIN_COVERAGE`, `_MAX_GINI`, `_MAX_TOP_SHARE`, `_MIN_TAIL_SHARE` | `0.40`, `0.35`, `0.30`, `0.70` | same |
 //! | `MOVIE_RECS_TRACE_TTL_DAYS` | `30` | `30` |
 //! | `MOVIE_RECS_ADMIN_TOKEN` | (IAM instead) | unset: admin routes refused |
 
 use crate::adapters::aws::{self, SdkConfig};
 use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
+use crate::audit::job::AuditJob;
+use crate::audit::spam::SpamConfig;
+use crate::audit::{AuditConfig, Thresholds};
 use crate::http::ApiConfig;
 use crate::ingest::kafka::TopicMap;
 use crate::ingest::velocity::Velocity;
@@ -44,6 +51,10 @@ pub struct Settings {
     pub ingest_table: Option<String>,
     pub lake: String,
     pub metrics: String,
+    pub reports: String,
+    pub stage: String,
+    pub audit_window_minutes: i64,
+    pub audit: AuditConfig,
     pub trace_ttl_days: i64,
     pub admin_token: Option<String>,
     pub rate_limit_per_hour: usize,
@@ -85,6 +96,38 @@ impl Settings {
                 }),
             }
         };
+        let share = |name: &'static str, default: f64| -> Result<f64, ConfigError> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|x: &f64| (0.0..=1.0).contains(x))
+                    .ok_or(ConfigError {
+                        var: name,
+                        reason: format!("expected a number from 0 to 1, got {v:?}"),
+                    }),
+            }
+        };
+        let t = Thresholds::default();
+        let audit = AuditConfig {
+            thresholds: Thresholds {
+                min_catalog_coverage: share(
+                    "MOVIE_RECS_AUDIT_MIN_COVERAGE",
+                    t.min_catalog_coverage,
+                )?,
+                max_gini_exposed: share("MOVIE_RECS_AUDIT_MAX_GINI", t.max_gini_exposed)?,
+                max_top_10_pct_share: share(
+                    "MOVIE_RECS_AUDIT_MAX_TOP_SHARE",
+                    t.max_top_10_pct_share,
+                )?,
+                min_tail_share: share("MOVIE_RECS_AUDIT_MIN_TAIL_SHARE", t.min_tail_share)?,
+            },
+            spam: SpamConfig {
+                velocity_limit: positive("MOVIE_RECS_RATE_LIMIT_PER_HOUR", 20)? as usize,
+                ..SpamConfig::default()
+            },
+        };
         let topics = match var("MOVIE_RECS_TOPIC_SUFFIXES") {
             None => TopicMap::default(),
             Some(v) => TopicMap::parse(&v).map_err(|reason| ConfigError {
@@ -107,6 +150,10 @@ impl Settings {
             lake: var("MOVIE_RECS_LAKE").unwrap_or_else(|| ".movie-recs/lake".into()),
             metrics: var("MOVIE_RECS_METRICS")
                 .unwrap_or_else(|| ".movie-recs/metrics.jsonl".into()),
+            reports: var("MOVIE_RECS_REPORTS").unwrap_or_else(|| ".movie-recs/reports".into()),
+            stage: var("MOVIE_RECS_STAGE").unwrap_or_else(|| "local".into()),
+            audit_window_minutes: positive("MOVIE_RECS_AUDIT_WINDOW_MINUTES", 60)?,
+            audit,
             trace_ttl_days: ttl,
             admin_token: var("MOVIE_RECS_ADMIN_TOKEN"),
             rate_limit_per_hour: positive("MOVIE_RECS_RATE_LIMIT_PER_HOUR", 20)? as usize,
@@ -125,6 +172,7 @@ impl Settings {
     fn needs_aws(&self) -> bool {
         self.registry.starts_with("s3://")
             || self.lake.starts_with("s3://")
+            || self.reports.starts_with("s3://")
             || self.metrics == "cloudwatch"
             || self.traces_table.is_some()
             || self.rollout_table.is_some()
@@ -168,6 +216,8 @@ pub struct Stores {
     pub rollout: Arc<dyn RolloutStore>,
     pub ingest_state: Arc<dyn IngestState>,
     pub lake: Arc<dyn EventLake>,
+    /// Where the audit writes its reports (an object store like the lake).
+    pub reports: Arc<dyn EventLake>,
     pub metrics: Arc<dyn MetricsPublisher>,
     /// The SDK config, when any AWS adapter is in use.
     pub sdk: Option<SdkConfig>,
@@ -218,19 +268,21 @@ impl Stores {
         } else {
             Arc::new(FolderRegistry::new(&s.registry))
         };
-        let lake: Arc<dyn EventLake> = if s.lake.starts_with("s3://") {
-            let (bucket, prefix) = aws::parse_s3_url(&s.lake).map_err(|reason| ConfigError {
-                var: "MOVIE_RECS_LAKE",
-                reason,
-            })?;
-            Arc::new(aws::s3::S3Lake::new(
-                s3.clone().expect("sdk"),
-                &bucket,
-                &prefix,
-            ))
-        } else {
-            Arc::new(FolderLake::new(&s.lake))
+        let objects = |var: &'static str, url: &str| -> Result<Arc<dyn EventLake>, ConfigError> {
+            Ok(if url.starts_with("s3://") {
+                let (bucket, prefix) =
+                    aws::parse_s3_url(url).map_err(|reason| ConfigError { var, reason })?;
+                Arc::new(aws::s3::S3Lake::new(
+                    s3.clone().expect("sdk"),
+                    &bucket,
+                    &prefix,
+                ))
+            } else {
+                Arc::new(FolderLake::new(url))
+            })
         };
+        let lake = objects("MOVIE_RECS_LAKE", &s.lake)?;
+        let reports = objects("MOVIE_RECS_REPORTS", &s.reports)?;
         let metrics: Arc<dyn MetricsPublisher> = if s.metrics == "cloudwatch" {
             Arc::new(aws::cloudwatch::CloudWatchPublisher::new(
                 aws_sdk_cloudwatch::Client::new(sdk.as_ref().expect("sdk")),
@@ -262,6 +314,7 @@ impl Stores {
             rollout,
             ingest_state,
             lake,
+            reports,
             metrics,
             sdk,
         })
@@ -269,6 +322,21 @@ impl Stores {
 }
 
 impl Stores {
+    /// The audit on these stores.
+    pub fn audit_job(&self, s: &Settings) -> AuditJob {
+        AuditJob {
+            traces: self.traces.clone(),
+            lake: self.lake.clone(),
+            registry: self.registry.clone(),
+            rollout: self.rollout.clone(),
+            metrics: self.metrics.clone(),
+            reports: self.reports.clone(),
+            stage: s.stage.clone(),
+            config: s.audit.clone(),
+            catalog: None,
+        }
+    }
+
     /// The ingest pipeline on these stores: metrics as EMF lines in Lambda,
     /// into the metrics publisher otherwise.
     pub fn ingestor(&self, s: &Settings) -> Ingestor {

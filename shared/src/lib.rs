@@ -7,11 +7,13 @@
 //! - [`ports`]: small traits, one per capability (model store, …).
 //! - [`events`]: event schemas (JSON, Avro), the Parquet lake format.
 //! - [`ingest`]: the ingest pipeline (validate, deduplicate, rate-limit, land).
+//! - [`audit`]: fairness, feedback-loop and rating-spam metrics, the scheduled audit.
 //! - [`adapters`]: implementations of the ports (local folder registry, …).
 //! - [`scoring`]: ONNX Runtime sessions that score the catalogue for a user.
 
 pub mod adapters;
 pub mod artifact;
+pub mod audit;
 pub mod config;
 pub mod data;
 pub mod domain;

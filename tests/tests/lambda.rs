@@ -144,10 +144,72 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
     });
     assert_eq!(seen, vec![51]);
 
-    // audit: the scheduled event is acknowledged; anything else is an error.
+    // audit: the scheduled event audits the 2 hours before it (the stack's
+    // MOVIE_RECS_AUDIT_WINDOW_MINUTES): the lake's events of 19:00-21:00
+    // (reco_responses of 3 and 2 movies from MSK and self-managed Kafka, two
+    // valid ratings, three watches); catalogue of the served model demo-1
+    // (200 movies).
     let a = stack.invoke("audit", "audit-schedule.json");
-    assert_eq!(a["status"], "acknowledged", "{a}");
-    assert_eq!(a["scheduled_for"], 1_795_896_000_000i64);
+    assert_eq!(a["status"], "audited", "{a}");
+    assert_eq!(
+        a["window"],
+        json!({"from_ms": 1_795_896_000_000i64 - 3_600_000, "to_ms": 1_795_899_600_000i64})
+    );
+    assert_eq!(
+        (a["requests"].as_u64(), a["exposures"].as_u64()),
+        (Some(2), Some(5))
+    );
+    assert_eq!(a["catalog_coverage"], 3.0 / 200.0);
+    assert_eq!(a["rating_events"], 2, "{a}");
+    let keys = bucket_keys(&stack, "reports/");
+    for f in [
+        "report.json",
+        "report.md",
+        "lorenz.svg",
+        "tiers.svg",
+        "spam.svg",
+    ] {
+        let k = format!("reports/audit/dt=2026-11-28/210000Z/{f}");
+        assert!(keys.contains(&k), "{k} not in {keys:?}");
+    }
+    assert!(keys.contains(&"reports/audit/latest.json".to_string()));
+    let metrics = std::fs::read_to_string(stack.cache.path().join("audit-metrics.jsonl")).unwrap();
+    let cov: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|m| m["name"] == "CatalogCoverage")
+        .collect();
+    assert_eq!(
+        cov[0]["dimensions"],
+        json!({"Stage": "test", "model_version": "all", "variant": "all"})
+    );
+    assert_eq!(cov[1]["dimensions"]["model_version"], "demo-1");
+    assert_eq!(
+        a["published"].as_u64(),
+        Some(metrics.lines().count() as u64)
+    );
+    // The window ending now holds the traces of the recommend calls above,
+    // read through the traces table's time index.
+    let now = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let payload = format!(
+        r#"{{"version":"0","id":"y","detail-type":"Scheduled Event","source":"aws.events","account":"1","time":"{}","region":"eu-west-1","resources":[],"detail":{{}}}}"#,
+        now.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let (code, out) = stack.invoke_raw("audit", payload.as_bytes());
+    let now_audit: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(code, 200, "{now_audit}");
+    // recommend.json ran twice with one request id: one trace of 5 movies.
+    assert_eq!(
+        (
+            now_audit["requests"].as_u64(),
+            now_audit["exposures"].as_u64()
+        ),
+        (Some(1), Some(5)),
+        "{now_audit}"
+    );
+    assert_eq!(now_audit["catalog_coverage"], 5.0 / 200.0);
+    // Ingest's dead letters land by receive time: the 3 rejected records above.
+    assert_eq!(now_audit["schema_errors"], 3);
     let (code, out) = stack.invoke_raw(
         "audit",
         br#"{"version":"0","id":"x","detail-type":"Object Created","source":"aws.s3","account":"1","time":"2026-11-28T20:00:00Z","region":"eu-west-1","resources":[],"detail":{}}"#,
@@ -167,6 +229,11 @@ fn body_items(stack: &LambdaStack) -> serde_json::Value {
 }
 
 fn lake_keys(stack: &LambdaStack) -> Vec<String> {
+    bucket_keys(stack, "lake/")
+}
+
+fn bucket_keys(stack: &LambdaStack, prefix: &str) -> Vec<String> {
+    let prefix = prefix.to_string();
     let url = stack.moto.url();
     let bucket = stack.names.bucket.clone();
     shared::adapters::aws::block_on(async move {
@@ -174,7 +241,7 @@ fn lake_keys(stack: &LambdaStack) -> Vec<String> {
         let out = s3
             .list_objects_v2()
             .bucket(&bucket)
-            .prefix("lake/")
+            .prefix(prefix)
             .send()
             .await
             .unwrap();

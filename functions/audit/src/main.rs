@@ -1,14 +1,22 @@
-//! audit: runs on the EventBridge schedule. For now it validates the
-//! scheduled event and acknowledges it, computing nothing: the audit issue
-//! adds the fairness and spam metrics and publishes them with the
-//! `MetricsPublisher` built here at init (CloudWatch `PutMetricData` in AWS).
+//! audit: runs on the EventBridge schedule. Audits the window that ends at
+//! the scheduled time (`MOVIE_RECS_AUDIT_WINDOW_MINUTES`, default 60): the
+//! recommendation traces (DynamoDB time index) and the lake's events of those
+//! hours; publishes the fairness and spam metrics to CloudWatch, quarantines
+//! flagged users in the lake and writes the report to `MOVIE_RECS_REPORTS`.
+//! A failure fails the invocation, so EventBridge retries it.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
-use serde_json::{json, Value};
+use serde_json::Value;
+use shared::audit::job::AuditJob;
 use shared::config::{Settings, Stores};
+use std::sync::Arc;
 
-async fn handle(event: LambdaEvent<EventBridgeEvent<Value>>) -> Result<Value, Error> {
+async fn handle(
+    job: Arc<AuditJob>,
+    window_minutes: i64,
+    event: LambdaEvent<EventBridgeEvent<Value>>,
+) -> Result<Value, Error> {
     let e = event.payload;
     if e.detail_type != "Scheduled Event" {
         return Err(format!(
@@ -20,20 +28,27 @@ async fn handle(event: LambdaEvent<EventBridgeEvent<Value>>) -> Result<Value, Er
     let Some(time) = e.time else {
         return Err("scheduled event without a time".into());
     };
-    let scheduled_for = time.timestamp_millis();
-    tracing::info!(scheduled_for, rule = ?e.resources, "audit acknowledged (metrics arrive with the audit issue)");
-    Ok(json!({
-        "status": "acknowledged",
-        "computed": false,
-        "scheduled_for": scheduled_for,
-        "rules": e.resources,
-    }))
+    let to_ms = time.timestamp_millis();
+    let from_ms = to_ms - window_minutes * 60_000;
+    let out = job
+        .run(from_ms, to_ms, chrono::Utc::now().timestamp_millis())
+        .await?;
+    let mut summary = out.report.summary();
+    summary["status"] = "audited".into();
+    summary["rules"] = serde_json::json!(e.resources);
+    summary["report_keys"] = serde_json::json!(out.report_keys);
+    summary["quarantine_key"] = serde_json::json!(out.quarantine_key);
+    summary["published"] = out.published.into();
+    tracing::info!(summary = %summary, "audit done");
+    Ok(summary)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
-    let _stores = Stores::build(&settings).await?;
-    run(service_fn(handle)).await
+    let stores = Stores::build(&settings).await?;
+    let job = Arc::new(stores.audit_job(&settings));
+    let minutes = settings.audit_window_minutes;
+    run(service_fn(move |ev| handle(job.clone(), minutes, ev))).await
 }

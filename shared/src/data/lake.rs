@@ -4,7 +4,8 @@
 //! its value; a watch, a positive of 1. Repeated event keys (a batch written
 //! twice by a crash between the lake write and the idempotency record) count once.
 
-use super::{jsonl::from_events, read_file, DataError, Snapshot};
+use super::{jsonl::from_events, DataError, Snapshot};
+use crate::adapters::local::FolderLake;
 use crate::domain::{DataFormat, Dataset};
 use crate::events::parquet::{decode, LakeRecord};
 use crate::events::{Event, EventType};
@@ -24,21 +25,38 @@ pub fn events_dir(dir: &Path) -> Option<PathBuf> {
 }
 
 /// The dataset of `(key, bytes)` Parquet objects of the given event type, in
-/// key order (the snapshot id hashes them).
+/// key order (the snapshot id hashes them), without the events of `excluded` users.
 pub fn dataset_from_objects(
     objects: &[(String, EventType, Vec<u8>)],
     source: String,
+    excluded: &HashSet<u64>,
 ) -> Result<Dataset, DataError> {
     let mut snap = Snapshot::default();
     let mut keys = HashSet::new();
     let mut raw = Vec::new();
+    let mut dropped = 0usize;
     for (name, t, bytes) in objects {
         snap.add(name, bytes);
         let recs = decode(*t, bytes.clone()).map_err(|e| DataError::Invalid {
             file: name.into(),
             reason: e.to_string(),
         })?;
-        raw.extend(positives(recs, &mut keys));
+        for p in positives(recs, &mut keys) {
+            if excluded.contains(&p.0) {
+                dropped += 1;
+            } else {
+                raw.push(p);
+            }
+        }
+    }
+    if dropped > 0 {
+        let mut ids: Vec<&u64> = excluded.iter().collect();
+        ids.sort();
+        snap.add("quarantine/users", format!("{ids:?}").as_bytes());
+        eprintln!(
+            "left out {dropped} events of {} users the audit quarantined",
+            excluded.len()
+        );
     }
     if raw.is_empty() {
         return Err(DataError::Invalid {
@@ -65,51 +83,29 @@ fn positives(
     })
 }
 
-/// Loads the watch and rate events of a lake folder.
+/// Loads the watch and rate events of a lake folder (its root, or its
+/// `events/` folder), through the same reader as an S3 lake.
 pub fn load_lake(dir: &Path) -> Result<Dataset, DataError> {
     let events = events_dir(dir).ok_or_else(|| DataError::Invalid {
         file: dir.into(),
         reason: "not an event lake (no events/type=… folders)".into(),
     })?;
-    let mut objects = Vec::new();
-    for t in [EventType::Rate, EventType::Watch] {
-        let mut files = Vec::new();
-        walk(&events.join(format!("type={t}")), &mut files)?;
-        files.sort();
-        for f in files {
-            let name = f
-                .strip_prefix(&events)
-                .unwrap_or(&f)
-                .to_string_lossy()
-                .into_owned();
-            objects.push((name, t, read_file(&f)?));
-        }
-    }
-    dataset_from_objects(&objects, dir.display().to_string())
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(DataError::Io {
-                file: dir.into(),
-                source: e,
-            })
-        }
-    };
-    for e in entries {
-        let e = e.map_err(|e| DataError::Io {
+    if events.file_name().is_none_or(|n| n != "events") {
+        return Err(DataError::Invalid {
             file: dir.into(),
-            source: e,
-        })?;
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
-        }
+            reason: "a lake's partitions live under events/; point --data at the lake root".into(),
+        });
     }
-    Ok(())
+    let root = events.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let lake = FolderLake::new(root);
+    let source = dir.display().to_string();
+    let file = dir.to_path_buf();
+    crate::adapters::aws::block_on(async move { crate::ingest::lake::dataset(&lake, source).await })
+        .map_err(|e| match e {
+            crate::ingest::lake::LakeReadError::Data(d) => d,
+            other => DataError::Invalid {
+                file,
+                reason: other.to_string(),
+            },
+        })
 }

@@ -57,7 +57,34 @@ pub async fn read(
     Ok(out)
 }
 
-/// The training dataset of a lake: its accepted watch and rate events.
+/// The users the audit quarantined (`quarantine/users/…jsonl`, one JSON
+/// object with a `user_id` per line).
+pub async fn flagged_users(lake: &dyn EventLake) -> Result<HashSet<u64>, LakeReadError> {
+    let mut out = HashSet::new();
+    for key in lake.list("quarantine/users/").await? {
+        if !key.ends_with(".jsonl") {
+            continue;
+        }
+        let bytes = lake.get_object(&key).await?;
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let user = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
+                .ok_or_else(|| LakeReadError::Object {
+                    key: key.clone(),
+                    reason: format!("line {}: expected a JSON object with a user_id", i + 1),
+                })?;
+            out.insert(user);
+        }
+    }
+    Ok(out)
+}
+
+/// The training dataset of a lake: its accepted watch and rate events,
+/// without the events of users the audit quarantined.
 pub async fn dataset(lake: &dyn EventLake, source: String) -> Result<Dataset, LakeReadError> {
     let mut all = Vec::new();
     for t in [EventType::Rate, EventType::Watch] {
@@ -66,5 +93,6 @@ pub async fn dataset(lake: &dyn EventLake, source: String) -> Result<Dataset, La
             all.push((name, t, bytes));
         }
     }
-    Ok(dataset_from_objects(&all, source)?)
+    let flagged = flagged_users(lake).await?;
+    Ok(dataset_from_objects(&all, source, &flagged)?)
 }

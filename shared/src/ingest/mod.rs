@@ -1030,6 +1030,24 @@ mod tests {
             .unwrap();
         assert_eq!(via_port.train.len(), 40);
         assert_eq!(via_port.snapshot_id, ds.snapshot_id);
+        // Users the audit quarantined leave training, folder and port alike.
+        let flagged = events.iter().filter(|e| e.user_id() == 3).count();
+        f.ingestor
+            .lake
+            .put_object(
+                "quarantine/users/dt=2025-11-24/audit-x.jsonl",
+                b"{\"user_id\": 3, \"rules\": [\"robust\"]}\n".to_vec(),
+            )
+            .await
+            .unwrap();
+        let ds2 = crate::data::load_dir(f.dir.path()).unwrap();
+        assert_eq!(ds2.train.len(), 40 - flagged);
+        assert_eq!(ds2.user_ids, vec![0, 1, 2, 4]);
+        assert_ne!(ds2.snapshot_id, ds.snapshot_id);
+        let via_port = lake::dataset(f.ingestor.lake.as_ref(), "lake".into())
+            .await
+            .unwrap();
+        assert_eq!(via_port.snapshot_id, ds2.snapshot_id);
     }
 
     #[tokio::test]

@@ -358,7 +358,26 @@ impl LambdaStack {
                     ("MOVIE_RECS_INGEST_TABLE", names.ingest_table.clone()),
                     ("MOVIE_RECS_LAKE", format!("s3://{}/lake", names.bucket)),
                     ("MOVIE_RECS_METRICS", "cloudwatch".into()),
+                    (
+                        "MOVIE_RECS_REPORTS",
+                        format!("s3://{}/reports", names.bucket),
+                    ),
+                    ("MOVIE_RECS_STAGE", "test".into()),
+                    ("MOVIE_RECS_AUDIT_WINDOW_MINUTES", "120".into()),
                 ]);
+                if *f == "audit" {
+                    // moto does not speak CloudWatch's CBOR protocol: the
+                    // audit's data points go to a file here (the CloudWatch
+                    // adapter is tested with aws-smithy-mocks).
+                    e.push((
+                        "MOVIE_RECS_METRICS",
+                        cache
+                            .path()
+                            .join("audit-metrics.jsonl")
+                            .display()
+                            .to_string(),
+                    ));
+                }
                 let s = Server::spawn(&workspace_bin(f), &[], &e, port, f);
                 (f.to_string(), s)
             })

@@ -47,7 +47,12 @@ impl EventLake for FolderLake {
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            let mut stack = vec![root.clone()];
+            // Walk only the folder the prefix names (keys are folder paths).
+            let start = match prefix.rfind('/') {
+                Some(i) => root.join(&prefix[..i]),
+                None => root.clone(),
+            };
+            let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
                 let entries = match std::fs::read_dir(&dir) {
                     Ok(e) => e,

@@ -1,0 +1,562 @@
+//! The audit report as Markdown and SVG charts: the exposure Lorenz curve,
+//! amplification by tier, and the distribution of spam scores.
+
+use super::exposure::{Tier, TIER_NAMES};
+use super::AuditReport;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The files of a report: `(name, content type, bytes)`.
+pub fn files(r: &AuditReport) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    vec![
+        (
+            "report.json",
+            "application/json",
+            serde_json::to_vec_pretty(r).expect("report serialises"),
+        ),
+        ("report.md", "text/markdown", markdown(r).into_bytes()),
+        ("lorenz.svg", "image/svg+xml", lorenz_svg(r).into_bytes()),
+        ("tiers.svg", "image/svg+xml", tiers_svg(r).into_bytes()),
+        ("spam.svg", "image/svg+xml", spam_svg(r).into_bytes()),
+    ]
+}
+
+fn f(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.3}"))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The report for people: summary, checks, tiers, groups, segments, spam.
+pub fn markdown(r: &AuditReport) -> String {
+    let m = &r.overall;
+    let mut s = String::new();
+    let _ = writeln!(s, "# Audit {}\n", r.audit_id);
+    if let Some(w) = r.window {
+        let t = |ms| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let _ = writeln!(
+            s,
+            "Window: {} to {} (exclusive).\n",
+            t(w.from_ms),
+            t(w.to_ms)
+        );
+    }
+    let _ =
+        writeln!(
+        s,
+        "{} recommendation lists, {} exposures of {} distinct movies; catalogue of {} movies{}.\n",
+        m.requests,
+        m.exposures,
+        m.distinct_exposed,
+        m.catalog_size,
+        if m.unknown_movies > 0 {
+            format!(" ({} exposed movies were not in it and are counted in it)", m.unknown_movies)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "**{}**\n",
+        if r.passed {
+            "All thresholds hold."
+        } else {
+            "Thresholds breached."
+        }
+    );
+    s.push_str("| check | value | threshold | result |\n|---|---|---|---|\n");
+    for c in &r.checks {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} {} | {} |",
+            c.metric,
+            f(c.value),
+            c.op,
+            c.threshold,
+            match c.passed {
+                Some(true) => "ok",
+                Some(false) => "**breached**",
+                None => "no data",
+            }
+        );
+    }
+    s.push_str("\n## Exposure\n\n| metric | value |\n|---|---|\n");
+    for (name, v) in r.headline() {
+        let _ = writeln!(s, "| {name} | {} |", f(v));
+    }
+    let tiers = |s: &mut String, title: &str, t: &BTreeMap<&'static str, Tier>| {
+        let _ = writeln!(
+            s,
+            "\n### {title}\n\n| tier | movies | catalog_pct | exposure_pct | amplification |\n|---|---|---|---|---|"
+        );
+        for name in TIER_NAMES {
+            if let Some(x) = t.get(name) {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {:.3} | {:.3} | {} |",
+                    x.movies,
+                    x.catalog_pct,
+                    x.exposure_pct,
+                    f(x.amplification)
+                );
+            }
+        }
+    };
+    tiers(&mut s, "Tiers by exposure (legacy)", &m.tiers);
+    tiers(&mut s, "Tiers by training popularity", &m.popularity_tiers);
+    if !r.groups.is_empty() {
+        s.push_str("\n## By model version and variant\n\n| model_version | variant | users | lists | coverage | gini_exposed | gini_catalog | tail_share | head_share_by_popularity |\n|---|---|---|---|---|---|---|---|---|\n");
+        for g in &r.groups {
+            let x = &g.metrics;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                g.model_version,
+                g.variant.as_deref().unwrap_or("–"),
+                g.users,
+                x.requests,
+                f(x.catalog_coverage),
+                f(x.gini_exposed),
+                f(x.gini_catalog),
+                f(x.tail_share),
+                f(x.head_share_by_popularity)
+            );
+        }
+    }
+    if !r.segments.is_empty() {
+        s.push_str("\n## Segments\n\n| dimension | segment | users | user share | exposure share | mean popularity | head share |\n|---|---|---|---|---|---|---|\n");
+        for x in &r.segments {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.3} |",
+                x.dimension,
+                x.segment,
+                x.users,
+                x.user_share,
+                x.exposure_share,
+                x.mean_popularity,
+                x.head_share_by_popularity
+            );
+        }
+    }
+    let p = &r.spam;
+    let _ = writeln!(
+        s,
+        "\n## Rating spam\n\n{} valid ratings from {} users; {} records with invalid fields (schema errors).\n\n\
+         - legacy rule (count > mean + 3σ = {:.2}): {} users\n\
+         - robust rule (count > median + {}·1.4826·MAD = {:.2}; median {}, MAD {}): {} users\n\
+         - identical extreme ratings (≥ {}): {} users\n\
+         - velocity (> {} per hour): {} users\n\n\
+         Quarantined (any rule but legacy): {}\n",
+        p.events,
+        p.users,
+        p.schema_errors,
+        p.threshold,
+        p.by_rule.get("legacy").unwrap_or(&0),
+        p.config.robust_k,
+        p.robust_threshold,
+        p.median,
+        p.mad,
+        p.by_rule.get("robust").unwrap_or(&0),
+        p.config.identical_min_ratings,
+        p.by_rule.get("identical_extreme").unwrap_or(&0),
+        p.config.velocity_limit,
+        p.by_rule.get("velocity").unwrap_or(&0),
+        if p.flagged_users.is_empty() {
+            "none".to_string()
+        } else {
+            p.flagged_users
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    if !p.flags.is_empty() {
+        s.push_str(
+            "\n| user | ratings | max per hour | robust score | rules |\n|---|---|---|---|---|\n",
+        );
+        for x in &p.flags {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} | {} |",
+                x.user_id,
+                x.events,
+                x.max_per_span,
+                x.robust_score,
+                x.rules.join(", ")
+            );
+        }
+    }
+    s.push_str("\nCharts: `lorenz.svg` (exposure Lorenz curve), `tiers.svg` (amplification by tier), `spam.svg` (spam score distribution).\n");
+    s
+}
+
+const W: f64 = 640.0;
+const H: f64 = 400.0;
+const L: f64 = 60.0;
+const R: f64 = 20.0;
+const T: f64 = 40.0;
+const B: f64 = 50.0;
+
+fn frame(title: &str, x_label: &str, y_label: &str) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="{W}" height="{H}" fill="#ffffff"/>
+<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>
+<line x1="{L}" y1="{}" x2="{}" y2="{}" stroke="#333"/>
+<line x1="{L}" y1="{T}" x2="{L}" y2="{}" stroke="#333"/>
+<text x="{}" y="{}" text-anchor="middle">{}</text>
+<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>
+"##,
+        W / 2.0,
+        esc(title),
+        H - B,
+        W - R,
+        H - B,
+        H - B,
+        L + (W - L - R) / 2.0,
+        H - 12.0,
+        esc(x_label),
+        T + (H - T - B) / 2.0,
+        T + (H - T - B) / 2.0,
+        esc(y_label)
+    );
+    s
+}
+
+fn px(x: f64) -> f64 {
+    L + x * (W - L - R)
+}
+
+fn py(y: f64, max: f64) -> f64 {
+    H - B - (y / max) * (H - T - B)
+}
+
+fn y_ticks(s: &mut String, max: f64) {
+    for i in 0..=4 {
+        let v = max * i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{}" y1="{y:.1}" x2="{L}" y2="{y:.1}" stroke="#333"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            L - 4.0,
+            L - 6.0,
+            py(v, max) + 4.0,
+            if max >= 10.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            },
+            y = py(v, max)
+        );
+    }
+}
+
+/// The Lorenz curve of catalogue exposure, with the line of equality.
+pub fn lorenz_svg(r: &AuditReport) -> String {
+    let m = &r.overall;
+    let mut s = frame(
+        &format!("Exposure Lorenz curve (gini_catalog {})", f(m.gini_catalog)),
+        "share of catalogue (movies by ascending exposure)",
+        "share of exposures",
+    );
+    y_ticks(&mut s, 1.0);
+    for i in 0..=4 {
+        let x = i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle">{x:.2}</text>"##,
+            px(x),
+            H - B + 16.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999" stroke-dasharray="4 4"/>"##,
+        px(0.0),
+        py(0.0, 1.0),
+        px(1.0),
+        py(1.0, 1.0)
+    );
+    if m.lorenz.is_empty() {
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="middle">no exposures in the window</text>"##,
+            W / 2.0,
+            H / 2.0
+        );
+    } else {
+        let pts: Vec<String> = m
+            .lorenz
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y, 1.0)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
+            pts.join(" ")
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Amplification (exposure share / catalogue share) per tier, by exposure
+/// rank (legacy) and by training popularity, with the parity line at 1.
+pub fn tiers_svg(r: &AuditReport) -> String {
+    let m = &r.overall;
+    let mut s = frame(
+        "Amplification by tier",
+        "tier (blue: by exposure rank, legacy; orange: by training popularity)",
+        "exposure share / catalogue share",
+    );
+    let val =
+        |t: &BTreeMap<&str, Tier>, n: &str| t.get(n).and_then(|x| x.amplification).unwrap_or(0.0);
+    let max = TIER_NAMES
+        .iter()
+        .flat_map(|n| [val(&m.tiers, n), val(&m.popularity_tiers, n)])
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    y_ticks(&mut s, max);
+    let slot = (W - L - R) / TIER_NAMES.len() as f64;
+    for (i, n) in TIER_NAMES.iter().enumerate() {
+        let x0 = L + i as f64 * slot;
+        for (j, (v, colour)) in [
+            (val(&m.tiers, n), "#1f77b4"),
+            (val(&m.popularity_tiers, n), "#ff7f0e"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bw = slot * 0.35;
+            let x = x0 + slot * 0.12 + j as f64 * bw;
+            let y = py(v, max);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{x:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="{colour}"><title>{n}: {v:.3}</title></rect>"##,
+                (H - B - y).max(0.0)
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle">{n}</text>"##,
+            x0 + slot / 2.0,
+            H - B + 16.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#d62728" stroke-dasharray="4 4"/>"##,
+        W - R,
+        y = py(1.0, max)
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Histogram of users' robust spam scores, with the flagging threshold.
+pub fn spam_svg(r: &AuditReport) -> String {
+    let p = &r.spam;
+    let mut s = frame(
+        &format!(
+            "Spam score distribution ({} users, {} quarantined)",
+            p.users,
+            p.flagged_users.len()
+        ),
+        "robust score (count − median) / (1.4826·MAD)",
+        "users (log scale)",
+    );
+    let k = p.config.robust_k;
+    let hi = p.scores.iter().copied().fold(k * 1.5, f64::max).ceil();
+    let lo = p.scores.iter().copied().fold(-1.0, f64::min).floor();
+    const BINS: usize = 40;
+    let width = (hi - lo) / BINS as f64;
+    let mut bins = [0usize; BINS];
+    for &v in &p.scores {
+        bins[(((v - lo) / width) as usize).min(BINS - 1)] += 1;
+    }
+    let log = |c: usize| (c as f64 + 1.0).log10();
+    let max = bins.iter().map(|&c| log(c)).fold(1.0, f64::max);
+    for i in 0..=4 {
+        let v = max * i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{:.1}" text-anchor="end">{:.0}</text>"##,
+            L - 6.0,
+            py(v, max) + 4.0,
+            10f64.powf(v) - 1.0
+        );
+    }
+    let bx = |v: f64| px((v - lo) / (hi - lo));
+    for (i, &c) in bins.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        let x = bx(lo + i as f64 * width);
+        let y = py(log(c), max);
+        let flagged = lo + (i as f64 + 0.5) * width > k;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{c} users</title></rect>"##,
+            (bx(width + lo) - bx(lo) - 1.0).max(1.0),
+            H - B - y,
+            if flagged { "#d62728" } else { "#1f77b4" }
+        );
+    }
+    for v in [lo, 0.0, k, hi] {
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle">{v:.1}</text>"##,
+            bx(v),
+            H - B + 16.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{}" stroke="#d62728" stroke-dasharray="4 4"/><text x="{:.1}" y="{}" fill="#d62728">k = {k}</text>"##,
+        H - B,
+        bx(k) + 4.0,
+        T + 12.0,
+        x = bx(k)
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::exposure::Catalog;
+    use crate::audit::spam::Rating;
+    use crate::audit::{audit, AuditConfig, AuditInput, Exposure};
+
+    fn report() -> AuditReport {
+        let catalog = Catalog::from_items((1..=50).map(|m| (m, 100 - m)));
+        let exposures = (0..40)
+            .map(|u| Exposure {
+                request_id: None,
+                user_id: u,
+                model_version: "v1".into(),
+                variant: None,
+                ts_ms: 0,
+                movie_ids: vec![1, 2, 3, 4 + u % 10],
+            })
+            .collect();
+        let mut ratings: Vec<Rating> = (0..40)
+            .flat_map(|u| {
+                (0..3).map(move |i| Rating {
+                    user_id: u,
+                    movie_id: i,
+                    rating: 3.0,
+                    ts_ms: i as i64 * 86_400_000,
+                })
+            })
+            .collect();
+        ratings.extend((0..30).map(|i| Rating {
+            user_id: 999,
+            movie_id: i,
+            rating: 5.0,
+            ts_ms: i as i64 * 1000,
+        }));
+        let input = AuditInput {
+            exposures,
+            ratings,
+            catalog,
+            ..AuditInput::default()
+        };
+        audit(input, &AuditConfig::default(), 0)
+    }
+
+    /// Renders an SVG and counts pixels of roughly the colour `rgb`.
+    fn pixels(svg: &str, rgb: (u8, u8, u8)) -> usize {
+        let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default())
+            .unwrap_or_else(|e| panic!("invalid SVG: {e}\n{svg}"));
+        let size = tree.size().to_int_size();
+        assert_eq!((size.width(), size.height()), (640, 400));
+        let mut pm = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+        resvg::render(
+            &tree,
+            resvg::tiny_skia::Transform::default(),
+            &mut pm.as_mut(),
+        );
+        if let Ok(dir) = std::env::var("MOVIE_RECS_CHART_DIR") {
+            let name = format!("{dir}/chart-{}-{}.png", svg.len(), rgb.0);
+            pm.save_png(name).unwrap();
+        }
+        pm.pixels()
+            .iter()
+            .filter(|p| {
+                let c = p.demultiply();
+                c.red().abs_diff(rgb.0) < 8
+                    && c.green().abs_diff(rgb.1) < 8
+                    && c.blue().abs_diff(rgb.2) < 8
+            })
+            .count()
+    }
+
+    const BLUE: (u8, u8, u8) = (0x1f, 0x77, 0xb4);
+    const ORANGE: (u8, u8, u8) = (0xff, 0x7f, 0x0e);
+    const RED: (u8, u8, u8) = (0xd6, 0x27, 0x28);
+
+    #[test]
+    fn charts_render_with_their_marks() {
+        let r = report();
+        assert_eq!(r.spam.flagged_users, vec![999]);
+        // The Lorenz curve is drawn in blue.
+        assert!(pixels(&lorenz_svg(&r), BLUE) > 200);
+        // Tier bars in both colours; the head tiers are amplified (> 1).
+        let tiers = tiers_svg(&r);
+        assert!(pixels(&tiers, BLUE) > 500 && pixels(&tiers, ORANGE) > 500);
+        // Spam histogram: ordinary users blue, the flagged one in red, past k.
+        let spam = spam_svg(&r);
+        assert!(pixels(&spam, BLUE) > 100 && pixels(&spam, RED) > 50);
+        // With no data the charts still render (and say so).
+        let empty = audit(AuditInput::default(), &AuditConfig::default(), 0);
+        assert_eq!(pixels(&lorenz_svg(&empty), BLUE), 0);
+        assert!(lorenz_svg(&empty).contains("no exposures"));
+        pixels(&tiers_svg(&empty), BLUE);
+        pixels(&spam_svg(&empty), BLUE);
+    }
+
+    #[test]
+    fn markdown_and_files() {
+        let r = report();
+        let md = markdown(&r);
+        for part in [
+            "# Audit",
+            "| catalog_coverage |",
+            "### Tiers by exposure (legacy)",
+            "### Tiers by training popularity",
+            "## Rating spam",
+            "| 999 | 30 | 30 |",
+        ] {
+            assert!(md.contains(part), "{part} missing from\n{md}");
+        }
+        let f = files(&r);
+        let names: Vec<&str> = f.iter().map(|x| x.0).collect();
+        assert_eq!(
+            names,
+            [
+                "report.json",
+                "report.md",
+                "lorenz.svg",
+                "tiers.svg",
+                "spam.svg"
+            ]
+        );
+        let json: serde_json::Value = serde_json::from_slice(&f[0].2).unwrap();
+        assert_eq!(json["spam"]["flagged_users"], serde_json::json!([999]));
+        assert_eq!(json["exposures"], 160);
+    }
+}
