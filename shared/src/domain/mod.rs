@@ -2,6 +2,7 @@
 
 pub mod dataset;
 pub mod eval;
+pub mod experiment;
 pub mod ranking;
 pub mod split;
 
