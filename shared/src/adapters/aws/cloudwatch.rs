@@ -90,6 +90,66 @@ mod tests {
         assert_eq!(rule.num_calls(), 3);
     }
 
+    /// The audit's data points as CloudWatch receives them: unit `None` for
+    /// ratios, `Count` for counts; dimensions Stage, model_version, variant.
+    #[tokio::test]
+    async fn the_audits_data_points() {
+        use crate::audit::exposure::Catalog;
+        use crate::audit::{audit, datums, AuditConfig, AuditInput, Exposure};
+        let input = AuditInput {
+            exposures: vec![Exposure {
+                request_id: None,
+                user_id: 1,
+                model_version: "v2".into(),
+                variant: Some("candidate".into()),
+                ts_ms: 0,
+                movie_ids: vec![1, 2],
+            }],
+            catalog: Catalog::from_items((1..=4).map(|m| (m, 1))),
+            ..AuditInput::default()
+        };
+        let data = datums(&audit(input, &AuditConfig::default(), 7), "prod");
+        let rule = mock!(Client::put_metric_data)
+            .match_requests(|r| {
+                let dims = |d: &CwDatum| -> Vec<(String, String)> {
+                    d.dimensions()
+                        .iter()
+                        .map(|x| (x.name().unwrap().into(), x.value().unwrap().into()))
+                        .collect()
+                };
+                let find = |name: &str, variant: &str| {
+                    r.metric_data()
+                        .iter()
+                        .find(|d| d.metric_name() == Some(name) && dims(d)[2].1 == variant)
+                };
+                let cov = find("CatalogCoverage", "candidate");
+                let all = find("CatalogCoverage", "all");
+                let spam = find("SpamUsersFlagged", "all");
+                r.namespace() == Some("MovieRecs")
+                    && cov.is_some_and(|d| {
+                        d.value() == Some(0.5)
+                            && d.unit() == Some(&StandardUnit::None)
+                            && dims(d)
+                                == [
+                                    ("Stage".into(), "prod".into()),
+                                    ("model_version".into(), "v2".into()),
+                                    ("variant".into(), "candidate".into()),
+                                ]
+                    })
+                    && all.is_some_and(|d| dims(d)[1].1 == "all")
+                    && spam.is_some_and(|d| {
+                        d.unit() == Some(&StandardUnit::Count) && d.value() == Some(0.0)
+                    })
+            })
+            .then_output(|| PutMetricDataOutput::builder().build());
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&rule]);
+        CloudWatchPublisher::new(client)
+            .publish("MovieRecs", &data)
+            .await
+            .unwrap();
+        assert_eq!(rule.num_calls(), 1);
+    }
+
     #[tokio::test]
     async fn a_service_error_is_reported_not_swallowed() {
         let rule = mock!(Client::put_metric_data).then_error(|| {
