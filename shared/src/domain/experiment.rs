@@ -333,6 +333,75 @@ pub fn decide(primary: Counts, candidate: Counts, rule: &DecisionRule) -> Analys
     }
 }
 
+/// How often [`decide`], looked at every hour, reaches each decision when
+/// the truth is known: one A/B experiment per run, `per_look` recommendations
+/// per arm per hour at the given true conversion rates, stopping at the first
+/// decision other than `inconclusive` or after `looks` hours.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SimulationResult {
+    pub runs: usize,
+    pub ship_candidate: usize,
+    pub keep_primary: usize,
+    pub no_difference: usize,
+    pub inconclusive: usize,
+    /// Mean hours until the run's decision (runs that decided).
+    pub mean_hours_to_decision: f64,
+}
+
+/// Simulates `runs` experiments (seeded) with true rates `p_primary`, `p_candidate`.
+pub fn simulate(
+    p_primary: f64,
+    p_candidate: f64,
+    per_look: u64,
+    looks: usize,
+    runs: usize,
+    rule: &DecisionRule,
+    seed: u64,
+) -> SimulationResult {
+    use rand::SeedableRng;
+    use rand_distr::{Binomial, Distribution};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let b1 = Binomial::new(per_look, p_primary).expect("rate in [0, 1]");
+    let b2 = Binomial::new(per_look, p_candidate).expect("rate in [0, 1]");
+    let mut out = SimulationResult {
+        runs,
+        ..SimulationResult::default()
+    };
+    let mut hours = 0usize;
+    for _ in 0..runs {
+        let mut a = Counts {
+            conversions: 0,
+            trials: 0,
+        };
+        let mut b = a;
+        let mut decided = Decision::Inconclusive;
+        for look in 1..=looks {
+            a.trials += per_look;
+            a.conversions += b1.sample(&mut rng);
+            b.trials += per_look;
+            b.conversions += b2.sample(&mut rng);
+            decided = decide(a, b, rule).decision;
+            if decided != Decision::Inconclusive {
+                hours += look;
+                break;
+            }
+        }
+        match decided {
+            Decision::ShipCandidate => out.ship_candidate += 1,
+            Decision::KeepPrimary => out.keep_primary += 1,
+            Decision::NoDifference => out.no_difference += 1,
+            Decision::Inconclusive => out.inconclusive += 1,
+        }
+    }
+    let decided = runs - out.inconclusive;
+    out.mean_hours_to_decision = if decided == 0 {
+        0.0
+    } else {
+        hours as f64 / decided as f64
+    };
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +643,7 @@ mod tests {
             seq_fp += s_hit as usize;
         }
         let (z_rate, s_rate) = (z_fp as f64 / runs as f64, seq_fp as f64 / runs as f64);
+        println!("A/A, 24 looks: repeated z-tests {z_rate}, mSPRT {s_rate}");
         assert!(z_rate > 0.12, "repeated z-tests: {z_rate}");
         assert!(s_rate <= 0.05, "mSPRT: {s_rate}");
     }
@@ -583,5 +653,26 @@ mod tests {
             conversions: 0,
             trials: 0,
         }
+    }
+
+    /// Hourly looks for up to two weeks, 250 recommendations per arm per
+    /// hour, 10% base conversion: a candidate 1.5 points better or worse is
+    /// found and the right way round; an equal one is almost never shipped
+    /// or rejected.
+    #[test]
+    fn the_decision_rule_decides_right_under_hourly_looks() {
+        let rule = DecisionRule::default();
+        let run = |p2| simulate(0.10, p2, 250, 336, 200, &rule, 5);
+        let better = run(0.115);
+        let worse = run(0.085);
+        let equal = run(0.10);
+        println!("better {better:?}\nworse {worse:?}\nequal {equal:?}");
+        assert!(better.ship_candidate as f64 / 200.0 >= 0.9, "{better:?}");
+        assert_eq!(better.keep_primary, 0, "{better:?}");
+        assert!(worse.keep_primary as f64 / 200.0 >= 0.9, "{worse:?}");
+        assert_eq!(worse.ship_candidate, 0, "{worse:?}");
+        let wrong = equal.ship_candidate + equal.keep_primary;
+        assert!(wrong as f64 / 200.0 <= 0.05, "{equal:?}");
+        assert!(equal.no_difference as f64 / 200.0 >= 0.9, "{equal:?}");
     }
 }
