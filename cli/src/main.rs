@@ -72,6 +72,27 @@ enum RolloutCommand {
         #[arg(long, default_value = "cli")]
         by: String,
     },
+    /// Set the strategy: fixed, canary, ab_test or shadow (versions verified first).
+    Set {
+        #[arg(long, value_parser = ["fixed", "canary", "ab_test", "shadow"])]
+        strategy: String,
+        #[arg(long)]
+        primary: String,
+        /// Required unless --strategy fixed.
+        #[arg(long)]
+        candidate: Option<String>,
+        /// Share of users (0 to 100) on the candidate (canary, ab_test) or
+        /// also scored by it (shadow).
+        #[arg(long, default_value_t = 0.0)]
+        percentage: f64,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
+    /// The latest changes (who, when, what, previous state), newest first.
+    Changes {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Args)]
@@ -467,6 +488,52 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                 let s = stores.rollout.switch(expected, &version, &by).await?;
                 eprintln!("now serving {} (revision {})", s.served_version, s.revision);
                 out(serde_json::to_string(&s)?);
+            }
+            RolloutCommand::Set {
+                strategy,
+                primary,
+                candidate,
+                percentage,
+                by,
+            } => {
+                if !(0.0..=100.0).contains(&percentage) {
+                    bail!("--percentage must be from 0 to 100, got {percentage}");
+                }
+                let candidate = match (strategy.as_str(), candidate) {
+                    ("fixed", _) => None,
+                    (_, Some(c)) if c != primary => Some(c),
+                    (_, Some(_)) => bail!("--candidate must differ from --primary"),
+                    (s, None) => bail!("--candidate is required for --strategy {s}"),
+                };
+                for v in std::iter::once(&primary).chain(candidate.iter()) {
+                    let (reg, v2) = (stores.registry.clone(), v.clone());
+                    tokio::task::spawn_blocking(move || reg.fetch(&v2))
+                        .await?
+                        .with_context(|| format!("version {v} in {}", settings.registry))?;
+                }
+                let previous = stores.rollout.state().await?;
+                let mut spec = shared::ports::RolloutSpec {
+                    strategy,
+                    primary_version: primary,
+                    percentage: if candidate.is_some() { percentage } else { 0.0 },
+                    candidate_version: candidate,
+                    experiment_id: None,
+                    salt: None,
+                };
+                shared::http::rollout::name_experiment(&mut spec, previous.as_ref());
+                let expected = previous.map_or(0, |s| s.revision);
+                let s = stores.rollout.set(expected, &spec, &by).await?;
+                eprintln!(
+                    "{} {} (candidate {:?} at {}%), revision {}",
+                    s.strategy, s.served_version, s.candidate_version, s.percentage, s.revision
+                );
+                out(serde_json::to_string(&shared::http::rollout::status_json(
+                    &s,
+                ))?);
+            }
+            RolloutCommand::Changes { limit } => {
+                let c = stores.rollout.changes(limit).await?;
+                out(serde_json::to_string_pretty(&c)?);
             }
         }
         anyhow::Ok(())

@@ -130,27 +130,104 @@ pub trait UserHistory: Send + Sync {
 /// write names the revision it read and loses if another write came first.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutState {
+    /// `fixed`, `canary`, `ab_test` or `shadow`.
     pub strategy: String,
+    /// The primary version: every user's under `fixed`, the control otherwise.
     pub served_version: String,
+    /// The candidate under `canary`, `ab_test` and `shadow`.
+    #[serde(default)]
+    pub candidate_version: Option<String>,
+    /// Share of users (0 to 100) the candidate serves under `canary` and
+    /// `ab_test`; under `shadow`, the share of requests also scored by it.
+    #[serde(default)]
+    pub percentage: f64,
+    /// Names the experiment; a new one starts whenever the strategy or the
+    /// versions change (not when only the percentage does, so a canary
+    /// ramps up without reshuffling its users).
+    #[serde(default)]
+    pub experiment_id: Option<String>,
+    /// The assignment hash's salt (the experiment id unless set).
+    #[serde(default)]
+    pub salt: Option<String>,
     pub revision: u64,
     pub updated_by: String,
     /// Epoch ms.
     pub updated_at: i64,
 }
 
-/// Which model version serves (the rollout issue extends this to strategies).
+/// What a rollout write sets; the store adds revision, caller and time.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutSpec {
+    pub strategy: String,
+    pub primary_version: String,
+    pub candidate_version: Option<String>,
+    pub percentage: f64,
+    pub experiment_id: Option<String>,
+    pub salt: Option<String>,
+}
+
+impl RolloutSpec {
+    /// Every user on `version`.
+    pub fn fixed(version: &str) -> Self {
+        RolloutSpec {
+            strategy: "fixed".into(),
+            primary_version: version.into(),
+            candidate_version: None,
+            percentage: 0.0,
+            experiment_id: None,
+            salt: None,
+        }
+    }
+
+    /// The state this spec makes as revision `revision`.
+    pub fn state(&self, revision: u64, updated_by: &str, updated_at: i64) -> RolloutState {
+        RolloutState {
+            strategy: self.strategy.clone(),
+            served_version: self.primary_version.clone(),
+            candidate_version: self.candidate_version.clone(),
+            percentage: self.percentage,
+            experiment_id: self.experiment_id.clone(),
+            salt: self.salt.clone(),
+            revision,
+            updated_by: updated_by.into(),
+            updated_at,
+        }
+    }
+}
+
+/// One entry of the rollout change log: who changed what, when, from what.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutChange {
+    pub state: RolloutState,
+    pub previous: Option<RolloutState>,
+}
+
+/// Which model versions serve, and how users are split between them.
 #[async_trait::async_trait]
 pub trait RolloutStore: Send + Sync {
     /// The current state; `None` before the first write.
     async fn state(&self) -> Result<Option<RolloutState>, StoreError>;
-    /// Makes `version` the served one if the stored revision is still
-    /// `expected` (0: nothing stored yet); otherwise [`StoreError::Conflict`].
+    /// Writes `spec` as revision `expected + 1` if the stored revision is
+    /// still `expected` (0: nothing stored yet), and appends the change to
+    /// the change log; otherwise [`StoreError::Conflict`].
+    async fn set(
+        &self,
+        expected: u64,
+        spec: &RolloutSpec,
+        updated_by: &str,
+    ) -> Result<RolloutState, StoreError>;
+    /// The latest `limit` changes, newest first.
+    async fn changes(&self, limit: usize) -> Result<Vec<RolloutChange>, StoreError>;
+    /// Makes `version` the only served one (strategy `fixed`).
     async fn switch(
         &self,
         expected: u64,
         version: &str,
         updated_by: &str,
-    ) -> Result<RolloutState, StoreError>;
+    ) -> Result<RolloutState, StoreError> {
+        self.set(expected, &RolloutSpec::fixed(version), updated_by)
+            .await
+    }
     async fn served_version(&self) -> Result<Option<String>, StoreError> {
         Ok(self.state().await?.map(|s| s.served_version))
     }

@@ -164,6 +164,33 @@ async fn concurrent_rollout_switches_cannot_both_win() {
     let next = r.switch(1, "v3", "carol").await.unwrap();
     assert_eq!((next.revision, next.served_version.as_str()), (2, "v3"));
     assert_eq!(r.served_version().await.unwrap().as_deref(), Some("v3"));
+    // A canary round-trips every field; the change log holds each write,
+    // newest first, with the state it replaced.
+    let spec = shared::ports::RolloutSpec {
+        strategy: "canary".into(),
+        primary_version: "v3".into(),
+        candidate_version: Some("v4".into()),
+        percentage: 12.5,
+        experiment_id: Some("exp-1".into()),
+        salt: Some("salt-1".into()),
+    };
+    let canary = r.set(2, &spec, "dave").await.unwrap();
+    let read = r.state().await.unwrap().unwrap();
+    assert_eq!(read, canary);
+    assert_eq!(
+        (
+            read.candidate_version.as_deref(),
+            read.percentage,
+            read.salt.as_deref()
+        ),
+        (Some("v4"), 12.5, Some("salt-1"))
+    );
+    let log = r.changes(10).await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[0].state, canary);
+    assert_eq!(log[0].previous.as_ref(), Some(&next));
+    assert_eq!(log[2].state.revision, 1);
+    assert_eq!(r.changes(1).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

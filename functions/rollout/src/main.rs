@@ -1,9 +1,9 @@
-//! rollout: `GET /rollout/status`, `POST /switch?model=`, `POST /rollout`.
-//! API Gateway authorizes the admin routes with IAM; the caller's ARN from the
-//! request context is recorded as `updated_by`. Init: settings, registry
-//! (to verify versions before switching) and the rollout store.
-//! Canary, A/B and shadow strategies are validated and refused (501) until the
-//! rollout issue implements them; `fixed` is applied.
+//! rollout: `GET /rollout/status`, `GET /rollout/changes`, `POST /switch?model=`,
+//! `POST /rollout` (fixed, canary, ab_test, shadow). API Gateway authorizes
+//! the admin routes with IAM; the caller's ARN from the request context is
+//! recorded as `updated_by` and in the change log. Init: settings, registry
+//! (to verify versions before a change) and the rollout store. The recommend
+//! function picks changes up within `MOVIE_RECS_RELOAD_SECS`.
 
 use lambda_http::request::RequestContext;
 use lambda_http::{run, tracing, Error};

@@ -9,7 +9,7 @@ pub mod events;
 pub mod metrics;
 pub mod rollout;
 
-use crate::ports::{ModelStore, RolloutStore, TraceStore, UserHistory};
+use crate::ports::{ModelStore, RolloutState, RolloutStore, TraceStore, UserHistory};
 use crate::scoring::ServingModel;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -64,10 +64,95 @@ impl Default for ApiConfig {
     }
 }
 
-/// Everything the handlers share. The serving model is an immutable handle,
-/// swapped whole when a new version is loaded.
+/// The models serving now and the rollout state that split users between
+/// them: one immutable value, swapped whole. A request takes one handle and
+/// scores with the version its arm names, whatever is swapped in meanwhile.
+#[derive(Clone)]
+pub struct Serving {
+    /// `None` when no rollout state was ever written (the newest version serves).
+    pub rollout: Option<RolloutState>,
+    pub primary: Arc<ServingModel>,
+    /// Loaded under `canary`, `ab_test` and `shadow`.
+    pub candidate: Option<Arc<ServingModel>>,
+}
+
+/// Which model a request gets.
+#[derive(Clone)]
+pub struct Assignment {
+    pub model: Arc<ServingModel>,
+    /// `primary` or `candidate`.
+    pub arm: &'static str,
+    /// The response's `variant`: the arm under `canary` and `ab_test`, else null.
+    pub variant: Option<&'static str>,
+    /// The candidate to score in the shadow of the served list.
+    pub shadow: Option<Arc<ServingModel>>,
+    pub strategy: String,
+    pub experiment_id: Option<String>,
+}
+
+impl Serving {
+    /// The arm of `user_id`: a stable hash of (salt, user) into 10,000 buckets.
+    pub fn assign(&self, user_id: u64) -> Assignment {
+        let primary = Assignment {
+            model: self.primary.clone(),
+            arm: "primary",
+            variant: None,
+            shadow: None,
+            strategy: "fixed".into(),
+            experiment_id: None,
+        };
+        let (Some(r), Some(cand)) = (&self.rollout, &self.candidate) else {
+            return Assignment {
+                strategy: self
+                    .rollout
+                    .as_ref()
+                    .map_or_else(|| "fixed".into(), |r| r.strategy.clone()),
+                ..primary
+            };
+        };
+        let salt = r
+            .salt
+            .as_deref()
+            .or(r.experiment_id.as_deref())
+            .unwrap_or_default();
+        let hit = crate::domain::experiment::in_candidate(salt, user_id, r.percentage);
+        let base = Assignment {
+            strategy: r.strategy.clone(),
+            experiment_id: r.experiment_id.clone(),
+            ..primary
+        };
+        match r.strategy.as_str() {
+            "canary" | "ab_test" if hit => Assignment {
+                model: cand.clone(),
+                arm: "candidate",
+                variant: Some("candidate"),
+                ..base
+            },
+            "canary" | "ab_test" => Assignment {
+                variant: Some("primary"),
+                ..base
+            },
+            "shadow" if hit => Assignment {
+                shadow: Some(cand.clone()),
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// The versions loaded, primary first.
+    pub fn versions(&self) -> Vec<String> {
+        std::iter::once(&self.primary)
+            .chain(self.candidate.iter())
+            .map(|m| m.version().to_string())
+            .collect()
+    }
+}
+
+/// Everything the handlers share. The serving models are one immutable
+/// value, swapped whole when the rollout or a version changes.
 pub struct AppState {
-    model: RwLock<Option<Arc<ServingModel>>>,
+    model: RwLock<Option<Arc<Serving>>>,
     pub traces: Arc<dyn TraceStore>,
     pub history: Arc<dyn UserHistory>,
     pub rollout: Arc<dyn RolloutStore>,
@@ -88,7 +173,13 @@ impl AppState {
         config: ApiConfig,
     ) -> Self {
         AppState {
-            model: RwLock::new(model),
+            model: RwLock::new(model.map(|m| {
+                Arc::new(Serving {
+                    rollout: None,
+                    primary: m,
+                    candidate: None,
+                })
+            })),
             traces,
             history,
             rollout,
@@ -120,14 +211,28 @@ impl AppState {
         self
     }
 
-    /// The model serving now.
+    /// The primary model serving now.
     pub fn current_model(&self) -> Option<Arc<ServingModel>> {
+        self.serving().map(|s| s.primary.clone())
+    }
+
+    /// Everything serving now.
+    pub fn serving(&self) -> Option<Arc<Serving>> {
         self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Replaces the serving model; requests in flight keep the handle they took.
+    /// Serves `model` alone; requests in flight keep the handle they took.
     pub fn set_model(&self, model: Arc<ServingModel>) {
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(model);
+        self.set_serving(Serving {
+            rollout: None,
+            primary: model,
+            candidate: None,
+        });
+    }
+
+    /// Swaps in `serving` whole.
+    pub fn set_serving(&self, serving: Serving) {
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(serving));
     }
 }
 
@@ -299,13 +404,15 @@ async fn recommend(
         (Ok(u), Ok(k)) => (u, k),
         (Err(d), _) | (_, Err(d)) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
     };
-    let Some(model) = st.current_model() else {
+    let Some(serving) = st.serving() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_model",
             "no model version is loaded",
         );
     };
+    let arm = serving.assign(user_id);
+    let model = arm.model.clone();
     let seen = st.history.seen(user_id).await.unwrap_or_else(|e| {
         st.metrics.history_read_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(request_id = %rid, error = %e, "user history unavailable; excluding training history only");
@@ -348,13 +455,16 @@ async fn recommend(
         "function_version": st.config.function_version,
         "latency_ms": start.elapsed().as_secs_f64() * 1e3,
         "fallback": ranked.fallback,
+        "strategy": arm.strategy,
+        "arm": arm.arm,
+        "experiment_id": arm.experiment_id,
     });
     let body = json!({
         "user_id": user_id,
         "model": m.version,
         "items": items,
         "recommendations": recs,
-        "variant": Value::Null,
+        "variant": arm.variant,
         "provenance": provenance,
     });
     // The trace is written after the response is on its way.
@@ -362,14 +472,31 @@ async fn recommend(
     trace.insert("user_id".into(), json!(user_id));
     trace.insert("k".into(), json!(k));
     trace.insert("items".into(), json!(items));
-    trace.insert("variant".into(), Value::Null);
+    trace.insert("variant".into(), json!(arm.variant));
     trace.insert("status".into(), json!(200));
     trace.insert("path".into(), json!(format!("/recommend/{user}")));
     trace.insert("stored_at".into(), json!(now_ms));
     let expires = now_ms / 1000 + st.config.trace_ttl_secs;
     let write = {
         let (store, rid2) = (st.clone(), rid.clone());
+        let shadow = arm.shadow.clone();
         async move {
+            // The candidate's list under shadow: recorded, never served.
+            if let Some(c) = shadow {
+                let list = c.recommend(user_id, k, &seen).map(|r| {
+                    r.items
+                        .iter()
+                        .map(|(i, _)| c.manifest.items[*i as usize].movie_id)
+                        .collect::<Vec<u64>>()
+                });
+                trace.insert(
+                    "shadow".into(),
+                    match list {
+                        Ok(items) => json!({"model_version": c.version(), "items": items}),
+                        Err(e) => json!({"model_version": c.version(), "error": e.to_string()}),
+                    },
+                );
+            }
             if let Err(e) = store
                 .traces
                 .put(&rid2, &Value::Object(trace), expires)
@@ -424,7 +551,8 @@ async fn trace(State(st): State<Arc<AppState>>, Path(request_id): Path<String>) 
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
-    let model = st.current_model();
+    let serving = st.serving();
+    let model = serving.as_ref().map(|s| s.primary.clone());
     let traces = match st.traces.ping().await {
         Ok(()) => "ok".to_string(),
         Err(e) => format!("error: {e}"),
@@ -437,7 +565,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
     let body = json!({
         "status": if model.is_some() { "ok" } else { "unavailable" },
         "model_loaded": model.is_some(),
-        "serving_versions": model.iter().map(|m| m.version().to_string()).collect::<Vec<_>>(),
+        "serving_versions": serving.as_ref().map(|s| s.versions()).unwrap_or_default(),
         "rollout": rollout,
         "stores": {"traces": traces},
     });
@@ -463,49 +591,77 @@ async fn metrics_page(State(st): State<Arc<AppState>>) -> Response {
 /// Outcome of [`sync_model`].
 #[derive(Debug, PartialEq)]
 pub enum SyncOutcome {
-    /// The wanted version already serves.
+    /// What serves is what the rollout state names (the primary version).
     Unchanged(String),
-    /// A new version was verified, loaded and swapped in.
+    /// New versions or a new split were verified, loaded and swapped in
+    /// (the primary version).
     Loaded(String),
     /// Nothing to load (empty registry).
     NoVersion,
 }
 
-/// Makes the serving model the version the rollout store names (or, when none
-/// is set, the newest in the registry). A version that fails verification or
-/// loading is refused with the reason, and whatever was serving keeps serving.
+/// Makes what serves match the rollout state: its primary version (or,
+/// when no state was written, the newest in the registry) and, under
+/// canary, A/B and shadow, its candidate; both loaded before either serves.
+/// A version that fails verification or loading is refused with the reason,
+/// and whatever was serving keeps serving. Loaded versions are reused.
 /// Registry I/O and model loading run on the blocking pool.
 pub async fn sync_model(
     st: &AppState,
     registry: Arc<dyn ModelStore>,
 ) -> Result<SyncOutcome, String> {
-    let named = st
-        .rollout
-        .served_version()
-        .await
-        .map_err(|e| e.to_string())?;
-    let current = st.current_model();
-    type Loaded = (SyncOutcome, Option<Arc<ServingModel>>);
+    let rollout = st.rollout.state().await.map_err(|e| e.to_string())?;
+    let current = st.serving();
+    if let (Some(cur), Some(r)) = (&current, &rollout) {
+        if cur.rollout.as_ref() == Some(r) {
+            return Ok(SyncOutcome::Unchanged(cur.primary.version().to_string()));
+        }
+    }
+    type Loaded = (SyncOutcome, Option<Serving>);
     let outcome = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
-        let wanted = match named {
+        let primary = match rollout.as_ref().map(|r| r.served_version.clone()) {
             Some(v) => v,
             None => match registry.list_versions().map_err(|e| e.to_string())?.pop() {
                 Some(v) => v,
                 None => return Ok((SyncOutcome::NoVersion, None)),
             },
         };
-        if current.is_some_and(|m| m.version() == wanted) {
-            return Ok((SyncOutcome::Unchanged(wanted), None));
+        let candidate = rollout
+            .as_ref()
+            .filter(|r| r.strategy != "fixed")
+            .and_then(|r| r.candidate_version.clone());
+        if rollout.is_none()
+            && current
+                .as_ref()
+                .is_some_and(|c| c.rollout.is_none() && c.primary.version() == primary)
+        {
+            return Ok((SyncOutcome::Unchanged(primary), None));
         }
-        let art = registry.fetch(&wanted).map_err(|e| e.to_string())?;
-        let model = ServingModel::load(&art).map_err(|e| format!("version {wanted}: {e}"))?;
-        Ok((SyncOutcome::Loaded(wanted), Some(Arc::new(model))))
+        let loaded: Vec<Arc<ServingModel>> = current
+            .iter()
+            .flat_map(|c| std::iter::once(c.primary.clone()).chain(c.candidate.clone()))
+            .collect();
+        let load = |v: &str| -> Result<Arc<ServingModel>, String> {
+            if let Some(m) = loaded.iter().find(|m| m.version() == v) {
+                return Ok(m.clone());
+            }
+            let art = registry.fetch(v).map_err(|e| e.to_string())?;
+            Ok(Arc::new(
+                ServingModel::load(&art).map_err(|e| format!("version {v}: {e}"))?,
+            ))
+        };
+        let serving = Serving {
+            primary: load(&primary)?,
+            candidate: candidate.as_deref().map(load).transpose()?,
+            rollout,
+        };
+        Ok((SyncOutcome::Loaded(primary), Some(serving)))
     })
     .await
     .map_err(|e| e.to_string())??;
-    let (outcome, model) = outcome;
-    if let Some(model) = model {
-        st.set_model(model);
+    let (outcome, serving) = outcome;
+    if let Some(serving) = serving {
+        st.set_serving(serving);
     }
     Ok(outcome)
 }

@@ -6,12 +6,15 @@
 //! locally, `Authorization: Bearer $MOVIE_RECS_ADMIN_TOKEN`. Missing
 //! credentials answer 401, wrong ones 403.
 //!
-//! `POST /rollout` validates every field and applies the `fixed` strategy;
-//! canary, A/B and shadow are validated and refused with 501 until the
-//! rollout issue implements them.
+//! `POST /rollout` validates every field (versions exist in the registry and
+//! their checksums verify; percentage 0 to 100) and applies any strategy:
+//! `fixed`, `canary`, `ab_test`, `shadow`. A new experiment (id and salt)
+//! starts when the strategy or a version changes; changing only the
+//! percentage keeps it, so a canary ramps up without reshuffling users.
+//! Every change lands in the change log (`GET /rollout/changes`).
 
 use super::{error, AppState};
-use crate::ports::StoreError;
+use crate::ports::{RolloutSpec, RolloutState, StoreError};
 use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -31,6 +34,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/rollout/status", get(status))
         .route("/switch", post(switch))
         .route("/rollout", post(set_rollout))
+        .route("/rollout/changes", get(changes))
 }
 
 /// The rollout function's router.
@@ -102,16 +106,65 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
+/// The state as clients read it: the issue's fields, plus `served_version`
+/// (= primary, for clients of the previous system) and `revision`.
+pub fn status_json(s: &RolloutState) -> Value {
+    json!({
+        "strategy": s.strategy,
+        "primary_version": s.served_version,
+        "candidate_version": s.candidate_version,
+        "percentage": s.percentage,
+        "experiment_id": s.experiment_id,
+        "updated_at": s.updated_at,
+        "updated_by": s.updated_by,
+        "revision": s.revision,
+        "served_version": s.served_version,
+    })
+}
+
 async fn status(State(st): State<Arc<AppState>>) -> Response {
     match st.rollout.state().await {
-        Ok(Some(s)) => Json(json!(s)).into_response(),
+        Ok(Some(s)) => {
+            let mut v = status_json(&s);
+            if let Some(serving) = st.serving() {
+                v["serving_versions"] = json!(serving.versions());
+            }
+            Json(v).into_response()
+        }
         Ok(None) => Json(json!({
             "strategy": "fixed",
+            "primary_version": null,
+            "candidate_version": null,
+            "percentage": 0.0,
+            "experiment_id": null,
+            "updated_at": null,
+            "updated_by": null,
             "served_version": null,
             "revision": 0,
             "detail": "no version was switched to: recommend serves the newest in the registry",
         }))
         .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn changes(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(l)) if (1..=500).contains(&l) => l,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "limit must be an integer from 1 to 500",
+            )
+        }
+    };
+    match st.rollout.changes(limit).await {
+        Ok(c) => Json(json!({"changes": c})).into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -152,23 +205,58 @@ async fn verify_version(st: &AppState, version: &str) -> Result<(), Response> {
     }
 }
 
-/// Verifies `version`, then makes it the served one with a guarded write.
-async fn apply_fixed(st: &AppState, version: &str, caller: &str) -> Response {
-    if let Err(r) = verify_version(st, version).await {
-        return r;
+/// Gives a non-fixed `spec` its experiment id and salt: those of `previous`
+/// when only the percentage changes, new ones when the strategy or a
+/// version changes.
+pub fn name_experiment(spec: &mut RolloutSpec, previous: Option<&RolloutState>) {
+    if spec.strategy == "fixed" || spec.experiment_id.is_some() {
+        return;
     }
+    let same = previous.filter(|p| {
+        p.strategy == spec.strategy
+            && p.served_version == spec.primary_version
+            && p.candidate_version == spec.candidate_version
+    });
+    spec.experiment_id = match same.and_then(|p| p.experiment_id.clone()) {
+        Some(id) => Some(id),
+        None => Some(format!("exp-{}", uuid::Uuid::new_v4())),
+    };
+    if spec.salt.is_none() {
+        spec.salt = same
+            .and_then(|p| p.salt.clone())
+            .or(spec.experiment_id.clone());
+    }
+}
+
+/// Writes `spec` with a guarded write over the state just read.
+async fn apply(st: &AppState, mut spec: RolloutSpec, caller: &str) -> Response {
     let previous = match st.rollout.state().await {
         Ok(s) => s,
         Err(e) => return store_error(e),
     };
+    name_experiment(&mut spec, previous.as_ref());
     let expected = previous.as_ref().map_or(0, |s| s.revision);
-    match st.rollout.switch(expected, version, caller).await {
+    match st.rollout.set(expected, &spec, caller).await {
         Ok(now) => {
-            tracing::info!(target: "audit", caller, version, revision = now.revision, "rollout switched");
-            Json(json!({"state": now, "previous": previous})).into_response()
+            tracing::info!(target: "audit", caller, strategy = %now.strategy, primary = %now.served_version,
+                candidate = ?now.candidate_version, percentage = now.percentage, revision = now.revision, "rollout changed");
+            Json(json!({
+                "state": now,
+                "previous": previous,
+                "status": status_json(&now),
+            }))
+            .into_response()
         }
         Err(e) => store_error(e),
     }
+}
+
+/// Verifies `version`, then makes it the only served one.
+async fn apply_fixed(st: &AppState, version: &str, caller: &str) -> Response {
+    if let Err(r) = verify_version(st, version).await {
+        return r;
+    }
+    apply(st, RolloutSpec::fixed(version), caller).await
 }
 
 async fn switch(
@@ -259,14 +347,25 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response 
             )
         }
     }
+    if candidate == primary {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "candidate_version must differ from primary_version",
+        );
+    }
     for v in [primary, candidate] {
         if let Err(r) = verify_version(&st, v).await {
             return r;
         }
     }
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        format!("strategy {strategy} is valid but not served yet; only fixed is applied"),
-    )
+    let spec = RolloutSpec {
+        strategy: strategy.into(),
+        primary_version: primary.into(),
+        candidate_version: Some(candidate.into()),
+        percentage: body["percentage"].as_f64().unwrap_or(0.0),
+        experiment_id: None,
+        salt: None,
+    };
+    apply(&st, spec, &caller).await
 }

@@ -5,7 +5,8 @@
 
 use super::sdk_error;
 use crate::ports::{
-    IngestState, RateWindow, RolloutState, RolloutStore, StoreError, TraceStore, UserHistory,
+    IngestState, RateWindow, RolloutChange, RolloutSpec, RolloutState, RolloutStore, StoreError,
+    TraceStore, UserHistory,
 };
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
@@ -490,10 +491,21 @@ fn rollout_state(item: &Item) -> Option<RolloutState> {
     Some(RolloutState {
         strategy: get_s(item, "strategy").unwrap_or("fixed").to_string(),
         served_version: get_s(item, "served_version")?.to_string(),
+        candidate_version: get_s(item, "candidate_version").map(str::to_string),
+        percentage: get_n(item, "percentage").unwrap_or(0.0),
+        experiment_id: get_s(item, "experiment_id").map(str::to_string),
+        salt: get_s(item, "salt").map(str::to_string),
         revision: get_n(item, "revision")?,
         updated_by: get_s(item, "updated_by").unwrap_or_default().to_string(),
         updated_at: get_n(item, "updated_at").unwrap_or(0),
     })
+}
+
+impl DynamoRollout {
+    /// The change log item of `revision` (same table, key `change#<revision>`).
+    fn change_key(revision: u64) -> String {
+        format!("change#{revision:012}")
+    }
 }
 
 #[async_trait::async_trait]
@@ -511,19 +523,18 @@ impl RolloutStore for DynamoRollout {
         Ok(out.item.as_ref().and_then(rollout_state))
     }
 
-    async fn switch(
+    async fn set(
         &self,
         expected: u64,
-        version: &str,
+        spec: &RolloutSpec,
         updated_by: &str,
     ) -> Result<RolloutState, StoreError> {
-        let state = RolloutState {
-            strategy: "fixed".into(),
-            served_version: version.into(),
-            revision: expected + 1,
-            updated_by: updated_by.into(),
-            updated_at: chrono::Utc::now().timestamp_millis(),
-        };
+        let previous = self.state().await?;
+        let state = spec.state(
+            expected + 1,
+            updated_by,
+            chrono::Utc::now().timestamp_millis(),
+        );
         let mut req = self
             .client
             .put_item()
@@ -531,9 +542,19 @@ impl RolloutStore for DynamoRollout {
             .item("id", s(Self::KEY))
             .item("strategy", s(&state.strategy))
             .item("served_version", s(&state.served_version))
+            .item("percentage", n(state.percentage))
             .item("revision", n(state.revision))
             .item("updated_by", s(&state.updated_by))
             .item("updated_at", n(state.updated_at));
+        for (k, v) in [
+            ("candidate_version", &state.candidate_version),
+            ("experiment_id", &state.experiment_id),
+            ("salt", &state.salt),
+        ] {
+            if let Some(v) = v {
+                req = req.item(k, s(v));
+            }
+        }
         req = if expected == 0 {
             req.condition_expression("attribute_not_exists(id)")
         } else {
@@ -541,20 +562,64 @@ impl RolloutStore for DynamoRollout {
                 .expression_attribute_values(":expected", n(expected))
         };
         match req.send().await {
-            Ok(_) => Ok(state),
+            Ok(_) => {}
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                Err(StoreError::Conflict {
+                return Err(StoreError::Conflict {
                     store: "rollout",
-                    reason: format!(
-                        "another switch changed the state after revision {expected} was read"
-                    ),
+                    reason: format!("another change was made after revision {expected} was read"),
                 })
             }
-            Err(e) => Err(StoreError::unavailable("rollout", sdk_error(e))),
+            Err(e) => return Err(StoreError::unavailable("rollout", sdk_error(e))),
         }
+        // The revision is ours now; its change-log entry follows. `previous`
+        // was read before the guarded write, which proves it still held.
+        let previous = previous.filter(|p| p.revision == expected);
+        let change = RolloutChange {
+            state: state.clone(),
+            previous,
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(Self::change_key(state.revision)))
+            .item("body", s(serde_json::to_string(&change).expect("json")))
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::unavailable("rollout", format!("change log: {}", sdk_error(e)))
+            })?;
+        Ok(state)
+    }
+
+    async fn changes(&self, limit: usize) -> Result<Vec<RolloutChange>, StoreError> {
+        let Some(current) = self.state().await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut rev = current.revision;
+        while rev > 0 && out.len() < limit {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("id", s(Self::change_key(rev)))
+                .send()
+                .await
+                .map_err(|e| StoreError::unavailable("rollout", sdk_error(e)))?
+                .item;
+            if let Some(body) = item.as_ref().and_then(|i| get_s(i, "body")) {
+                out.push(
+                    serde_json::from_str(body).map_err(|e| {
+                        StoreError::unavailable("rollout", format!("change log: {e}"))
+                    })?,
+                );
+            }
+            rev -= 1;
+        }
+        Ok(out)
     }
 }
 

@@ -2,7 +2,8 @@
 //! expiry, user history and rollout state in one file.
 
 use crate::ports::{
-    IngestState, RateWindow, RolloutState, RolloutStore, StoreError, TraceStore, UserHistory,
+    IngestState, RateWindow, RolloutChange, RolloutSpec, RolloutState, RolloutStore, StoreError,
+    TraceStore, UserHistory,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
@@ -61,6 +62,30 @@ impl SqliteStore {
         }
         conn.execute_batch("CREATE INDEX IF NOT EXISTS traces_time ON traces(ts_ms);")
             .map_err(err("sqlite"))?;
+        // Databases from before rollout strategies lack their columns.
+        for (col, decl) in [
+            ("strategy", "TEXT NOT NULL DEFAULT 'fixed'"),
+            ("candidate", "TEXT"),
+            ("percentage", "REAL NOT NULL DEFAULT 0"),
+            ("experiment_id", "TEXT"),
+            ("salt", "TEXT"),
+        ] {
+            let has: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('rollout') WHERE name = ?1",
+                    [col],
+                    |r| r.get(0),
+                )
+                .map_err(err("sqlite"))?;
+            if has == 0 {
+                conn.execute_batch(&format!("ALTER TABLE rollout ADD COLUMN {col} {decl};"))
+                    .map_err(err("sqlite"))?;
+            }
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS rollout_changes (revision INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        )
+        .map_err(err("sqlite"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -300,15 +325,20 @@ impl IngestState for SqliteStore {
 
 fn read_rollout(c: &Connection) -> rusqlite::Result<Option<RolloutState>> {
     c.query_row(
-        "SELECT version, updated_by, updated_at, counter FROM rollout WHERE id = 1",
+        "SELECT version, updated_by, updated_at, counter, strategy, candidate, percentage, experiment_id, salt
+         FROM rollout WHERE id = 1",
         [],
         |r| {
             Ok(RolloutState {
-                strategy: "fixed".into(),
                 served_version: r.get(0)?,
                 updated_by: r.get(1)?,
                 updated_at: r.get(2)?,
                 revision: r.get::<_, i64>(3)? as u64,
+                strategy: r.get(4)?,
+                candidate_version: r.get(5)?,
+                percentage: r.get(6)?,
+                experiment_id: r.get(7)?,
+                salt: r.get(8)?,
             })
         },
     )
@@ -321,40 +351,79 @@ impl RolloutStore for SqliteStore {
         self.run("rollout", |c| read_rollout(c)).await
     }
 
-    async fn switch(
+    async fn set(
         &self,
         expected: u64,
-        version: &str,
+        spec: &RolloutSpec,
         updated_by: &str,
     ) -> Result<RolloutState, StoreError> {
-        let (version, by) = (version.to_string(), updated_by.to_string());
-        let now = chrono::Utc::now().timestamp_millis();
+        let state = spec.state(
+            expected + 1,
+            updated_by,
+            chrono::Utc::now().timestamp_millis(),
+        );
         let outcome = self
             .run("rollout", move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let found = read_rollout(&tx)?.map_or(0, |s| s.revision);
+                let previous = read_rollout(&tx)?;
+                let found = previous.as_ref().map_or(0, |s| s.revision);
                 if found != expected {
                     return Ok(Err(found));
                 }
                 tx.execute(
-                    "INSERT INTO rollout (id, version, updated_by, updated_at, counter) VALUES (1, ?1, ?2, ?3, ?4)
+                    "INSERT INTO rollout (id, version, updated_by, updated_at, counter, strategy, candidate, percentage, experiment_id, salt)
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT(id) DO UPDATE SET version = excluded.version, updated_by = excluded.updated_by,
-                     updated_at = excluded.updated_at, counter = excluded.counter",
-                    params![version, by, now, (expected + 1) as i64],
+                     updated_at = excluded.updated_at, counter = excluded.counter, strategy = excluded.strategy,
+                     candidate = excluded.candidate, percentage = excluded.percentage,
+                     experiment_id = excluded.experiment_id, salt = excluded.salt",
+                    params![
+                        state.served_version,
+                        state.updated_by,
+                        state.updated_at,
+                        state.revision as i64,
+                        state.strategy,
+                        state.candidate_version,
+                        state.percentage,
+                        state.experiment_id,
+                        state.salt
+                    ],
                 )?;
-                let state = read_rollout(&tx)?;
+                let change = RolloutChange {
+                    state: state.clone(),
+                    previous,
+                };
+                tx.execute(
+                    "INSERT OR REPLACE INTO rollout_changes (revision, body) VALUES (?1, ?2)",
+                    params![state.revision as i64, serde_json::to_string(&change).expect("json")],
+                )?;
                 tx.commit()?;
                 Ok(Ok(state))
             })
             .await?;
-        match outcome {
-            Ok(Some(s)) => Ok(s),
-            Ok(None) => Err(StoreError::unavailable("rollout", "write not visible")),
-            Err(found) => Err(StoreError::Conflict {
-                store: "rollout",
-                reason: format!("expected revision {expected}, found {found}"),
-            }),
-        }
+        outcome.map_err(|found| StoreError::Conflict {
+            store: "rollout",
+            reason: format!("expected revision {expected}, found {found}"),
+        })
+    }
+
+    async fn changes(&self, limit: usize) -> Result<Vec<RolloutChange>, StoreError> {
+        let bodies: Vec<String> = self
+            .run("rollout", move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT body FROM rollout_changes ORDER BY revision DESC LIMIT ?1",
+                )?;
+                let rows = st.query_map(params![limit as i64], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_str(b)
+                    .map_err(|e| StoreError::unavailable("rollout", format!("change log: {e}")))
+            })
+            .collect()
     }
 }
 
