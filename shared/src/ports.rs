@@ -138,7 +138,7 @@ pub struct RolloutState {
     #[serde(default)]
     pub candidate_version: Option<String>,
     /// Share of users (0 to 100) the candidate serves under `canary` and
-    /// `ab_test`; under `shadow`, the share of requests also scored by it.
+    /// `ab_test`; under `shadow`, the share of users whose requests it also scores.
     #[serde(default)]
     pub percentage: f64,
     /// Names the experiment; a new one starts whenever the strategy or the
