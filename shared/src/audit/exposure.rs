@@ -83,6 +83,20 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The `high` popularity tier: the movies at positions `i` with
+    /// `i/N < 0.1` of the popularity ranking (the catalogue grown by `exposed`).
+    pub fn popularity_head(&self, exposed: &HashMap<u64, u64>) -> HashSet<u64> {
+        let (ranked, n) = self.ranking(exposed);
+        ranked
+            .into_iter()
+            .enumerate()
+            .take_while(|&(i, _)| tier_of(i, n) == "high")
+            .map(|(_, m)| m)
+            .collect()
+    }
+}
+
 /// One tier's share of the catalogue and of the exposures.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Tier {

@@ -190,12 +190,8 @@ pub fn read_ratings(path: &Path, now_ms: i64) -> Result<Parsed<Rating>, FileErro
 }
 
 fn text(path: &Path) -> Result<String, FileError> {
-    // MovieLens files are Latin-1; every byte maps to one char.
-    let bytes = read(path)?;
-    Ok(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => e.into_bytes().iter().map(|&b| b as char).collect(),
-    })
+    // MovieLens files are Latin-1: decoded as the training loaders do.
+    Ok(crate::data::decode_text(&read(path)?))
 }
 
 fn malformed(path: &Path, line: usize, reason: &str) -> FileError {

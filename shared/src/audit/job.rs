@@ -9,8 +9,8 @@ use super::report;
 use super::spam::Rating;
 use super::{audit, datums, AuditConfig, AuditInput, AuditReport, Window};
 use crate::audit::exposure::Catalog;
-use crate::events::parquet::decode;
 use crate::events::{Event, EventType};
+use crate::ingest::lake::{read_under, LakeReadError};
 use crate::ports::{EventLake, MetricsPublisher, ModelStore, RolloutStore, StoreError, TraceStore};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,8 +20,8 @@ use std::sync::Arc;
 pub enum AuditError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("lake object {key}: {reason}")]
-    Object { key: String, reason: String },
+    #[error(transparent)]
+    Lake(#[from] LakeReadError),
     #[error("the catalogue is unknown: {0}")]
     Catalog(String),
     #[error("invalid window: {0}")]
@@ -141,36 +141,25 @@ impl AuditJob {
                 ("events", EventType::Watch),
                 ("events", EventType::RecoResponse),
             ] {
-                for key in self.lake.list(&format!("{root}/type={t}/{part}/")).await? {
-                    if !key.ends_with(".parquet") {
+                let prefix = format!("{root}/type={t}/{part}/");
+                for r in read_under(self.lake.as_ref(), &prefix, t, &mut seen).await? {
+                    if !in_window(r.event.ts_ms()) {
                         continue;
                     }
-                    let bytes = self.lake.get_object(&key).await?;
-                    let recs = decode(t, bytes).map_err(|e| AuditError::Object {
-                        key: key.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    for r in recs {
-                        if !in_window(r.event.ts_ms()) || !seen.insert(r.event_key) {
-                            continue;
-                        }
-                        match r.event {
-                            Event::Rate(x) => input.ratings.push(Rating {
-                                user_id: x.user_id,
-                                movie_id: x.movie_id,
-                                rating: x.rating,
-                                ts_ms: x.ts_ms,
-                            }),
-                            Event::Watch(w) => {
-                                *input.other_activity.entry(w.user_id).or_insert(0) += 1
-                            }
-                            // Lists the service served are in the traces already.
-                            Event::RecoResponse(e) => {
-                                if e.request_id.as_ref().is_none_or(|id| !traced.contains(id))
-                                    && e.status.unwrap_or(200) == 200
-                                {
-                                    input.exposures.push(exposure_from_event(e));
-                                }
+                    match r.event {
+                        Event::Rate(x) => input.ratings.push(Rating {
+                            user_id: x.user_id,
+                            movie_id: x.movie_id,
+                            rating: x.rating,
+                            ts_ms: x.ts_ms,
+                        }),
+                        Event::Watch(w) => *input.other_activity.entry(w.user_id).or_insert(0) += 1,
+                        // Lists the service served are in the traces already.
+                        Event::RecoResponse(e) => {
+                            if e.request_id.as_ref().is_none_or(|id| !traced.contains(id))
+                                && e.status.unwrap_or(200) == 200
+                            {
+                                input.exposures.push(exposure_from_event(e));
                             }
                         }
                     }

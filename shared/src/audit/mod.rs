@@ -204,25 +204,13 @@ fn checks(m: &ExposureMetrics, t: &Thresholds) -> Vec<Check> {
     ]
 }
 
-/// The head of the catalogue by popularity: the `high` popularity tier
-/// (positions below 10% of the catalogue, ties by id), as in [`exposure`].
-fn popularity_head(catalog: &Catalog) -> HashSet<u64> {
-    let mut ranked: Vec<(u64, u64)> = catalog.popularity.iter().map(|(&m, &p)| (m, p)).collect();
-    ranked.sort_unstable_by_key(|&(m, p)| (std::cmp::Reverse(p), m));
-    let n = catalog.size.max(ranked.len());
-    // Positions i with i/n < 0.1.
-    let head = (0..n)
-        .take_while(|&i| (i as f64) / (n as f64) < 0.1)
-        .count();
-    ranked.into_iter().take(head).map(|(m, _)| m).collect()
-}
-
-fn segments(input: &AuditInput, total_exposures: u64) -> Vec<Segment> {
+fn segments(input: &AuditInput, all: &ExposureCounts) -> Vec<Segment> {
+    let total_exposures = all.total();
     let mut activity: HashMap<u64, usize> = input.other_activity.clone();
     for r in &input.ratings {
         *activity.entry(r.user_id).or_insert(0) += 1;
     }
-    let head = popularity_head(&input.catalog);
+    let head = input.catalog.popularity_head(&all.counts);
     #[derive(Default)]
     struct Acc {
         users: HashSet<u64>,
@@ -313,7 +301,7 @@ pub fn audit(mut input: AuditInput, cfg: &AuditConfig, now_ms: i64) -> AuditRepo
             metrics: exposure::metrics(&counts, &input.catalog),
         })
         .collect();
-    let segments = segments(&input, overall.exposures);
+    let segments = segments(&input, &all);
     let spam = spam::detect(&mut input.ratings, input.schema_errors, &cfg.spam);
     let checks = checks(&overall, &cfg.thresholds);
     let passed = checks.iter().all(|c| c.passed != Some(false));

@@ -26,8 +26,16 @@ pub async fn objects(
     root: &str,
     t: EventType,
 ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    objects_under(lake, &format!("{root}/type={t}/")).await
+}
+
+/// The Parquet objects under `prefix`, in key order.
+pub async fn objects_under(
+    lake: &dyn EventLake,
+    prefix: &str,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let mut out = Vec::new();
-    for key in lake.list(&format!("{root}/type={t}/")).await? {
+    for key in lake.list(prefix).await? {
         if key.ends_with(".parquet") {
             let bytes = lake.get_object(&key).await?;
             out.push((key, bytes));
@@ -42,9 +50,20 @@ pub async fn read(
     root: &str,
     t: EventType,
 ) -> Result<Vec<LakeRecord>, LakeReadError> {
-    let mut seen = HashSet::new();
+    read_under(lake, &format!("{root}/type={t}/"), t, &mut HashSet::new()).await
+}
+
+/// The records of type `t` in the objects under `prefix`, in key order,
+/// leaving out event keys already in `seen` (and adding the rest to it), so
+/// reads of several prefixes keep each event once.
+pub async fn read_under(
+    lake: &dyn EventLake,
+    prefix: &str,
+    t: EventType,
+    seen: &mut HashSet<String>,
+) -> Result<Vec<LakeRecord>, LakeReadError> {
     let mut out = Vec::new();
-    for (key, bytes) in objects(lake, root, t).await? {
+    for (key, bytes) in objects_under(lake, prefix).await? {
         let recs = decode(t, bytes).map_err(|e| LakeReadError::Object {
             key: key.clone(),
             reason: e.to_string(),
