@@ -9,7 +9,7 @@ cd "$ROOT"
 infra/python-tools.sh
 export PATH="$ROOT/.tools/venv/bin:$PATH"
 FLAG=$([[ "$ARCH" == arm64 ]] && echo --arm64 || echo --x86-64)
-for f in recommend trace rollout ingest audit; do
+for f in recommend trace rollout ingest audit canary; do
   cargo-lambda lambda build --release "$FLAG" --output-format zip --bin "$f"
 done
 infra/build-layer.sh "$ARCH"

@@ -93,6 +93,25 @@ enum RolloutCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Analyse the running canary or A/B test: per arm requests,
+    /// conversions, error rate, p95 latency and fairness; the conversion
+    /// test, the guardrails and what the automation would do. JSON on stdout.
+    Analyze {
+        #[arg(long, default_value_t = 60)]
+        window_minutes: i64,
+    },
+    /// Take the automation's action now: promote, roll back, keep the
+    /// primary or ramp (judged over the whole experiment by default).
+    Promote {
+        /// Report what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Judge only the last N minutes instead of the whole experiment.
+        #[arg(long)]
+        window_minutes: Option<i64>,
+        #[arg(long, default_value = "cli")]
+        by: String,
+    },
 }
 
 #[derive(Args)]
@@ -171,6 +190,11 @@ struct ServeArgs {
     /// Seconds between checks for a new served version.
     #[arg(long, default_value_t = 5)]
     reload_secs: u64,
+    /// Minutes between runs of the automated canary (promote, roll back or
+    /// ramp a running canary or A/B test, as the scheduled canary function
+    /// does in AWS); 0 turns it off.
+    #[arg(long, default_value_t = 60)]
+    canary_every_minutes: u64,
     /// Shape of the synthetic data trained on when the registry is empty.
     #[command(flatten)]
     synthetic: SyntheticArgs,
@@ -392,6 +416,8 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("published {}", out.manifest.version);
     }
     let db = Arc::new(SqliteStore::open(&a.data_dir.join("movie-recs.db"))?);
+    // The canary's settings (MOVIE_RECS_CANARY_*, MOVIE_RECS_ATTRIBUTION_HOURS).
+    let canary = shared::config::Settings::from_env()?;
     let admin_token = std::env::var("MOVIE_RECS_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
@@ -412,6 +438,17 @@ fn serve(a: ServeArgs) -> Result<()> {
             },
         )
         .with_registry(reg.clone())
+        .with_experiments(shared::canary::job::ExperimentJob {
+            traces: db.clone(),
+            lake: Arc::new(FolderLake::new(a.data_dir.join("lake"))),
+            registry: reg.clone(),
+            rollout: db.clone(),
+            metrics: Arc::new(FileMetrics::new(a.data_dir.join("metrics.jsonl"))),
+            stage: "local".into(),
+            config: canary.canary,
+            window_minutes: canary.canary_window_minutes,
+            catalog: None,
+        })
         .with_ingestor(Arc::new(
             Ingestor::new(
                 Arc::new(FolderLake::new(a.data_dir.join("lake"))),
@@ -442,7 +479,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("  curl -s http://{addr}/rollout/status");
         eprintln!("  curl -s -XPOST http://{addr}/events -d '[{{\"type\":\"watch\",\"user_id\":1,\"movie_id\":2,\"ts\":'$(date +%s000)'}}]'");
         if state.config.admin_token.is_none() {
-            eprintln!("  (admin routes POST /switch, POST /rollout: set MOVIE_RECS_ADMIN_TOKEN to enable)");
+            eprintln!("  (admin routes POST /switch, POST /rollout, POST /experiment/promote: set MOVIE_RECS_ADMIN_TOKEN to enable)");
         }
         let (st, reg2, every) = (state.clone(), reg.clone(), a.reload_secs.max(1));
         tokio::spawn(async move {
@@ -456,6 +493,24 @@ fn serve(a: ServeArgs) -> Result<()> {
                 }
             }
         });
+        if let (Some(job), every) = (state.experiments.clone(), a.canary_every_minutes) {
+            if every > 0 {
+                eprintln!("  automated canary every {every} min: curl -s http://{addr}/experiment/analyze");
+                tokio::spawn(async move {
+                    let period = std::time::Duration::from_secs(every * 60);
+                    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    loop {
+                        tick.tick().await;
+                        let now = chrono::Utc::now().timestamp_millis();
+                        match job.run(now, job.window_minutes, false, "canary-automation").await {
+                            Ok(o) => tracing::info!(target: "canary", action = o.report.action.as_str(),
+                                rationale = %o.report.rationale, applied = o.applied.is_some(), "canary run"),
+                            Err(e) => tracing::warn!(target: "canary", error = %e, "canary run failed"),
+                        }
+                    }
+                });
+            }
+        }
         axum::serve(listener, router(state))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -519,6 +574,7 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                     candidate_version: candidate,
                     experiment_id: None,
                     salt: None,
+                    reason: None,
                 };
                 shared::http::rollout::name_experiment(&mut spec, previous.as_ref());
                 let expected = previous.map_or(0, |s| s.revision);
@@ -534,6 +590,41 @@ fn rollout(c: RolloutCommand) -> Result<()> {
             RolloutCommand::Changes { limit } => {
                 let c = stores.rollout.changes(limit).await?;
                 out(serde_json::to_string_pretty(&c)?);
+            }
+            RolloutCommand::Analyze { window_minutes } => {
+                let job = stores.experiment_job(&settings);
+                let r = job
+                    .analyze(chrono::Utc::now().timestamp_millis(), window_minutes)
+                    .await?;
+                eprint!("{}", shared::canary::render(&r));
+                out(serde_json::to_string_pretty(&r)?);
+            }
+            RolloutCommand::Promote {
+                dry_run,
+                window_minutes,
+                by,
+            } => {
+                let job = stores.experiment_job(&settings);
+                let minutes = window_minutes.unwrap_or(job.window_minutes);
+                let o = job
+                    .run(chrono::Utc::now().timestamp_millis(), minutes, dry_run, &by)
+                    .await?;
+                eprint!("{}", shared::canary::render(&o.report));
+                match &o.applied {
+                    Some(s) => eprintln!(
+                        "applied: {} {} (candidate {:?} at {}%), revision {}",
+                        s.strategy, s.served_version, s.candidate_version, s.percentage, s.revision
+                    ),
+                    None if dry_run => eprintln!("dry run: nothing changed"),
+                    None => eprintln!("nothing to change"),
+                }
+                out(serde_json::to_string_pretty(&serde_json::json!({
+                    "action": o.report.action,
+                    "dry_run": dry_run,
+                    "applied": o.applied.is_some(),
+                    "status": o.applied.as_ref().map(shared::http::rollout::status_json),
+                    "report": o.report,
+                }))?);
             }
         }
         anyhow::Ok(())

@@ -214,3 +214,75 @@ fn serve_on_an_empty_dir_trains_then_serves() {
     let _ = guard.0.kill();
     let _ = guard.0.wait();
 }
+
+/// `movie-recs rollout set|status|analyze|promote|changes` on a local data
+/// folder (the environment names the registry, database and lake).
+#[test]
+fn rollout_commands_run_against_the_local_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry");
+    for (v, seed) in [("a", "1"), ("b", "2")] {
+        run(bin()
+            .args(["train", "--data", "synthetic", "--registry"])
+            .arg(&reg)
+            .args([
+                "--epochs",
+                "1",
+                "--factors",
+                "4",
+                "--layers",
+                "8,4",
+                "--quiet",
+            ])
+            .args(["--version", v, "--seed", seed, "--force"])
+            .args(SMALL));
+    }
+    let cli = |args: &[&str]| {
+        let mut c = bin();
+        c.env("MOVIE_RECS_REGISTRY", &reg)
+            .env("MOVIE_RECS_DB", dir.path().join("m.db"))
+            .env("MOVIE_RECS_LAKE", dir.path().join("lake"))
+            .env("MOVIE_RECS_METRICS", dir.path().join("metrics.jsonl"))
+            .args(["rollout"])
+            .args(args);
+        c
+    };
+    // Nothing rolled out yet: analyze says so and fails.
+    let out = cli(&["analyze"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rollout state"));
+
+    let (stdout, _) = run(&mut cli(&[
+        "set",
+        "--strategy",
+        "canary",
+        "--primary",
+        "a",
+        "--candidate",
+        "b",
+        "--percentage",
+        "5",
+    ]));
+    let s: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(s["strategy"], "canary");
+    let (stdout, stderr) = run(&mut cli(&["analyze", "--window-minutes", "30"]));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["experiment_id"], s["experiment_id"]);
+    assert_eq!(r["action"], "wait");
+    assert_eq!(r["arms"]["candidate"]["requests"], 0);
+    assert!(stderr.contains("action: wait"), "{stderr}");
+    let (stdout, stderr) = run(&mut cli(&["promote", "--dry-run"]));
+    let p: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (p["dry_run"].as_bool(), p["applied"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert!(stderr.contains("dry run"), "{stderr}");
+    // A run (not dry) that has nothing to change still publishes its metrics.
+    run(&mut cli(&["promote", "--by", "ops"]));
+    let m = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert!(m.contains("CanaryRollback"), "{m}");
+    let (stdout, _) = run(&mut cli(&["changes", "--limit", "5"]));
+    let c: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(c.as_array().unwrap().len(), 1);
+}

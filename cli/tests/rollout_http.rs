@@ -337,3 +337,180 @@ async fn serving_handles_are_immutable() {
     assert_eq!(held.assign(1).model.version(), "b");
     assert_eq!(held.assign(1).arm, "candidate");
 }
+
+/// State whose experiment analysis reads the same store's traces and a lake
+/// in `dir`, fed through `POST /events` (the real ingest pipeline).
+fn experiment_state(dir: &std::path::Path) -> Arc<AppState> {
+    use shared::adapters::local::{FileMetrics, FolderLake};
+    use shared::canary::{job::ExperimentJob, CanaryConfig};
+    use shared::domain::experiment::DecisionRule;
+    let db = Arc::new(SqliteStore::in_memory().unwrap());
+    let lake = Arc::new(FolderLake::new(dir.join("lake")));
+    let job = ExperimentJob {
+        traces: db.clone(),
+        lake: lake.clone(),
+        registry: registry(),
+        rollout: db.clone(),
+        metrics: Arc::new(FileMetrics::new(dir.join("metrics.jsonl"))),
+        stage: "test".into(),
+        config: CanaryConfig {
+            rule: DecisionRule {
+                min_per_arm: 50,
+                ..Default::default()
+            },
+            min_guardrail_requests: 50,
+            // Latency is the test machine's noise here; the unit tests judge p95.
+            p95_slack_ms: 1e6,
+            // 300 lists of 5 movies over 200: fairness is the unit tests' too.
+            thresholds: shared::audit::Thresholds {
+                min_catalog_coverage: 0.0,
+                max_gini_exposed: 1.0,
+                max_top_10_pct_share: 1.0,
+                min_tail_share: 0.0,
+            },
+            ..Default::default()
+        },
+        window_minutes: 60,
+        catalog: None,
+    };
+    Arc::new(
+        AppState::new(
+            None,
+            db.clone(),
+            db.clone(),
+            db.clone(),
+            ApiConfig {
+                admin_token: Some(TOKEN.into()),
+                trace_before_response: true,
+                ..ApiConfig::default()
+            },
+        )
+        .with_registry(registry())
+        .with_ingestor(Arc::new(shared::ingest::Ingestor::new(
+            lake,
+            db.clone(),
+            db,
+        )))
+        .with_experiments(job),
+    )
+}
+
+/// An A/B test end to end: recommendations through the router, watches
+/// through `POST /events`, the analysis per arm, a dry run that changes
+/// nothing, and the promotion, logged with its reason.
+#[tokio::test]
+async fn experiment_analysis_and_promotion() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = experiment_state(dir.path());
+    let (code, v) = call(&st, "GET", "/experiment/analyze", None, None).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("no_experiment"))
+    );
+    let (code, v) = set(&st, "ab_test", 50.0).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let exp = v["status"]["experiment_id"].as_str().unwrap().to_string();
+    sync_model(&st, registry()).await.unwrap();
+    // Candidate users watch a recommended movie; one primary user in four does.
+    let (mut events, mut arms) = (Vec::new(), [0u64; 2]);
+    for u in 1..=300u64 {
+        let (code, r) = call(&st, "GET", &format!("/recommend/{u}?k=5"), None, None).await;
+        assert_eq!(code, StatusCode::OK);
+        let cand = r["variant"] == "candidate";
+        assert_eq!(cand, in_candidate(&exp, u, 50.0));
+        arms[cand as usize] += 1;
+        if cand || u % 4 == 0 {
+            let ts = r["provenance"]["timestamp"].as_i64().unwrap() + 1;
+            events
+                .push(json!({"type": "watch", "user_id": u, "movie_id": r["items"][2], "ts": ts}));
+        }
+    }
+    // Events must lie in the past when the analysis runs.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (code, v) = call(&st, "POST", "/events", None, Some(json!(events))).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{v}");
+
+    let (code, a) = call(
+        &st,
+        "GET",
+        "/experiment/analyze?window_minutes=60",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{a}");
+    assert_eq!(a["experiment_id"], exp.as_str());
+    let (p, c) = (&a["arms"]["primary"], &a["arms"]["candidate"]);
+    assert_eq!(p["requests"], arms[0]);
+    assert_eq!(c["requests"], arms[1]);
+    assert_eq!(c["conversions"], arms[1]);
+    assert_eq!(c["conversion_rate"], 1.0);
+    assert_eq!(c["model_versions"], json!(["b"]));
+    assert_eq!(p["errors"], 0);
+    assert!(p["p95_latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(c["fairness"]["catalog_coverage"].as_f64().unwrap() > 0.0);
+    assert_eq!(a["analysis"]["decision"], "ship_candidate", "{a}");
+    assert_eq!(a["action"], "promote");
+    assert_eq!(a["proposed"]["primary_version"], "b");
+
+    let (code, _) = call(&st, "POST", "/experiment/promote", None, None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    for bad in ["window_minutes=0", "window_minutes=x", "dry_run=maybe"] {
+        let (code, v) = call(
+            &st,
+            "POST",
+            &format!("/experiment/promote?{bad}"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    let (code, v) = call(
+        &st,
+        "POST",
+        "/experiment/promote?dry_run=true",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["action"].as_str(), v["applied"].as_bool()),
+        (Some("promote"), Some(false))
+    );
+    let (_, s) = call(&st, "GET", "/rollout/status", None, None).await;
+    assert_eq!(s["strategy"], "ab_test");
+
+    let (code, v) = call(&st, "POST", "/experiment/promote", Some(TOKEN), None).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(v["applied"], true);
+    assert_eq!(
+        (
+            v["status"]["strategy"].as_str(),
+            v["status"]["primary_version"].as_str()
+        ),
+        (Some("fixed"), Some("b"))
+    );
+    let (_, log) = call(&st, "GET", "/rollout/changes?limit=1", None, None).await;
+    let last = &log["changes"][0];
+    assert_eq!(last["state"]["updated_by"], "token");
+    assert_eq!(last["previous"]["strategy"], "ab_test");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("canary promote"),
+        "{last}"
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("CanaryPromotion"), "{metrics}");
+    // Nothing runs any more.
+    let (_, a) = call(&st, "GET", "/experiment/analyze", None, None).await;
+    assert_eq!(a["action"], "none");
+    let (code, v) = call(&st, "POST", "/experiment/promote", Some(TOKEN), None).await;
+    assert_eq!(
+        (code, v["applied"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+}

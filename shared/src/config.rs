@@ -55,6 +55,10 @@ pub struct Settings {
     pub stage: String,
     pub audit_window_minutes: i64,
     pub audit: AuditConfig,
+    /// The experiment analysis and automated canary.
+    pub canary: crate::canary::CanaryConfig,
+    /// The scheduled canary's window (capped by the experiment's start).
+    pub canary_window_minutes: i64,
     pub trace_ttl_days: i64,
     pub admin_token: Option<String>,
     pub rate_limit_per_hour: usize,
@@ -128,6 +132,42 @@ impl Settings {
                 ..SpamConfig::default()
             },
         };
+        let cd = crate::canary::CanaryConfig::default();
+        let ramp = match var("MOVIE_RECS_CANARY_RAMP") {
+            None => cd.ramp.clone(),
+            Some(v) => parse_ramp(&v).map_err(|reason| ConfigError {
+                var: "MOVIE_RECS_CANARY_RAMP",
+                reason,
+            })?,
+        };
+        let canary = crate::canary::CanaryConfig {
+            rule: crate::domain::experiment::DecisionRule {
+                min_per_arm: positive("MOVIE_RECS_CANARY_MIN_PER_ARM", cd.rule.min_per_arm as i64)?
+                    as u64,
+                ..cd.rule.clone()
+            },
+            attribution_ms: positive("MOVIE_RECS_ATTRIBUTION_HOURS", 24)? * 3_600_000,
+            max_error_rate_increase: share(
+                "MOVIE_RECS_CANARY_MAX_ERROR_RATE_INCREASE",
+                cd.max_error_rate_increase,
+            )?,
+            max_p95_regression: share(
+                "MOVIE_RECS_CANARY_MAX_P95_REGRESSION",
+                cd.max_p95_regression,
+            )?,
+            min_guardrail_requests: positive(
+                "MOVIE_RECS_CANARY_MIN_GUARDRAIL_REQUESTS",
+                cd.min_guardrail_requests as i64,
+            )? as u64,
+            thresholds: audit.thresholds.clone(),
+            ramp,
+            ..cd
+        };
+        let canary_window_minutes = positive(
+            "MOVIE_RECS_CANARY_WINDOW_MINUTES",
+            crate::canary::job::MAX_WINDOW_MINUTES,
+        )?
+        .min(crate::canary::job::MAX_WINDOW_MINUTES);
         let topics = match var("MOVIE_RECS_TOPIC_SUFFIXES") {
             None => TopicMap::default(),
             Some(v) => TopicMap::parse(&v).map_err(|reason| ConfigError {
@@ -154,6 +194,8 @@ impl Settings {
             stage: var("MOVIE_RECS_STAGE").unwrap_or_else(|| "local".into()),
             audit_window_minutes: positive("MOVIE_RECS_AUDIT_WINDOW_MINUTES", 60)?,
             audit,
+            canary,
+            canary_window_minutes,
             trace_ttl_days: ttl,
             admin_token: var("MOVIE_RECS_ADMIN_TOKEN"),
             rate_limit_per_hour: positive("MOVIE_RECS_RATE_LIMIT_PER_HOUR", 20)? as usize,
@@ -204,6 +246,21 @@ impl Settings {
             trace_before_response: self.in_lambda,
         }
     }
+}
+
+/// Canary percentages: increasing numbers in (0, 100], comma-separated.
+fn parse_ramp(v: &str) -> Result<Vec<f64>, String> {
+    let steps: Vec<f64> = v
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("expected comma-separated percentages like \"5,25,50\", got {v:?}"))?;
+    if steps.iter().any(|s| !(*s > 0.0 && *s <= 100.0)) || steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "expected increasing percentages in (0, 100], got {v:?}"
+        ));
+    }
+    Ok(steps)
 }
 
 /// Every adapter a function may need, built once per process (in Lambda,
@@ -337,6 +394,21 @@ impl Stores {
         }
     }
 
+    /// The experiment analysis and automated canary on these stores.
+    pub fn experiment_job(&self, s: &Settings) -> crate::canary::job::ExperimentJob {
+        crate::canary::job::ExperimentJob {
+            traces: self.traces.clone(),
+            lake: self.lake.clone(),
+            registry: self.registry.clone(),
+            rollout: self.rollout.clone(),
+            metrics: self.metrics.clone(),
+            stage: s.stage.clone(),
+            config: s.canary.clone(),
+            window_minutes: s.canary_window_minutes,
+            catalog: None,
+        }
+    }
+
     /// The ingest pipeline on these stores: metrics as EMF lines in Lambda,
     /// into the metrics publisher otherwise.
     pub fn ingestor(&self, s: &Settings) -> Ingestor {
@@ -405,9 +477,36 @@ mod tests {
             ("MOVIE_RECS_RATE_LIMIT_PER_HOUR", "0"),
             ("MOVIE_RECS_DEDUP_TTL_DAYS", "x"),
             ("MOVIE_RECS_TOPIC_SUFFIXES", "r=.x"),
+            ("MOVIE_RECS_CANARY_RAMP", "25,5"),
+            ("MOVIE_RECS_CANARY_RAMP", "5,x"),
+            ("MOVIE_RECS_CANARY_RAMP", "0,50"),
+            ("MOVIE_RECS_CANARY_MAX_P95_REGRESSION", "1.5"),
+            ("MOVIE_RECS_ATTRIBUTION_HOURS", "0"),
         ] {
             assert_eq!(settings(&[(k, v)]).unwrap_err().var, k);
         }
+    }
+
+    #[test]
+    fn canary_settings_follow_the_environment_and_the_audit_thresholds() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.canary, crate::canary::CanaryConfig::default());
+        assert_eq!(s.canary_window_minutes, 30 * 24 * 60);
+        let s = settings(&[
+            ("MOVIE_RECS_CANARY_RAMP", "1, 10,100"),
+            ("MOVIE_RECS_ATTRIBUTION_HOURS", "6"),
+            ("MOVIE_RECS_CANARY_MIN_PER_ARM", "50"),
+            ("MOVIE_RECS_CANARY_MAX_P95_REGRESSION", "0.2"),
+            ("MOVIE_RECS_AUDIT_MIN_COVERAGE", "0.3"),
+            ("MOVIE_RECS_CANARY_WINDOW_MINUTES", "99999999"),
+        ])
+        .unwrap();
+        assert_eq!(s.canary.ramp, vec![1.0, 10.0, 100.0]);
+        assert_eq!(s.canary.attribution_ms, 6 * 3_600_000);
+        assert_eq!(s.canary.rule.min_per_arm, 50);
+        assert_eq!(s.canary.max_p95_regression, 0.2);
+        assert_eq!(s.canary.thresholds.min_catalog_coverage, 0.3);
+        assert_eq!(s.canary_window_minutes, 30 * 24 * 60);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 pub mod adapters;
 pub mod artifact;
 pub mod audit;
+pub mod canary;
 pub mod config;
 pub mod data;
 pub mod domain;

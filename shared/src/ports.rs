@@ -164,6 +164,9 @@ pub struct RolloutSpec {
     pub percentage: f64,
     pub experiment_id: Option<String>,
     pub salt: Option<String>,
+    /// Why the change was made (recorded in the change log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl RolloutSpec {
@@ -176,7 +179,14 @@ impl RolloutSpec {
             percentage: 0.0,
             experiment_id: None,
             salt: None,
+            reason: None,
         }
+    }
+
+    /// The same change, with the reason the change log records.
+    pub fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// The state this spec makes as revision `revision`.
@@ -200,6 +210,9 @@ impl RolloutSpec {
 pub struct RolloutChange {
     pub state: RolloutState,
     pub previous: Option<RolloutState>,
+    /// Why, when the writer said (the automated canary always does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Which model versions serve, and how users are split between them.

@@ -173,6 +173,7 @@ async fn concurrent_rollout_switches_cannot_both_win() {
         percentage: 12.5,
         experiment_id: Some("exp-1".into()),
         salt: Some("salt-1".into()),
+        reason: None,
     };
     let canary = r.set(2, &spec, "dave").await.unwrap();
     let read = r.state().await.unwrap().unwrap();

@@ -93,6 +93,30 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
         (body["served_version"].as_str(), body["revision"].as_u64()),
         (Some("demo-1"), Some(2))
     );
+    // The experiment routes and the scheduled canary: a fixed rollout has
+    // nothing to act on, and the canary says so without failing.
+    let (code, body) = api_response(&stack.invoke("rollout", "experiment-analyze.json"));
+    assert_eq!(
+        (code, body["action"].as_str()),
+        (200, Some("none")),
+        "{body}"
+    );
+    assert_eq!(body["strategy"], "fixed");
+    let (code, body) = api_response(&stack.invoke("rollout", "experiment-promote-dry-run.json"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (body["dry_run"].as_bool(), body["applied"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let c = stack.invoke("canary", "canary-schedule.json");
+    assert_eq!(
+        (c["status"].as_str(), c["action"].as_str()),
+        (Some("analysed"), Some("none")),
+        "{c}"
+    );
+    assert_eq!(c["published"], 2, "{c}");
+    let m = std::fs::read_to_string(stack.cache.path().join("canary-metrics.jsonl")).unwrap();
+    assert!(m.contains("\"CanaryRollback\""), "{m}");
 
     // ingest: HTTP with a per-record result; Kafka batches from MSK and self-managed.
     let (code, body) = api_response(&stack.invoke("ingest", "events.json"));

@@ -1,5 +1,6 @@
 //! rollout: `GET /rollout/status`, `GET /rollout/changes`, `POST /switch?model=`,
-//! `POST /rollout` (fixed, canary, ab_test, shadow). API Gateway authorizes
+//! `POST /rollout` (fixed, canary, ab_test, shadow), `GET /experiment/analyze`,
+//! `POST /experiment/promote`. API Gateway authorizes
 //! the admin routes with IAM; the caller's ARN from the request context is
 //! recorded as `updated_by` and in the change log. Init: settings, registry
 //! (to verify versions before a change) and the rollout store. The recommend
@@ -47,7 +48,9 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env()?;
     let stores = Stores::build(&settings).await?;
     let state = Arc::new(
-        AppState::from_stores(&stores, settings.api_config()).with_registry(stores.registry),
+        AppState::from_stores(&stores, settings.api_config())
+            .with_experiments(stores.experiment_job(&settings))
+            .with_registry(stores.registry),
     );
     run(router(state).layer(axum::middleware::from_fn(caller_from_context))).await
 }

@@ -84,6 +84,26 @@ pub fn quarantine_key(to_ms: i64, audit_id: &str) -> String {
     )
 }
 
+/// The catalogue of `version`'s manifest (the newest version when `None`;
+/// `None` when the registry is empty): movie ids with training popularity.
+pub async fn manifest_catalog(
+    registry: Arc<dyn ModelStore>,
+    version: Option<String>,
+) -> Result<Option<Catalog>, String> {
+    let manifest = tokio::task::spawn_blocking(move || {
+        let version = match version {
+            Some(v) => Some(v),
+            None => registry.list_versions()?.pop(),
+        };
+        version.map(|v| registry.read_manifest(&v)).transpose()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok(manifest
+        .map(|m| Catalog::from_items(m.items.iter().map(|i| (i.movie_id, i.popularity as u64)))))
+}
+
 impl AuditJob {
     /// The catalogue: the served version's manifest (else the newest version).
     async fn catalog(&self) -> Result<Option<Catalog>, AuditError> {
@@ -91,20 +111,9 @@ impl AuditJob {
             return Ok(Some(c.clone()));
         }
         let served = self.rollout.served_version().await?;
-        let registry = self.registry.clone();
-        let manifest = tokio::task::spawn_blocking(move || {
-            let version = match served {
-                Some(v) => Some(v),
-                None => registry.list_versions()?.pop(),
-            };
-            version.map(|v| registry.read_manifest(&v)).transpose()
-        })
-        .await
-        .map_err(|e| AuditError::Catalog(e.to_string()))?
-        .map_err(|e| AuditError::Catalog(e.to_string()))?;
-        Ok(manifest.map(|m| {
-            Catalog::from_items(m.items.iter().map(|i| (i.movie_id, i.popularity as u64)))
-        }))
+        manifest_catalog(self.registry.clone(), served)
+            .await
+            .map_err(AuditError::Catalog)
     }
 
     /// Reads the window: traces, and the lake's rate, watch and reco_response

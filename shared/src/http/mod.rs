@@ -160,6 +160,8 @@ pub struct AppState {
     pub registry: Option<Arc<dyn ModelStore>>,
     /// The ingest pipeline (`POST /events`).
     pub ingestor: Option<Arc<crate::ingest::Ingestor>>,
+    /// The experiment analysis (`/experiment/*` on the rollout function).
+    pub experiments: Option<Arc<crate::canary::job::ExperimentJob>>,
     pub metrics: Metrics,
     pub config: ApiConfig,
 }
@@ -185,6 +187,7 @@ impl AppState {
             rollout,
             registry: None,
             ingestor: None,
+            experiments: None,
             metrics: Metrics::default(),
             config,
         }
@@ -208,6 +211,11 @@ impl AppState {
 
     pub fn with_ingestor(mut self, ingestor: Arc<crate::ingest::Ingestor>) -> Self {
         self.ingestor = Some(ingestor);
+        self
+    }
+
+    pub fn with_experiments(mut self, job: crate::canary::job::ExperimentJob) -> Self {
+        self.experiments = Some(Arc::new(job));
         self
     }
 
@@ -422,6 +430,30 @@ async fn recommend(
         Ok(r) => r,
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "scoring failed");
+            // Failed requests are traced too: an arm's error rate comes from them.
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let trace = json!({
+                "request_id": rid,
+                "timestamp": now_ms,
+                "model_version": model.version(),
+                "latency_ms": start.elapsed().as_secs_f64() * 1e3,
+                "strategy": arm.strategy,
+                "arm": arm.arm,
+                "experiment_id": arm.experiment_id,
+                "user_id": user_id,
+                "k": k,
+                "variant": arm.variant,
+                "status": 500,
+                "error": "scoring_failed",
+                "path": format!("/recommend/{user}"),
+                "stored_at": now_ms,
+            });
+            let write = put_trace(st.clone(), rid.clone(), trace, now_ms);
+            if st.config.trace_before_response {
+                write.await;
+            } else {
+                tokio::spawn(write);
+            }
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "scoring_failed",
@@ -476,7 +508,6 @@ async fn recommend(
     trace.insert("status".into(), json!(200));
     trace.insert("path".into(), json!(format!("/recommend/{user}")));
     trace.insert("stored_at".into(), json!(now_ms));
-    let expires = now_ms / 1000 + st.config.trace_ttl_secs;
     let write = {
         let (store, rid2) = (st.clone(), rid.clone());
         let shadow = arm.shadow.clone();
@@ -497,17 +528,7 @@ async fn recommend(
                     },
                 );
             }
-            if let Err(e) = store
-                .traces
-                .put(&rid2, &Value::Object(trace), expires)
-                .await
-            {
-                store
-                    .metrics
-                    .trace_write_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(request_id = %rid2, error = %e, "trace write failed");
-            }
+            put_trace(store, rid2, Value::Object(trace), now_ms).await;
         }
     };
     if st.config.trace_before_response {
@@ -524,6 +545,18 @@ async fn recommend(
         fallback: ranked.fallback,
     });
     resp
+}
+
+/// Stores a trace written at `now_ms`; a failure is logged and counted,
+/// never passed on.
+async fn put_trace(st: Arc<AppState>, rid: String, trace: Value, now_ms: i64) {
+    let expires = now_ms / 1000 + st.config.trace_ttl_secs;
+    if let Err(e) = st.traces.put(&rid, &trace, expires).await {
+        st.metrics
+            .trace_write_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(request_id = %rid, error = %e, "trace write failed");
+    }
 }
 
 async fn trace(State(st): State<Arc<AppState>>, Path(request_id): Path<String>) -> Response {

@@ -12,6 +12,14 @@
 //! starts when the strategy or a version changes; changing only the
 //! percentage keeps it, so a canary ramps up without reshuffling users.
 //! Every change lands in the change log (`GET /rollout/changes`).
+//!
+//! `GET /experiment/analyze?window_minutes=60` reports the running
+//! experiment per arm (requests, conversions, error rate, p95 latency,
+//! fairness), the conversion test, the guardrails and the action the
+//! automated canary would take ([`crate::canary`]). `POST
+//! /experiment/promote?dry_run=true` (admin) takes that action (promote,
+//! roll back, keep the primary or ramp) unless `dry_run`; without
+//! `window_minutes` it judges the whole experiment.
 
 use super::{error, AppState};
 use crate::ports::{RolloutSpec, RolloutState, StoreError};
@@ -35,6 +43,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/switch", post(switch))
         .route("/rollout", post(set_rollout))
         .route("/rollout/changes", get(changes))
+        .route("/experiment/analyze", get(analyze))
+        .route("/experiment/promote", post(promote))
 }
 
 /// The rollout function's router.
@@ -366,6 +376,112 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response 
         percentage: body["percentage"].as_f64().unwrap_or(0.0),
         experiment_id: None,
         salt: None,
+        reason: None,
     };
     apply(&st, spec, &caller).await
+}
+
+fn canary_error(e: crate::canary::job::CanaryError) -> Response {
+    use crate::canary::job::CanaryError as E;
+    match e {
+        E::NoRollout => error(StatusCode::CONFLICT, "no_experiment", e.to_string()),
+        E::Window(d) => error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
+        E::Store(s) => store_error(s),
+        E::Lake(_) | E::Catalog(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// `window_minutes` (1 to 43,200), else `default`; the error is the 400 detail.
+fn window_minutes(q: &HashMap<String, String>, default: i64) -> Result<i64, String> {
+    let max = crate::canary::job::MAX_WINDOW_MINUTES;
+    match q.get("window_minutes").map(|w| w.parse::<i64>()) {
+        None => Ok(default),
+        Some(Ok(w)) if (1..=max).contains(&w) => Ok(w),
+        Some(_) => Err(format!("window_minutes must be an integer from 1 to {max}")),
+    }
+}
+
+fn bad_window(detail: String) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_parameter", detail)
+}
+
+fn no_experiments() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_experiments",
+        "this function has no experiment analysis configured",
+    )
+}
+
+async fn analyze(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(job) = st.experiments.clone() else {
+        return no_experiments();
+    };
+    let minutes = match window_minutes(&q, 60) {
+        Ok(m) => m,
+        Err(d) => return bad_window(d),
+    };
+    match job
+        .analyze(chrono::Utc::now().timestamp_millis(), minutes)
+        .await
+    {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => canary_error(e),
+    }
+}
+
+async fn promote(
+    State(st): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Response {
+    let caller = match authorize(&st, &req) {
+        Ok(c) => c,
+        Err(d) => return d.into_response(),
+    };
+    let Some(job) = st.experiments.clone() else {
+        return no_experiments();
+    };
+    let minutes = match window_minutes(&q, job.window_minutes) {
+        Ok(m) => m,
+        Err(d) => return bad_window(d),
+    };
+    let dry_run = match q.get("dry_run").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!("dry_run must be true or false, got {other:?}"),
+            )
+        }
+    };
+    match job
+        .run(
+            chrono::Utc::now().timestamp_millis(),
+            minutes,
+            dry_run,
+            &caller,
+        )
+        .await
+    {
+        Ok(out) => Json(json!({
+            "action": out.report.action,
+            "rationale": out.report.rationale,
+            "dry_run": dry_run,
+            "applied": out.applied.is_some(),
+            "status": out.applied.as_ref().map(status_json),
+            "report": out.report,
+        }))
+        .into_response(),
+        Err(e) => canary_error(e),
+    }
 }

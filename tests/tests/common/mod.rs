@@ -256,7 +256,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The five functions running against one Lambda runtime emulator
+/// The six functions running against one Lambda runtime emulator
 /// (`cargo lambda watch --only-lambda-apis`), configured for moto.
 pub struct LambdaStack {
     pub moto: Server,
@@ -266,7 +266,7 @@ pub struct LambdaStack {
     pub cache: tempfile::TempDir,
 }
 
-pub const FUNCTIONS: [&str; 5] = ["recommend", "trace", "rollout", "ingest", "audit"];
+pub const FUNCTIONS: [&str; 6] = ["recommend", "trace", "rollout", "ingest", "audit", "canary"];
 
 impl LambdaStack {
     /// moto with the stack's resources and version `demo-1` published by
@@ -365,15 +365,16 @@ impl LambdaStack {
                     ("MOVIE_RECS_STAGE", "test".into()),
                     ("MOVIE_RECS_AUDIT_WINDOW_MINUTES", "120".into()),
                 ]);
-                if *f == "audit" {
+                if matches!(*f, "audit" | "canary" | "rollout") {
                     // moto does not speak CloudWatch's CBOR protocol: the
-                    // audit's data points go to a file here (the CloudWatch
+                    // data points of the functions that publish go to a
+                    // file here, `<function>-metrics.jsonl` (the CloudWatch
                     // adapter is tested with aws-smithy-mocks).
                     e.push((
                         "MOVIE_RECS_METRICS",
                         cache
                             .path()
-                            .join("audit-metrics.jsonl")
+                            .join(format!("{f}-metrics.jsonl"))
                             .display()
                             .to_string(),
                     ));

@@ -580,6 +580,7 @@ impl RolloutStore for DynamoRollout {
         let change = RolloutChange {
             state: state.clone(),
             previous,
+            reason: spec.reason.clone(),
         };
         self.client
             .put_item()

@@ -362,6 +362,7 @@ impl RolloutStore for SqliteStore {
             updated_by,
             chrono::Utc::now().timestamp_millis(),
         );
+        let reason = spec.reason.clone();
         let outcome = self
             .run("rollout", move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -392,6 +393,7 @@ impl RolloutStore for SqliteStore {
                 let change = RolloutChange {
                     state: state.clone(),
                     previous,
+                    reason: reason.clone(),
                 };
                 tx.execute(
                     "INSERT OR REPLACE INTO rollout_changes (revision, body) VALUES (?1, ?2)",

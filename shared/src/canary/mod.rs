@@ -1,0 +1,787 @@
+//! Experiment analysis and the automated canary.
+//!
+//! [`evaluate`] turns one experiment's traces (the lists each arm served,
+//! with their status and latency) and the watch and rate events that
+//! followed them into, per arm, requests, conversions, conversion rate,
+//! error rate, p95 latency and the audit's fairness metrics; the decision of
+//! [`crate::domain::experiment::decide`] on conversion; the guardrails; and
+//! the action the automation takes:
+//!
+//! | situation | `canary` | `ab_test` |
+//! |---|---|---|
+//! | a guardrail fails (incl. conversion significantly worse) | `rollback` + alarm | `rollback` + alarm |
+//! | `ship_candidate` | `promote` | `promote` |
+//! | `no_difference` | `promote` (no worse, guardrails pass) | `keep_primary` |
+//! | `inconclusive`, guardrails measured and passing | `ramp` to the next step | `wait` |
+//! | otherwise | `wait` | `wait` |
+//!
+//! `promote` makes the candidate the fixed version, `rollback` and
+//! `keep_primary` the primary; `ramp` raises the percentage and keeps the
+//! experiment (id and salt), so users on the candidate stay there. `fixed`
+//! and `shadow` rollouts have nothing to act on (`none`); under `shadow` the
+//! report compares the candidate's unserved lists with the served ones.
+//!
+//! Guardrails, each `passed: null` until both arms have
+//! [`CanaryConfig::min_guardrail_requests`]:
+//! - error rate: the candidate's at most [`CanaryConfig::max_error_rate_increase`]
+//!   above the primary's;
+//! - p95 latency: at most [`CanaryConfig::max_p95_regression`] (10%) above the
+//!   primary's, plus [`CanaryConfig::p95_slack_ms`] of timer noise;
+//! - conversion: not significantly worse (the always-valid test);
+//! - fairness: catalogue coverage, gini_exposed, top-10% share and tail share
+//!   against the audit's thresholds. These grow or shrink with the number of
+//!   lists, so both arms are measured on the same number of lists (evenly
+//!   spaced in time); a candidate that misses a threshold passes only when the
+//!   primary misses it too on the same sample and the candidate is no worse
+//!   than [`CanaryConfig::fairness_tolerance`].
+
+pub mod job;
+
+use crate::audit::exposure::{self, Catalog, ExposureCounts};
+use crate::audit::{Thresholds, Window};
+use crate::domain::experiment::{
+    attribute, decide, Analysis, Decision, DecisionRule, Engagement, Served,
+};
+use crate::ports::{RolloutSpec, RolloutState};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The automation's parameters (defaults are the product's policy).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CanaryConfig {
+    pub rule: DecisionRule,
+    /// A list converts when its user watches or rates one of its movies
+    /// within this long after it was served.
+    pub attribution_ms: i64,
+    /// Absolute error-rate increase the candidate may show (0.01 = 1 point).
+    pub max_error_rate_increase: f64,
+    /// Relative p95 latency regression allowed (0.10 = 10%).
+    pub max_p95_regression: f64,
+    /// Added to the p95 limit: differences below it are timer noise.
+    pub p95_slack_ms: f64,
+    /// Requests each arm needs before a guardrail is judged.
+    pub min_guardrail_requests: u64,
+    /// How much worse than the primary a fairness metric that misses its
+    /// threshold on both arms may be.
+    pub fairness_tolerance: f64,
+    pub thresholds: Thresholds,
+    /// Canary percentages, in order; `ramp` moves to the next one above the
+    /// current percentage.
+    pub ramp: Vec<f64>,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            rule: DecisionRule::default(),
+            attribution_ms: 24 * HOUR_MS,
+            max_error_rate_increase: 0.01,
+            max_p95_regression: 0.10,
+            p95_slack_ms: 0.5,
+            min_guardrail_requests: 200,
+            fairness_tolerance: 0.01,
+            thresholds: Thresholds::default(),
+            ramp: vec![5.0, 25.0, 50.0],
+        }
+    }
+}
+
+/// The audit's fairness metrics over a set of lists.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Fairness {
+    pub lists: usize,
+    pub catalog_coverage: Option<f64>,
+    pub gini_exposed: Option<f64>,
+    pub gini_catalog: Option<f64>,
+    pub top_10_pct_share: Option<f64>,
+    pub tail_share: Option<f64>,
+}
+
+impl Fairness {
+    pub fn of(lists: &[&[u64]], catalog: &Catalog) -> Self {
+        let mut counts = ExposureCounts::default();
+        for l in lists {
+            counts.add_list(l);
+        }
+        let m = exposure::metrics(&counts, catalog);
+        Fairness {
+            lists: lists.len(),
+            catalog_coverage: m.catalog_coverage,
+            gini_exposed: m.gini_exposed,
+            gini_catalog: m.gini_catalog,
+            top_10_pct_share: m.top_10_pct_share,
+            tail_share: m.tail_share,
+        }
+    }
+}
+
+/// `n` of `items`, evenly spaced (all of them when `n ≥ len`).
+fn evenly<T: Copy>(items: &[T], n: usize) -> Vec<T> {
+    if n >= items.len() {
+        return items.to_vec();
+    }
+    (0..n).map(|i| items[i * items.len() / n]).collect()
+}
+
+/// What one arm did in the window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ArmReport {
+    pub model_versions: Vec<String>,
+    /// Every traced request of the arm, failed ones included.
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: Option<f64>,
+    /// Lists served (status 200): the trials of the conversion test.
+    pub lists: u64,
+    pub conversions: u64,
+    pub conversion_rate: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+    /// Over all the arm's lists.
+    pub fairness: Fairness,
+    /// Over as many lists as the smaller arm served (the guardrails' basis).
+    pub fairness_matched: Fairness,
+}
+
+/// One guardrail; `passed` is `None` while there is too little data.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub passed: Option<bool>,
+    pub candidate: Option<f64>,
+    pub primary: Option<f64>,
+    pub limit: Option<f64>,
+    pub detail: String,
+}
+
+/// What the automation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The candidate becomes the fixed version.
+    Promote,
+    /// Back to the primary alone, with an alarm.
+    Rollback,
+    /// An A/B test ended without a gain: the primary stays, no alarm.
+    KeepPrimary,
+    /// A canary passes its guardrails at this percentage: raise it.
+    Ramp,
+    /// Keep collecting.
+    Wait,
+    /// No canary or A/B test is running.
+    None,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Promote => "promote",
+            Action::Rollback => "rollback",
+            Action::KeepPrimary => "keep_primary",
+            Action::Ramp => "ramp",
+            Action::Wait => "wait",
+            Action::None => "none",
+        }
+    }
+}
+
+/// The candidate's unserved lists under `shadow`, next to the served ones.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ShadowReport {
+    pub candidate_version: Option<String>,
+    /// Requests scored by both models.
+    pub requests: u64,
+    /// Mean share of the candidate's list that the served list also holds.
+    pub mean_overlap: Option<f64>,
+    /// Share of these requests whose served list converted.
+    pub served_conversion_rate: Option<f64>,
+    /// Share whose user went on to watch or rate a movie of the candidate's
+    /// list. Biased towards the served list (users saw that one), so a
+    /// candidate that matches it here is promising, not proven.
+    pub shadow_hit_rate: Option<f64>,
+    pub served_fairness: Fairness,
+    pub shadow_fairness: Fairness,
+}
+
+/// Everything an analysis found and what follows from it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExperimentReport {
+    pub strategy: String,
+    pub experiment_id: Option<String>,
+    pub primary_version: String,
+    pub candidate_version: Option<String>,
+    pub percentage: f64,
+    pub revision: u64,
+    /// When the experiment (this id) began, from the change log.
+    pub started_at: Option<i64>,
+    /// Lists served in `[from_ms, to_ms)` were analysed.
+    pub window: Window,
+    pub attribution_window_hours: f64,
+    /// Share of the lists whose attribution window has fully elapsed; the
+    /// rest may still convert (both arms alike, as assignment ignores time).
+    pub matured_share: Option<f64>,
+    /// `primary`, `candidate`.
+    pub arms: BTreeMap<String, ArmReport>,
+    /// The conversion test (canary and ab_test).
+    pub analysis: Option<Analysis>,
+    pub guardrails: Vec<Check>,
+    pub shadow: Option<ShadowReport>,
+    pub action: Action,
+    pub rationale: String,
+    /// Whether the action raises the rollback alarm.
+    pub alarm: bool,
+    /// The rollout the action writes (`promote`, `rollback`, `keep_primary`, `ramp`).
+    pub proposed: Option<RolloutSpec>,
+}
+
+/// One traced request, as the analysis reads it.
+#[derive(Clone, Debug, PartialEq)]
+struct Traced<'a> {
+    arm: &'a str,
+    user_id: u64,
+    ts_ms: i64,
+    ok: bool,
+    latency_ms: Option<f64>,
+    items: Vec<u64>,
+    model_version: Option<&'a str>,
+    shadow: Option<Vec<u64>>,
+}
+
+fn ids(v: Option<&Value>) -> Option<Vec<u64>> {
+    v?.as_array()?.iter().map(Value::as_u64).collect()
+}
+
+/// The request a trace records, when it belongs to `experiment_id`.
+fn traced<'a>(t: &'a Value, experiment_id: Option<&str>) -> Option<Traced<'a>> {
+    if t.get("experiment_id").and_then(Value::as_str) != experiment_id {
+        return None;
+    }
+    let status = t.get("status").and_then(Value::as_u64).unwrap_or(200);
+    Some(Traced {
+        arm: t
+            .get("arm")
+            .or_else(|| t.get("variant"))
+            .and_then(Value::as_str)
+            .unwrap_or("primary"),
+        user_id: t.get("user_id")?.as_u64()?,
+        ts_ms: t.get("timestamp")?.as_i64()?,
+        ok: status == 200,
+        latency_ms: t.get("latency_ms").and_then(Value::as_f64),
+        items: ids(t.get("items")).unwrap_or_default(),
+        model_version: t.get("model_version").and_then(Value::as_str),
+        shadow: ids(t.get("shadow").and_then(|s| s.get("items"))),
+    })
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+/// What an analysis reads.
+#[derive(Clone, Copy)]
+pub struct Observed<'a> {
+    /// Traces of the window; those of other experiments or times are ignored.
+    pub traces: &'a [Value],
+    /// Watches and ratings up to `now_ms`.
+    pub events: &'a [Engagement],
+    /// The catalogue the fairness metrics are judged against.
+    pub catalog: &'a Catalog,
+    pub window: Window,
+    /// When the experiment began.
+    pub started_at: Option<i64>,
+    pub now_ms: i64,
+}
+
+/// Analyses the experiment `state` runs.
+pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> ExperimentReport {
+    let Observed {
+        traces,
+        events,
+        catalog,
+        window,
+        started_at,
+        now_ms,
+    } = *obs;
+    let experiment = state
+        .experiment_id
+        .as_deref()
+        .filter(|_| state.strategy != "fixed");
+    let rows: Vec<Traced> = traces
+        .iter()
+        .filter_map(|t| traced(t, experiment))
+        .filter(|t| t.ts_ms >= window.from_ms && t.ts_ms < window.to_ms)
+        .collect();
+    let served: Vec<Served> = rows
+        .iter()
+        .filter(|r| r.ok)
+        .map(|r| Served {
+            user_id: r.user_id,
+            arm: r.arm.to_string(),
+            ts_ms: r.ts_ms,
+            items: r.items.clone(),
+            latency_ms: r.latency_ms,
+        })
+        .collect();
+    let outcomes = attribute(&served, events, cfg.attribution_ms);
+    let mut arms: BTreeMap<String, ArmReport> = BTreeMap::new();
+    let arm_names: &[&str] = if matches!(state.strategy.as_str(), "canary" | "ab_test") {
+        &["primary", "candidate"]
+    } else {
+        &["primary"]
+    };
+    for name in arm_names {
+        arms.insert(name.to_string(), ArmReport::default());
+    }
+    for r in &rows {
+        let a = arms.entry(r.arm.to_string()).or_default();
+        a.requests += 1;
+        a.errors += (!r.ok) as u64;
+        if let Some(v) = r.model_version {
+            if !a.model_versions.iter().any(|x| x == v) {
+                a.model_versions.push(v.to_string());
+            }
+        }
+    }
+    let lists_of = |arm: &str| -> Vec<&[u64]> {
+        rows.iter()
+            .filter(|r| r.ok && r.arm == arm)
+            .map(|r| r.items.as_slice())
+            .collect()
+    };
+    let matched = arms.keys().map(|a| lists_of(a).len()).min().unwrap_or(0);
+    for (name, a) in arms.iter_mut() {
+        a.error_rate = ratio(a.errors, a.requests);
+        if let Some(o) = outcomes.get(name) {
+            a.lists = o.requests;
+            a.conversions = o.conversions;
+            a.p95_latency_ms = o.p95_latency_ms;
+        }
+        a.conversion_rate = ratio(a.conversions, a.lists);
+        let lists = lists_of(name);
+        a.fairness = Fairness::of(&lists, catalog);
+        a.fairness_matched = Fairness::of(&evenly(&lists, matched), catalog);
+    }
+    let matured = served
+        .iter()
+        .filter(|s| s.ts_ms + cfg.attribution_ms <= now_ms)
+        .count();
+    let shadow =
+        (state.strategy == "shadow").then(|| shadow_report(state, &rows, events, catalog, cfg));
+
+    let mut report = ExperimentReport {
+        strategy: state.strategy.clone(),
+        experiment_id: experiment.map(str::to_string),
+        primary_version: state.served_version.clone(),
+        candidate_version: state.candidate_version.clone(),
+        percentage: state.percentage,
+        revision: state.revision,
+        started_at,
+        window,
+        attribution_window_hours: cfg.attribution_ms as f64 / HOUR_MS as f64,
+        matured_share: ratio(matured as u64, served.len() as u64),
+        arms,
+        analysis: None,
+        guardrails: Vec::new(),
+        shadow,
+        action: Action::None,
+        rationale: String::new(),
+        alarm: false,
+        proposed: None,
+    };
+    plan(&mut report, state, cfg);
+    report
+}
+
+fn shadow_report(
+    state: &RolloutState,
+    rows: &[Traced],
+    events: &[Engagement],
+    catalog: &Catalog,
+    cfg: &CanaryConfig,
+) -> ShadowReport {
+    let both: Vec<&Traced> = rows.iter().filter(|r| r.ok && r.shadow.is_some()).collect();
+    let as_served = |pick: &dyn Fn(&Traced) -> Vec<u64>| -> Vec<Served> {
+        both.iter()
+            .map(|r| Served {
+                user_id: r.user_id,
+                arm: "x".into(),
+                ts_ms: r.ts_ms,
+                items: pick(r),
+                latency_ms: None,
+            })
+            .collect()
+    };
+    let rate = |s: Vec<Served>| {
+        attribute(&s, events, cfg.attribution_ms)
+            .get("x")
+            .map(|o| o.conversion_rate)
+    };
+    let overlaps: Vec<f64> = both
+        .iter()
+        .filter_map(|r| {
+            let sh = r.shadow.as_ref()?;
+            (!sh.is_empty())
+                .then(|| sh.iter().filter(|m| r.items.contains(m)).count() as f64 / sh.len() as f64)
+        })
+        .collect();
+    let served_lists: Vec<&[u64]> = both.iter().map(|r| r.items.as_slice()).collect();
+    let shadow_lists: Vec<&[u64]> = both.iter().filter_map(|r| r.shadow.as_deref()).collect();
+    ShadowReport {
+        candidate_version: state.candidate_version.clone(),
+        requests: both.len() as u64,
+        mean_overlap: (!overlaps.is_empty())
+            .then(|| overlaps.iter().sum::<f64>() / overlaps.len() as f64),
+        served_conversion_rate: rate(as_served(&|r| r.items.clone())),
+        shadow_hit_rate: rate(as_served(&|r| r.shadow.clone().unwrap_or_default())),
+        served_fairness: Fairness::of(&served_lists, catalog),
+        shadow_fairness: Fairness::of(&shadow_lists, catalog),
+    }
+}
+
+/// The guardrails of a canary or A/B test.
+fn guardrails(p: &ArmReport, c: &ArmReport, analysis: &Analysis, cfg: &CanaryConfig) -> Vec<Check> {
+    let enough =
+        p.requests >= cfg.min_guardrail_requests && c.requests >= cfg.min_guardrail_requests;
+    let short = format!(
+        "not enough data: {} primary and {} candidate requests; each arm needs {}",
+        p.requests, c.requests, cfg.min_guardrail_requests
+    );
+    let mut out = Vec::new();
+    // Error rate.
+    let limit = p.error_rate.map(|e| e + cfg.max_error_rate_increase);
+    out.push(match (enough, c.error_rate, limit) {
+        (true, Some(ce), Some(l)) => Check {
+            name: "error_rate",
+            passed: Some(ce <= l + 1e-12),
+            candidate: Some(ce),
+            primary: p.error_rate,
+            limit: Some(l),
+            detail: format!(
+                "candidate {:.2}% of requests failed vs {:.2}% (limit +{} points)",
+                100.0 * ce,
+                100.0 * p.error_rate.unwrap_or(0.0),
+                100.0 * cfg.max_error_rate_increase
+            ),
+        },
+        _ => Check {
+            name: "error_rate",
+            passed: None,
+            candidate: c.error_rate,
+            primary: p.error_rate,
+            limit,
+            detail: short.clone(),
+        },
+    });
+    // p95 latency.
+    let enough_lists =
+        p.lists >= cfg.min_guardrail_requests && c.lists >= cfg.min_guardrail_requests;
+    let limit = p
+        .p95_latency_ms
+        .map(|l| l * (1.0 + cfg.max_p95_regression) + cfg.p95_slack_ms);
+    out.push(match (enough_lists, c.p95_latency_ms, limit) {
+        (true, Some(cl), Some(l)) => Check {
+            name: "p95_latency",
+            passed: Some(cl <= l),
+            candidate: Some(cl),
+            primary: p.p95_latency_ms,
+            limit: Some(l),
+            detail: format!(
+                "candidate p95 {cl:.2} ms vs {:.2} ms (limit +{:.0}% + {} ms)",
+                p.p95_latency_ms.unwrap_or(0.0),
+                100.0 * cfg.max_p95_regression,
+                cfg.p95_slack_ms
+            ),
+        },
+        _ => Check {
+            name: "p95_latency",
+            passed: None,
+            candidate: c.p95_latency_ms,
+            primary: p.p95_latency_ms,
+            limit,
+            detail: if enough_lists {
+                "no latencies in the traces".into()
+            } else {
+                short.clone()
+            },
+        },
+    });
+    // Conversion: not significantly worse.
+    let measured = p.lists >= cfg.rule.min_per_arm && c.lists >= cfg.rule.min_per_arm;
+    out.push(Check {
+        name: "conversion",
+        passed: match analysis.decision {
+            Decision::KeepPrimary => Some(false),
+            _ if measured => Some(true),
+            _ => None,
+        },
+        candidate: c.conversion_rate,
+        primary: p.conversion_rate,
+        limit: None,
+        detail: analysis.rationale.clone(),
+    });
+    // Fairness, on equal numbers of lists.
+    let t = &cfg.thresholds;
+    for (name, cand, prim, limit, higher_is_better) in [
+        (
+            "catalog_coverage",
+            c.fairness_matched.catalog_coverage,
+            p.fairness_matched.catalog_coverage,
+            t.min_catalog_coverage,
+            true,
+        ),
+        (
+            "gini_exposed",
+            c.fairness_matched.gini_exposed,
+            p.fairness_matched.gini_exposed,
+            t.max_gini_exposed,
+            false,
+        ),
+        (
+            "top_10_pct_share",
+            c.fairness_matched.top_10_pct_share,
+            p.fairness_matched.top_10_pct_share,
+            t.max_top_10_pct_share,
+            false,
+        ),
+        (
+            "tail_share",
+            c.fairness_matched.tail_share,
+            p.fairness_matched.tail_share,
+            t.min_tail_share,
+            true,
+        ),
+    ] {
+        let meets = |v: f64| {
+            if higher_is_better {
+                v >= limit
+            } else {
+                v <= limit
+            }
+        };
+        // How much worse the candidate is than the primary (> 0: worse).
+        let worse_by = |c: f64, p: f64| if higher_is_better { p - c } else { c - p };
+        let passed = match (enough_lists, cand, prim) {
+            (true, Some(cv), Some(pv)) => {
+                Some(meets(cv) || (!meets(pv) && worse_by(cv, pv) <= cfg.fairness_tolerance))
+            }
+            _ => None,
+        };
+        let detail = match (passed, cand, prim) {
+            (Some(_), Some(cv), Some(pv)) => format!(
+                "candidate {cv:.4} vs primary {pv:.4} on {} lists each ({} {limit})",
+                c.fairness_matched.lists.min(p.fairness_matched.lists),
+                if higher_is_better {
+                    "threshold ≥"
+                } else {
+                    "threshold ≤"
+                }
+            ),
+            _ => short.clone(),
+        };
+        out.push(Check {
+            name,
+            passed,
+            candidate: cand,
+            primary: prim,
+            limit: Some(limit),
+            detail,
+        });
+    }
+    out
+}
+
+/// Fills in the analysis, guardrails and action.
+fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
+    let strategy = state.strategy.as_str();
+    let Some(candidate) = state.candidate_version.clone() else {
+        r.rationale = format!(
+            "no experiment is running: strategy {strategy} serves {} to everyone",
+            state.served_version
+        );
+        return;
+    };
+    if strategy == "shadow" {
+        r.rationale = "shadow serves only the primary: nothing to promote automatically; compare the shadow section, then start a canary".into();
+        return;
+    }
+    if !matches!(strategy, "canary" | "ab_test") {
+        r.rationale = format!("strategy {strategy} has no experiment to act on");
+        return;
+    }
+    let p = r.arms.get("primary").cloned().unwrap_or_default();
+    let c = r.arms.get("candidate").cloned().unwrap_or_default();
+    let to_counts = |a: &ArmReport| crate::domain::experiment::Counts {
+        conversions: a.conversions,
+        trials: a.lists,
+    };
+    let analysis = decide(to_counts(&p), to_counts(&c), &cfg.rule);
+    r.guardrails = guardrails(&p, &c, &analysis, cfg);
+    let failed: Vec<&Check> = r
+        .guardrails
+        .iter()
+        .filter(|g| g.passed == Some(false))
+        .collect();
+    let fixed = |v: &str, why: String| RolloutSpec::fixed(v).because(why);
+    if !failed.is_empty() {
+        let why = failed
+            .iter()
+            .map(|g| format!("{}: {}", g.name, g.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        r.action = Action::Rollback;
+        r.alarm = true;
+        r.rationale = format!("guardrail failed, back to {}: {why}", state.served_version);
+        r.proposed = Some(fixed(
+            &state.served_version,
+            format!("canary rollback: {why}"),
+        ));
+    } else {
+        match (analysis.decision, strategy) {
+            (Decision::ShipCandidate, _) => {
+                r.action = Action::Promote;
+                r.rationale = format!("promote {candidate}: {}", analysis.rationale);
+            }
+            (Decision::NoDifference, "canary") => {
+                r.action = Action::Promote;
+                r.rationale = format!(
+                    "promote {candidate}: no worse than {} and every guardrail passes; {}",
+                    state.served_version, analysis.rationale
+                );
+            }
+            (Decision::NoDifference, _) => {
+                r.action = Action::KeepPrimary;
+                r.rationale = format!(
+                    "the A/B test found no gain, {} stays: {}",
+                    state.served_version, analysis.rationale
+                );
+            }
+            _ => {
+                let measured = r
+                    .guardrails
+                    .iter()
+                    .filter(|g| matches!(g.name, "error_rate" | "p95_latency"))
+                    .all(|g| g.passed == Some(true));
+                let next = cfg.ramp.iter().copied().find(|&s| s > state.percentage);
+                match (strategy, measured, next) {
+                    ("canary", true, Some(to)) => {
+                        r.action = Action::Ramp;
+                        r.rationale = format!(
+                            "guardrails pass at {}%: ramp {candidate} to {to}% (same experiment); conversion: {}",
+                            state.percentage, analysis.rationale
+                        );
+                        r.proposed = Some(
+                            RolloutSpec {
+                                strategy: state.strategy.clone(),
+                                primary_version: state.served_version.clone(),
+                                candidate_version: Some(candidate.clone()),
+                                percentage: to,
+                                experiment_id: state.experiment_id.clone(),
+                                salt: state.salt.clone(),
+                                reason: None,
+                            }
+                            .because(format!("canary ramp {}% → {to}%", state.percentage)),
+                        );
+                    }
+                    _ => {
+                        let pending: Vec<&str> = r
+                            .guardrails
+                            .iter()
+                            .filter(|g| g.passed.is_none())
+                            .map(|g| g.name)
+                            .collect();
+                        r.action = Action::Wait;
+                        r.rationale = if pending.is_empty() {
+                            format!("keep collecting: {}", analysis.rationale)
+                        } else {
+                            format!(
+                                "keep collecting: {}; guardrails without enough data: {}",
+                                analysis.rationale,
+                                pending.join(", ")
+                            )
+                        };
+                    }
+                }
+            }
+        }
+        match r.action {
+            Action::Promote => {
+                r.proposed = Some(fixed(
+                    &candidate,
+                    format!("canary promote: {}", analysis.rationale),
+                ))
+            }
+            Action::KeepPrimary => {
+                r.proposed = Some(fixed(
+                    &state.served_version,
+                    format!("experiment ended, primary kept: {}", analysis.rationale),
+                ))
+            }
+            _ => {}
+        }
+    }
+    r.analysis = Some(analysis);
+}
+
+/// A few lines for people: the arms, the guardrails, the action.
+pub fn render(r: &ExperimentReport) -> String {
+    use std::fmt::Write;
+    let f = |x: Option<f64>, pct: bool| match (x, pct) {
+        (Some(v), true) => format!("{:.2}%", 100.0 * v),
+        (Some(v), false) => format!("{v:.2}"),
+        (None, _) => "-".into(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} (candidate {}, {}%), experiment {}",
+        r.strategy,
+        r.primary_version,
+        r.candidate_version.as_deref().unwrap_or("-"),
+        r.percentage,
+        r.experiment_id.as_deref().unwrap_or("-"),
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>9} {:>7} {:>9} {:>11} {:>8} {:>9} {:>9}",
+        "arm", "requests", "errors", "lists", "conversion", "p95 ms", "coverage", "tail"
+    );
+    for (name, a) in &r.arms {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>9} {:>7} {:>9} {:>11} {:>8} {:>9} {:>9}",
+            name,
+            a.requests,
+            a.errors,
+            a.lists,
+            f(a.conversion_rate, true),
+            f(a.p95_latency_ms, false),
+            f(a.fairness.catalog_coverage, false),
+            f(a.fairness.tail_share, false),
+        );
+    }
+    for g in &r.guardrails {
+        let mark = match g.passed {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "n/a ",
+        };
+        let _ = writeln!(out, "  [{mark}] {}: {}", g.name, g.detail);
+    }
+    if let Some(s) = &r.shadow {
+        let _ = writeln!(
+            out,
+            "shadow: {} requests, overlap {}, served conversion {}, shadow hit rate {}",
+            s.requests,
+            f(s.mean_overlap, true),
+            f(s.served_conversion_rate, true),
+            f(s.shadow_hit_rate, true)
+        );
+    }
+    let _ = writeln!(out, "action: {} — {}", r.action.as_str(), r.rationale);
+    out
+}
+
+#[cfg(test)]
+mod tests;
