@@ -26,7 +26,14 @@
 //! - error rate: the candidate's at most [`CanaryConfig::max_error_rate_increase`]
 //!   above the primary's;
 //! - p95 latency: at most [`CanaryConfig::max_p95_regression`] (10%) above the
-//!   primary's, plus [`CanaryConfig::p95_slack_ms`] of timer noise;
+//!   primary's, plus [`CanaryConfig::p95_slack_ms`] of timer noise.
+//!
+//!   These two are looked at every hour, so noise alone would cross a bare
+//!   limit sooner or later: they pass while the candidate is within the
+//!   limit, fail only when it is significantly beyond it (one-sided bound at
+//!   [`CanaryConfig::guardrail_z`]; for p95, the candidate's distribution-free
+//!   interval above the limit taken at the top of the primary's), and in
+//!   between stay pending (`null`): the canary waits instead of ramping;
 //! - conversion: not significantly worse (the always-valid test);
 //! - fairness: catalogue coverage, gini_exposed, top-10% share and tail share
 //!   against the audit's thresholds. These grow or shrink with the number of
@@ -36,11 +43,12 @@
 //!   than [`CanaryConfig::fairness_tolerance`].
 
 pub mod job;
+pub mod sim;
 
 use crate::audit::exposure::{self, Catalog, ExposureCounts};
 use crate::audit::{Thresholds, Window};
 use crate::domain::experiment::{
-    attribute, decide, Analysis, Decision, DecisionRule, Engagement, Served,
+    attribute, decide, quantile_ci_ranks, Analysis, Decision, DecisionRule, Engagement, Served,
 };
 use crate::ports::{RolloutSpec, RolloutState};
 use serde::Serialize;
@@ -64,6 +72,10 @@ pub struct CanaryConfig {
     pub p95_slack_ms: f64,
     /// Requests each arm needs before a guardrail is judged.
     pub min_guardrail_requests: u64,
+    /// How sure a guardrail must be before it fails: the normal quantile of
+    /// its one-sided bound (3: looked at every hour for weeks, a false
+    /// rollback stays rare).
+    pub guardrail_z: f64,
     /// How much worse than the primary a fairness metric that misses its
     /// threshold on both arms may be.
     pub fairness_tolerance: f64,
@@ -82,6 +94,7 @@ impl Default for CanaryConfig {
             max_p95_regression: 0.10,
             p95_slack_ms: 0.5,
             min_guardrail_requests: 200,
+            guardrail_z: 3.0,
             fairness_tolerance: 0.01,
             thresholds: Thresholds::default(),
             ramp: vec![5.0, 25.0, 50.0],
@@ -139,6 +152,9 @@ pub struct ArmReport {
     pub conversions: u64,
     pub conversion_rate: Option<f64>,
     pub p95_latency_ms: Option<f64>,
+    /// Distribution-free confidence bounds of the p95 (order statistics at
+    /// [`CanaryConfig::guardrail_z`]).
+    pub p95_latency_ci_ms: Option<(f64, f64)>,
     /// Over all the arm's lists.
     pub fairness: Fairness,
     /// Over as many lists as the smaller arm served (the guardrails' basis).
@@ -359,6 +375,14 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
             a.p95_latency_ms = o.p95_latency_ms;
         }
         a.conversion_rate = ratio(a.conversions, a.lists);
+        let mut lat: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.ok && r.arm == name)
+            .filter_map(|r| r.latency_ms)
+            .collect();
+        lat.sort_unstable_by(f64::total_cmp);
+        a.p95_latency_ci_ms = quantile_ci_ranks(lat.len(), 0.95, cfg.guardrail_z)
+            .map(|(l, u)| (lat[l - 1], lat[u - 1]));
         let lists = lists_of(name);
         a.fairness = Fairness::of(&lists, catalog);
         a.fairness_matched = Fairness::of(&evenly(&lists, matched), catalog);
@@ -449,22 +473,39 @@ fn guardrails(p: &ArmReport, c: &ArmReport, analysis: &Analysis, cfg: &CanaryCon
         p.requests, c.requests, cfg.min_guardrail_requests
     );
     let mut out = Vec::new();
-    // Error rate.
+    // Error rate: over the limit passes never; failing needs the excess to
+    // be significant (z = guardrail_z, unpooled standard error), else the
+    // check is pending and the canary waits rather than ramps.
     let limit = p.error_rate.map(|e| e + cfg.max_error_rate_increase);
-    out.push(match (enough, c.error_rate, limit) {
-        (true, Some(ce), Some(l)) => Check {
-            name: "error_rate",
-            passed: Some(ce <= l + 1e-12),
-            candidate: Some(ce),
-            primary: p.error_rate,
-            limit: Some(l),
-            detail: format!(
-                "candidate {:.2}% of requests failed vs {:.2}% (limit +{} points)",
-                100.0 * ce,
-                100.0 * p.error_rate.unwrap_or(0.0),
-                100.0 * cfg.max_error_rate_increase
-            ),
-        },
+    out.push(match (enough, c.error_rate, p.error_rate, limit) {
+        (true, Some(ce), Some(pe), Some(l)) => {
+            let se = (ce * (1.0 - ce) / c.requests as f64 + pe * (1.0 - pe) / p.requests as f64)
+                .sqrt();
+            let low = ce - pe - cfg.guardrail_z * se;
+            let passed = if ce <= l + 1e-12 {
+                Some(true)
+            } else if low > cfg.max_error_rate_increase {
+                Some(false)
+            } else {
+                None
+            };
+            Check {
+                name: "error_rate",
+                passed,
+                candidate: Some(ce),
+                primary: Some(pe),
+                limit: Some(l),
+                detail: format!(
+                    "candidate {:.2}% of requests failed vs {:.2}% (limit +{} points; excess at least {:.2} points at z = {}){}",
+                    100.0 * ce,
+                    100.0 * pe,
+                    100.0 * cfg.max_error_rate_increase,
+                    100.0 * low.max(0.0),
+                    cfg.guardrail_z,
+                    if passed.is_none() { ": over the limit, not yet significantly" } else { "" }
+                ),
+            }
+        }
         _ => Check {
             name: "error_rate",
             passed: None,
@@ -474,26 +515,37 @@ fn guardrails(p: &ArmReport, c: &ArmReport, analysis: &Analysis, cfg: &CanaryCon
             detail: short.clone(),
         },
     });
-    // p95 latency.
+    // p95 latency: over the limit passes never; failing needs the
+    // candidate's p95 confidence interval to lie above the limit taken at the
+    // top of the primary's.
     let enough_lists =
         p.lists >= cfg.min_guardrail_requests && c.lists >= cfg.min_guardrail_requests;
-    let limit = p
-        .p95_latency_ms
-        .map(|l| l * (1.0 + cfg.max_p95_regression) + cfg.p95_slack_ms);
-    out.push(match (enough_lists, c.p95_latency_ms, limit) {
-        (true, Some(cl), Some(l)) => Check {
-            name: "p95_latency",
-            passed: Some(cl <= l),
-            candidate: Some(cl),
-            primary: p.p95_latency_ms,
-            limit: Some(l),
-            detail: format!(
-                "candidate p95 {cl:.2} ms vs {:.2} ms (limit +{:.0}% + {} ms)",
-                p.p95_latency_ms.unwrap_or(0.0),
-                100.0 * cfg.max_p95_regression,
-                cfg.p95_slack_ms
-            ),
-        },
+    let limit_of = |l: f64| l * (1.0 + cfg.max_p95_regression) + cfg.p95_slack_ms;
+    let limit = p.p95_latency_ms.map(limit_of);
+    out.push(match (enough_lists, c.p95_latency_ms, limit, c.p95_latency_ci_ms, p.p95_latency_ci_ms) {
+        (true, Some(cl), Some(l), Some((c_low, _)), Some((_, p_high))) => {
+            let passed = if cl <= l {
+                Some(true)
+            } else if c_low > limit_of(p_high) {
+                Some(false)
+            } else {
+                None
+            };
+            Check {
+                name: "p95_latency",
+                passed,
+                candidate: Some(cl),
+                primary: p.p95_latency_ms,
+                limit: Some(l),
+                detail: format!(
+                    "candidate p95 {cl:.2} ms (CI from {c_low:.2}) vs {:.2} ms (CI to {p_high:.2}); limit +{:.0}% + {} ms{}",
+                    p.p95_latency_ms.unwrap_or(0.0),
+                    100.0 * cfg.max_p95_regression,
+                    cfg.p95_slack_ms,
+                    if passed.is_none() { ": over the limit, not yet significantly" } else { "" }
+                ),
+            }
+        }
         _ => Check {
             name: "p95_latency",
             passed: None,

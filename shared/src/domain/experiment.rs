@@ -382,6 +382,19 @@ pub fn nearest_rank(values: &mut [f64], q: f64) -> Option<f64> {
     Some(values[rank - 1])
 }
 
+/// 1-based ranks of distribution-free confidence bounds for the `q`
+/// quantile of `n` values: `nq ∓ z·√(nq(1−q))` (the normal approximation
+/// of the binomial count of values below the quantile), clamped to `1..=n`.
+pub fn quantile_ci_ranks(n: usize, q: f64, z: f64) -> Option<(usize, usize)> {
+    if n == 0 {
+        return None;
+    }
+    let m = n as f64 * q;
+    let h = z * (m * (1.0 - q)).sqrt();
+    let clamp = |r: f64| (r as usize).clamp(1, n);
+    Some((clamp((m - h).floor()), clamp((m + h).ceil())))
+}
+
 /// Attribution: a served list converts when its user watches or rates one
 /// of its movies within `window_ms` after it was served (after, not at: an
 /// event at the same millisecond cannot have been caused by the list).
@@ -835,6 +848,10 @@ mod tests {
                 trials: 1
             }
         );
+        // 100 values, q = 0.95, z = 3: 95 ∓ 3·√4.75 = 95 ∓ 6.54 → ranks 88 and 100.
+        assert_eq!(quantile_ci_ranks(100, 0.95, 3.0), Some((88, 100)));
+        assert_eq!(quantile_ci_ranks(1, 0.95, 3.0), Some((1, 1)));
+        assert_eq!(quantile_ci_ranks(0, 0.95, 3.0), None);
         // Nearest rank on 1..=100: the 95th value.
         let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(nearest_rank(&mut v, 0.95), Some(95.0));
