@@ -503,6 +503,8 @@ fn serve(a: ServeArgs) -> Result<()> {
                         tick.tick().await;
                         let now = chrono::Utc::now().timestamp_millis();
                         match job.run(now, job.window_minutes, false, "canary-automation").await {
+                            Ok(o) if o.report.alarm => tracing::warn!(target: "canary", action = o.report.action.as_str(),
+                                rationale = %o.report.rationale, applied = o.applied.is_some(), "ALARM: canary rolled back"),
                             Ok(o) => tracing::info!(target: "canary", action = o.report.action.as_str(),
                                 rationale = %o.report.rationale, applied = o.applied.is_some(), "canary run"),
                             Err(e) => tracing::warn!(target: "canary", error = %e, "canary run failed"),
