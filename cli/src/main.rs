@@ -416,8 +416,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("published {}", out.manifest.version);
     }
     let db = Arc::new(SqliteStore::open(&a.data_dir.join("movie-recs.db"))?);
-    // The canary's settings (MOVIE_RECS_CANARY_*, MOVIE_RECS_ATTRIBUTION_HOURS).
-    let canary = shared::config::Settings::from_env()?;
+    // From the environment: the canary's settings (MOVIE_RECS_CANARY_*,
+    // MOVIE_RECS_ATTRIBUTION_HOURS) and the default policy (MOVIE_RECS_POLICY).
+    let env = shared::config::Settings::from_env()?;
     let admin_token = std::env::var("MOVIE_RECS_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
@@ -435,6 +436,7 @@ fn serve(a: ServeArgs) -> Result<()> {
                 iam_authorized: false,
                 emf: false,
                 trace_before_response: false,
+                default_policy: env.policy,
             },
         )
         .with_registry(reg.clone())
@@ -445,8 +447,8 @@ fn serve(a: ServeArgs) -> Result<()> {
             rollout: db.clone(),
             metrics: Arc::new(FileMetrics::new(a.data_dir.join("metrics.jsonl"))),
             stage: "local".into(),
-            config: canary.canary,
-            window_minutes: canary.canary_window_minutes,
+            config: env.canary,
+            window_minutes: env.canary_window_minutes,
             catalog: None,
         })
         .with_ingestor(Arc::new(

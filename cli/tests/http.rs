@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use shared::adapters::local::{FolderRegistry, SqliteStore};
 use shared::artifact::{HyperParams, MODEL_FILE};
 use shared::data::synthetic::{generate, SyntheticConfig};
@@ -467,4 +467,97 @@ async fn lambda_mode_writes_the_trace_before_answering() {
         text.contains("movie_recs_trace_write_failures_total 1"),
         "{text}"
     );
+}
+
+/// `?policy=` re-ranks after scoring: named in provenance and the trace,
+/// each policy's parameter checked, slots filled from outside the head tier,
+/// zero weights equal to the model's ranking, unknown users re-ranked too.
+#[tokio::test]
+async fn policies_rerank_and_are_named_in_provenance() {
+    let st = state(true, 3600).await;
+    let items = |v: &Value| -> Vec<u64> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    let (_, _, plain, _) = get(&st, "/recommend/1?k=10", None).await;
+    assert_eq!(plain["provenance"]["policy"], "none");
+    assert_eq!(plain["provenance"]["policy_params"], json!({}));
+    for zero in [
+        "policy=mmr&lambda=0",
+        "policy=explore&weight=0",
+        "policy=calibrated&lambda=0",
+        "policy=slots&slots=0",
+        "policy=none",
+    ] {
+        let (code, _, v, text) = get(&st, &format!("/recommend/1?k=10&{zero}"), None).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        assert_eq!(items(&v), items(&plain), "{zero}");
+    }
+    // Head tier: the 20% most popular movies of the model's catalogue.
+    let model = st.current_model().unwrap();
+    let head: std::collections::HashSet<u64> = model
+        .manifest
+        .items
+        .iter()
+        .zip(&model.features().head)
+        .filter(|(_, h)| **h)
+        .map(|(i, _)| i.movie_id)
+        .collect();
+    let (code, rid, v, _) = get(&st, "/recommend/1?k=10&policy=slots&slots=6", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["provenance"]["policy"], "slots");
+    assert_eq!(v["provenance"]["policy_params"], json!({"slots": 6}));
+    let got = items(&v);
+    assert_eq!(got.len(), 10);
+    assert!(
+        got.iter().filter(|m| !head.contains(m)).count() >= 6,
+        "{got:?}"
+    );
+    let scores: Vec<f64> = v["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "slots keep score order: {scores:?}"
+    );
+    let rid = rid.unwrap();
+    let trace = loop {
+        let (code, _, t, _) = get(&st, &format!("/trace/{rid}"), None).await;
+        if code == StatusCode::OK {
+            break t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(trace["policy"], "slots");
+    assert_eq!(trace["items"], json!(got));
+    let (_, _, mmr, _) = get(&st, "/recommend/1?k=10&policy=mmr&lambda=0.9", None).await;
+    assert_ne!(items(&mmr), items(&plain));
+    assert_eq!(mmr["provenance"]["policy_params"]["lambda"], 0.9);
+    // An unknown user: popularity, re-ranked.
+    let (code, _, v, _) = get(&st, "/recommend/999999?k=5&policy=explore&weight=1", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["provenance"]["fallback"], "popularity");
+    let (_, _, pop, _) = get(&st, "/recommend/999999?k=5", None).await;
+    assert_ne!(items(&v), items(&pop));
+    for (q, name) in [
+        ("policy=popular", "policy"),
+        ("policy=mmr&lambda=2", "lambda"),
+        ("policy=explore&weight=x", "weight"),
+        ("policy=slots&slots=11", "slots"),
+        ("policy=calibrated&lambda=-1", "lambda"),
+    ] {
+        let (code, _, v, text) = get(&st, &format!("/recommend/1?k=10&{q}"), None).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{q}: {text}");
+        assert!(
+            v["detail"].as_str().unwrap().starts_with(name),
+            "{q}: {text}"
+        );
+    }
 }

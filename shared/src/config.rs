@@ -59,6 +59,8 @@ pub struct Settings {
     pub canary: crate::canary::CanaryConfig,
     /// The scheduled canary's window (capped by the experiment's start).
     pub canary_window_minutes: i64,
+    /// The re-ranking policy of requests without `?policy=`.
+    pub policy: crate::domain::rerank::Policy,
     pub trace_ttl_days: i64,
     pub admin_token: Option<String>,
     pub rate_limit_per_hour: usize,
@@ -168,6 +170,15 @@ impl Settings {
             crate::canary::job::MAX_WINDOW_MINUTES,
         )?
         .min(crate::canary::job::MAX_WINDOW_MINUTES);
+        let policy = match var("MOVIE_RECS_POLICY") {
+            None => crate::domain::rerank::Policy::default(),
+            Some(v) => crate::domain::rerank::Policy::from_spec(&v, crate::http::K_MAX).map_err(
+                |reason| ConfigError {
+                    var: "MOVIE_RECS_POLICY",
+                    reason,
+                },
+            )?,
+        };
         let topics = match var("MOVIE_RECS_TOPIC_SUFFIXES") {
             None => TopicMap::default(),
             Some(v) => TopicMap::parse(&v).map_err(|reason| ConfigError {
@@ -196,6 +207,7 @@ impl Settings {
             audit,
             canary,
             canary_window_minutes,
+            policy,
             trace_ttl_days: ttl,
             admin_token: var("MOVIE_RECS_ADMIN_TOKEN"),
             rate_limit_per_hour: positive("MOVIE_RECS_RATE_LIMIT_PER_HOUR", 20)? as usize,
@@ -244,6 +256,7 @@ impl Settings {
             iam_authorized: self.in_lambda,
             emf: self.in_lambda,
             trace_before_response: self.in_lambda,
+            default_policy: self.policy,
         }
     }
 }
@@ -482,6 +495,8 @@ mod tests {
             ("MOVIE_RECS_CANARY_RAMP", "0,50"),
             ("MOVIE_RECS_CANARY_MAX_P95_REGRESSION", "1.5"),
             ("MOVIE_RECS_ATTRIBUTION_HOURS", "0"),
+            ("MOVIE_RECS_POLICY", "popular"),
+            ("MOVIE_RECS_POLICY", "mmr:lambda=2"),
         ] {
             assert_eq!(settings(&[(k, v)]).unwrap_err().var, k);
         }

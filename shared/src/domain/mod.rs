@@ -4,6 +4,7 @@ pub mod dataset;
 pub mod eval;
 pub mod experiment;
 pub mod ranking;
+pub mod rerank;
 pub mod split;
 
 pub use dataset::{DataFormat, Dataset, Interaction, ItemMeta, LooCase, TestSet};

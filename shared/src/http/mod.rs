@@ -48,6 +48,8 @@ pub struct ApiConfig {
     /// Finish the trace write before answering (Lambda); otherwise it runs
     /// after the response is on its way (a long-lived server).
     pub trace_before_response: bool,
+    /// The re-ranking policy of requests without `?policy=` (`MOVIE_RECS_POLICY`).
+    pub default_policy: crate::domain::rerank::Policy,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +62,7 @@ impl Default for ApiConfig {
             iam_authorized: false,
             emf: false,
             trace_before_response: false,
+            default_policy: crate::domain::rerank::Policy::default(),
         }
     }
 }
@@ -412,6 +415,13 @@ async fn recommend(
         (Ok(u), Ok(k)) => (u, k),
         (Err(d), _) | (_, Err(d)) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
     };
+    let policy = match q.get("policy") {
+        None => st.config.default_policy.for_k(k),
+        Some(name) => match crate::domain::rerank::Policy::parse(name, &q, k) {
+            Ok(p) => p,
+            Err(d) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
+        },
+    };
     let Some(serving) = st.serving() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -426,7 +436,7 @@ async fn recommend(
         tracing::warn!(request_id = %rid, error = %e, "user history unavailable; excluding training history only");
         Vec::new()
     });
-    let ranked = match model.recommend(user_id, k, &seen) {
+    let ranked = match model.recommend_with(user_id, k, &seen, policy) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "scoring failed");
@@ -490,6 +500,8 @@ async fn recommend(
         "strategy": arm.strategy,
         "arm": arm.arm,
         "experiment_id": arm.experiment_id,
+        "policy": policy.name(),
+        "policy_params": policy.params(),
     });
     let body = json!({
         "user_id": user_id,

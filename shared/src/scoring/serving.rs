@@ -4,9 +4,11 @@
 
 use super::{OnnxModel, ScoringError};
 use crate::artifact::{ArtifactError, History, Manifest, HISTORY_FILE, MODEL_FILE};
-use crate::domain::ranking::{popular_unseen, popularity_order, top_k_unseen};
+use crate::domain::ranking::popularity_order;
+use crate::domain::rerank::{rerank, ItemFeatures, Policy};
 use crate::ports::VerifiedArtifact;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a version could not be made servable.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,11 @@ pub struct ServingModel {
     item_index: HashMap<u64, u32>,
     popularity: Vec<u32>,
     by_popularity: Vec<u32>,
+    /// Genres, popularity and head tier, for the re-ranking policies.
+    features: ItemFeatures,
+    /// Times each item was served by this process since the version loaded
+    /// (the `explore` policy's exposure, with training popularity).
+    exposure: Vec<AtomicU64>,
 }
 
 impl ServingModel {
@@ -62,6 +69,10 @@ impl ServingModel {
                 .map(|(i, it)| (it.movie_id, i as u32))
                 .collect(),
             by_popularity: popularity_order(&popularity),
+            features: ItemFeatures::new(
+                m.items.iter().map(|i| (i.genres.as_slice(), i.popularity)),
+            ),
+            exposure: (0..m.items.len()).map(|_| AtomicU64::new(0)).collect(),
             popularity,
             history,
             onnx,
@@ -87,29 +98,62 @@ impl ServingModel {
         k: usize,
         also_seen: &[u64],
     ) -> Result<Ranked, ScoringError> {
+        self.recommend_with(user_id, k, also_seen, Policy::None)
+    }
+
+    /// [`Self::recommend`] re-ranked by `policy` ([`crate::domain::rerank`]);
+    /// for unknown users the policy re-ranks popularity.
+    pub fn recommend_with(
+        &self,
+        user_id: u64,
+        k: usize,
+        also_seen: &[u64],
+        policy: Policy,
+    ) -> Result<Ranked, ScoringError> {
         let extra: Vec<u32> = also_seen
             .iter()
             .filter_map(|m| self.item_index(*m))
             .collect();
-        match self.user_index.get(&user_id) {
-            Some(&u) => {
-                let mut scores = Vec::with_capacity(self.popularity.len());
-                self.onnx.score(u, &mut scores)?;
-                let seen = self.history.items(u).iter().copied().chain(extra);
-                Ok(Ranked {
-                    items: top_k_unseen(&mut scores, seen, k),
-                    fallback: None,
-                })
+        let (mut scores, history, fallback): (Vec<f32>, Vec<u32>, _) =
+            match self.user_index.get(&user_id) {
+                Some(&u) => {
+                    let mut scores = Vec::with_capacity(self.popularity.len());
+                    self.onnx.score(u, &mut scores)?;
+                    let history = self.history.items(u).iter().copied().chain(extra).collect();
+                    (scores, history, None)
+                }
+                None => {
+                    let max = self
+                        .by_popularity
+                        .first()
+                        .map_or(1, |&i| self.popularity[i as usize])
+                        .max(1) as f32;
+                    let scores = self.popularity.iter().map(|&p| p as f32 / max).collect();
+                    (scores, extra, Some("popularity"))
+                }
+            };
+        for &i in &history {
+            if let Some(s) = scores.get_mut(i as usize) {
+                *s = f32::NEG_INFINITY;
             }
-            None => Ok(Ranked {
-                items: popular_unseen(
-                    &self.by_popularity,
-                    &self.popularity,
-                    |i| extra.contains(&i),
-                    k,
-                ),
-                fallback: Some("popularity"),
-            }),
         }
+        let exposure: Vec<u64> = if matches!(policy, Policy::Explore { .. }) {
+            self.exposure
+                .iter()
+                .map(|e| e.load(Ordering::Relaxed))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let items = rerank(policy, &scores, k, &self.features, &history, &exposure);
+        for (i, _) in &items {
+            self.exposure[*i as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Ranked { items, fallback })
+    }
+
+    /// The policies' view of the catalogue.
+    pub fn features(&self) -> &ItemFeatures {
+        &self.features
     }
 }

@@ -1,0 +1,625 @@
+//! Re-ranking policies applied after scoring. Each takes the masked score
+//! vector of one user (seen items at −∞), the items' features and the
+//! user's history, and returns `k` `(item, model score)` pairs in the
+//! policy's order:
+//!
+//! - `none`: the plain model ranking.
+//! - `mmr` (`lambda` in [0, 1], default 0.3): maximal marginal relevance over
+//!   genres (Carbonell & Goldstein 1998): greedily the item maximising
+//!   `(1−λ)·relevance − λ·max Jaccard(genres, genres of an item already chosen)`,
+//!   relevance being the score min-max normalised over the candidate pool.
+//! - `slots` (`slots` from 0 to k, default 3): `slots` of the `k` places are
+//!   reserved for movies outside the top 20% popularity tier, filled by model
+//!   score; the rest are the best-scored movies of any tier; the list is in
+//!   score order.
+//! - `calibrated` (`lambda` in [0, 1], default 0.5): Steck (2018): greedily
+//!   maximises `(1−λ)·Σ relevance − λ·KL(p ‖ q̃)`, `p` the genre mix of the
+//!   user's history, `q̃ = 0.99·q + 0.01·p` that of the list (each movie's
+//!   genres weigh 1/|genres|).
+//! - `explore` (`weight` in [0, 1], default 0.3, as AWS Personalize's
+//!   exploration weight): ranks by `(1−w)·relevance + w·novelty`, novelty
+//!   `1 − ln(1+e)/ln(1+e_max)` of the item's exposure `e` (training
+//!   interactions plus the lists this process has served since the version
+//!   loaded).
+//!
+//! With their weight at 0, `mmr`, `calibrated` and `explore` equal `none`.
+
+use super::eval::top_k;
+use std::collections::HashMap;
+
+/// The policies' names, as in `?policy=` and `provenance.policy`.
+pub const POLICIES: [&str; 5] = ["none", "mmr", "slots", "calibrated", "explore"];
+
+/// Items the greedy policies (mmr, calibrated) choose among: the best-scored.
+pub const POOL: usize = 300;
+
+/// A re-ranking policy and its parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Policy {
+    None,
+    Mmr { lambda: f64 },
+    Slots { slots: usize },
+    Calibrated { lambda: f64 },
+    Explore { weight: f64 },
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::None
+    }
+}
+
+impl Policy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::Mmr { .. } => "mmr",
+            Policy::Slots { .. } => "slots",
+            Policy::Calibrated { .. } => "calibrated",
+            Policy::Explore { .. } => "explore",
+        }
+    }
+
+    /// The parameter, as `provenance.policy_params` shows it.
+    pub fn params(&self) -> serde_json::Value {
+        match *self {
+            Policy::None => serde_json::json!({}),
+            Policy::Mmr { lambda } | Policy::Calibrated { lambda } => {
+                serde_json::json!({ "lambda": lambda })
+            }
+            Policy::Slots { slots } => serde_json::json!({ "slots": slots }),
+            Policy::Explore { weight } => serde_json::json!({ "weight": weight }),
+        }
+    }
+
+    /// `name[:key=value]`, as settings and the CLI write it.
+    pub fn spec(&self) -> String {
+        match *self {
+            Policy::None => "none".into(),
+            Policy::Mmr { lambda } => format!("mmr:lambda={lambda}"),
+            Policy::Slots { slots } => format!("slots:slots={slots}"),
+            Policy::Calibrated { lambda } => format!("calibrated:lambda={lambda}"),
+            Policy::Explore { weight } => format!("explore:weight={weight}"),
+        }
+    }
+
+    /// A policy from its name and parameters (`lambda`, `slots`, `weight`);
+    /// the error names what is wrong. `k` bounds `slots`.
+    pub fn parse(name: &str, params: &HashMap<String, String>, k: usize) -> Result<Policy, String> {
+        let unit = |key: &str, default: f64| -> Result<f64, String> {
+            match params.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| (0.0..=1.0).contains(x))
+                    .ok_or_else(|| {
+                        format!("{key} must be a number from 0 to 1 for policy {name}, got {v:?}")
+                    }),
+            }
+        };
+        let p = match name {
+            "none" => Policy::None,
+            "mmr" => Policy::Mmr {
+                lambda: unit("lambda", 0.3)?,
+            },
+            "calibrated" => Policy::Calibrated {
+                lambda: unit("lambda", 0.5)?,
+            },
+            "explore" => Policy::Explore {
+                weight: unit("weight", 0.3)?,
+            },
+            "slots" => Policy::Slots {
+                slots: match params.get("slots") {
+                    None => 3.min(k),
+                    Some(v) => v.parse::<usize>().ok().filter(|s| *s <= k).ok_or_else(|| {
+                        format!("slots must be an integer from 0 to k ({k}), got {v:?}")
+                    })?,
+                },
+            },
+            other => return Err(format!("policy must be one of {POLICIES:?}, got {other:?}")),
+        };
+        Ok(p)
+    }
+
+    /// Parses `name[:key=value[,key=value]]`.
+    pub fn from_spec(spec: &str, k: usize) -> Result<Policy, String> {
+        let (name, rest) = spec.split_once(':').unwrap_or((spec, ""));
+        let mut params = HashMap::new();
+        for kv in rest.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value in policy {spec:?}, got {kv:?}"))?;
+            params.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Policy::parse(name.trim(), &params, k)
+    }
+
+    /// The same policy for lists of `k` (slots never exceed k).
+    pub fn for_k(self, k: usize) -> Policy {
+        match self {
+            Policy::Slots { slots } => Policy::Slots {
+                slots: slots.min(k),
+            },
+            p => p,
+        }
+    }
+}
+
+/// What the policies know about the catalogue.
+#[derive(Clone, Debug, Default)]
+pub struct ItemFeatures {
+    /// Genre bitmask per item (bit i: the i-th genre name seen).
+    pub genres: Vec<u64>,
+    /// Training interactions per item.
+    pub popularity: Vec<u32>,
+    /// In the top 20% of the catalogue by popularity.
+    pub head: Vec<bool>,
+}
+
+impl ItemFeatures {
+    /// Features of items with these genres and popularity.
+    pub fn new<'a>(items: impl IntoIterator<Item = (&'a [String], u32)>) -> Self {
+        let mut names: HashMap<&str, u32> = HashMap::new();
+        let mut f = ItemFeatures::default();
+        for (genres, pop) in items {
+            let mut mask = 0u64;
+            for g in genres {
+                let n = names.len() as u32;
+                let bit = *names.entry(g.as_str()).or_insert(n);
+                if bit < 64 {
+                    mask |= 1 << bit;
+                }
+            }
+            f.genres.push(mask);
+            f.popularity.push(pop);
+        }
+        let order = super::ranking::popularity_order(&f.popularity);
+        let head_n = (order.len() as f64 * 0.2).ceil() as usize;
+        f.head = vec![false; order.len()];
+        for &i in order.iter().take(head_n) {
+            f.head[i as usize] = true;
+        }
+        f
+    }
+
+    pub fn len(&self) -> usize {
+        self.genres.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.genres.is_empty()
+    }
+}
+
+fn jaccard(a: u64, b: u64) -> f64 {
+    let u = (a | b).count_ones();
+    if u == 0 {
+        0.0
+    } else {
+        (a & b).count_ones() as f64 / u as f64
+    }
+}
+
+/// Scores min-max normalised over `idx` (all 1 when they are equal).
+fn relevance(scores: &[f32], idx: &[u32]) -> Vec<f64> {
+    let vals: Vec<f64> = idx.iter().map(|&i| scores[i as usize] as f64).collect();
+    let (lo, hi) = vals
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    vals.iter()
+        .map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 1.0 })
+        .collect()
+}
+
+/// Genre distribution of `items` (each item's genres weigh 1/|genres|).
+fn genre_mix(items: impl IntoIterator<Item = u32>, f: &ItemFeatures) -> [f64; 64] {
+    let mut p = [0.0; 64];
+    let mut total = 0.0;
+    for i in items {
+        let g = f.genres[i as usize];
+        let n = g.count_ones();
+        if n == 0 {
+            continue;
+        }
+        for (b, slot) in p.iter_mut().enumerate() {
+            if g >> b & 1 == 1 {
+                *slot += 1.0 / n as f64;
+            }
+        }
+        total += 1.0;
+    }
+    if total > 0.0 {
+        for v in &mut p {
+            *v /= total;
+        }
+    }
+    p
+}
+
+/// KL(p ‖ q̃) with q̃ = (1−α)q + αp.
+fn kl(p: &[f64; 64], q: &[f64; 64]) -> f64 {
+    const ALPHA: f64 = 0.01;
+    p.iter()
+        .zip(q)
+        .filter(|(pi, _)| **pi > 0.0)
+        .map(|(pi, qi)| pi * (pi / ((1.0 - ALPHA) * qi + ALPHA * pi)).ln())
+        .sum()
+}
+
+/// Re-ranks one user's `scores` (seen items at −∞) into `k` items under
+/// `policy`. `history` is what the user interacted with (for calibration);
+/// `exposure` counts the lists served since load, per item (for explore; may
+/// be empty).
+pub fn rerank(
+    policy: Policy,
+    scores: &[f32],
+    k: usize,
+    f: &ItemFeatures,
+    history: &[u32],
+    exposure: &[u64],
+) -> Vec<(u32, f32)> {
+    let finite = |i: &u32| scores[*i as usize].is_finite();
+    let with_scores = |idx: Vec<u32>| -> Vec<(u32, f32)> {
+        idx.into_iter().map(|i| (i, scores[i as usize])).collect()
+    };
+    match policy.for_k(k) {
+        Policy::None => with_scores(top_k(scores, k).into_iter().filter(finite).collect()),
+        Policy::Slots { slots } => {
+            let tail: Vec<u32> = top_k(
+                &scores
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| if f.head[i] { f32::NEG_INFINITY } else { s })
+                    .collect::<Vec<f32>>(),
+                slots,
+            )
+            .into_iter()
+            .filter(finite)
+            .collect();
+            let mut out: Vec<u32> = top_k(scores, k)
+                .into_iter()
+                .filter(finite)
+                .filter(|i| !tail.contains(i))
+                .take(k - tail.len())
+                .collect();
+            out.extend(&tail);
+            out.sort_by(|a, b| {
+                scores[*b as usize]
+                    .total_cmp(&scores[*a as usize])
+                    .then(a.cmp(b))
+            });
+            with_scores(out)
+        }
+        Policy::Explore { weight } => {
+            let cand: Vec<u32> = (0..scores.len() as u32).filter(finite).collect();
+            if cand.is_empty() {
+                return Vec::new();
+            }
+            let rel = relevance(scores, &cand);
+            let e = |i: u32| {
+                f.popularity[i as usize] as f64
+                    + exposure.get(i as usize).copied().unwrap_or(0) as f64
+            };
+            let e_max = cand.iter().map(|&i| e(i)).fold(0.0, f64::max);
+            let denom = (1.0 + e_max).ln();
+            let mut combined = vec![f32::NEG_INFINITY; scores.len()];
+            for (j, &i) in cand.iter().enumerate() {
+                let novelty = if denom > 0.0 {
+                    1.0 - (1.0 + e(i)).ln() / denom
+                } else {
+                    0.0
+                };
+                combined[i as usize] = ((1.0 - weight) * rel[j] + weight * novelty) as f32;
+            }
+            // Ties (weight 0: equal relevance) fall back to the model's order.
+            let mut idx = top_k(&combined, k.min(cand.len()));
+            idx.retain(finite);
+            if weight == 0.0 {
+                return with_scores(top_k(scores, k).into_iter().filter(finite).collect());
+            }
+            with_scores(idx)
+        }
+        Policy::Mmr { lambda } => {
+            let pool: Vec<u32> = top_k(scores, POOL.max(k))
+                .into_iter()
+                .filter(finite)
+                .collect();
+            let rel = relevance(scores, &pool);
+            greedy(&pool, k, |j, chosen: &[usize]| {
+                let sim = chosen
+                    .iter()
+                    .map(|&c| jaccard(f.genres[pool[j] as usize], f.genres[pool[c] as usize]))
+                    .fold(0.0, f64::max);
+                (1.0 - lambda) * rel[j] - lambda * sim
+            })
+            .into_iter()
+            .map(|j| (pool[j], scores[pool[j] as usize]))
+            .collect()
+        }
+        Policy::Calibrated { lambda } => {
+            let pool: Vec<u32> = top_k(scores, POOL.max(k))
+                .into_iter()
+                .filter(finite)
+                .collect();
+            let rel = relevance(scores, &pool);
+            let p = genre_mix(history.iter().copied(), f);
+            greedy(&pool, k, |j, chosen: &[usize]| {
+                let list = chosen
+                    .iter()
+                    .map(|&c| pool[c])
+                    .chain(std::iter::once(pool[j]));
+                let q = genre_mix(list, f);
+                let sum_rel: f64 = chosen.iter().map(|&c| rel[c]).sum::<f64>() + rel[j];
+                (1.0 - lambda) * sum_rel - lambda * kl(&p, &q)
+            })
+            .into_iter()
+            .map(|j| (pool[j], scores[pool[j] as usize]))
+            .collect()
+        }
+    }
+}
+
+/// Greedy selection of `k` of `pool` (positions), each step taking the
+/// position with the highest `gain(position, chosen so far)`; ties go to
+/// the earlier (better-scored) position.
+fn greedy(pool: &[u32], k: usize, gain: impl Fn(usize, &[usize]) -> f64) -> Vec<usize> {
+    let mut chosen: Vec<usize> = Vec::with_capacity(k);
+    let mut taken = vec![false; pool.len()];
+    while chosen.len() < k.min(pool.len()) {
+        let mut best: Option<(usize, f64)> = None;
+        for j in 0..pool.len() {
+            if taken[j] {
+                continue;
+            }
+            let g = gain(j, &chosen);
+            if best.is_none_or(|(_, bg)| g > bg) {
+                best = Some((j, g));
+            }
+        }
+        let (j, _) = best.expect("a position is left");
+        taken[j] = true;
+        chosen.push(j);
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 50 items: genres cycle over 5 (item i has genre i % 5, and genre 5
+    /// when i < 10); popularity 50 − i (item 0 the most popular); scores
+    /// descend with the index too, so `none` is 0, 1, 2, …
+    fn setup() -> (ItemFeatures, Vec<f32>) {
+        let names = ["a", "b", "c", "d", "e", "x"];
+        let genres: Vec<Vec<String>> = (0..50)
+            .map(|i| {
+                let mut g = vec![names[i % 5].to_string()];
+                if i < 10 {
+                    g.push("x".into());
+                }
+                g
+            })
+            .collect();
+        let f = ItemFeatures::new(genres.iter().zip(0..).map(|(g, i)| (g.as_slice(), 50 - i)));
+        let scores = (0..50).map(|i| 1.0 - i as f32 / 100.0).collect();
+        (f, scores)
+    }
+
+    fn ids(v: &[(u32, f32)]) -> Vec<u32> {
+        v.iter().map(|(i, _)| *i).collect()
+    }
+
+    fn all_policies(k: usize) -> Vec<Policy> {
+        vec![
+            Policy::None,
+            Policy::Mmr { lambda: 0.5 },
+            Policy::Slots { slots: 3 },
+            Policy::Calibrated { lambda: 0.5 },
+            Policy::Explore { weight: 0.5 },
+            Policy::Slots { slots: k },
+            Policy::Mmr { lambda: 1.0 },
+            Policy::Explore { weight: 1.0 },
+        ]
+    }
+
+    #[test]
+    fn every_policy_gives_k_distinct_unseen_items() {
+        let (f, mut scores) = setup();
+        for i in [0, 3, 7] {
+            scores[i] = f32::NEG_INFINITY;
+        }
+        for k in [1, 5, 10, 47] {
+            for p in all_policies(k) {
+                let out = rerank(p, &scores, k, &f, &[0, 1], &[]);
+                let got = ids(&out);
+                assert_eq!(got.len(), k, "{p:?} k={k}");
+                let mut d = got.clone();
+                d.sort();
+                d.dedup();
+                assert_eq!(d.len(), k, "{p:?}: duplicates in {got:?}");
+                assert!(
+                    !got.iter().any(|i| [0, 3, 7].contains(i)),
+                    "{p:?} served a seen item"
+                );
+                // Each item keeps its model score.
+                assert!(out.iter().all(|(i, s)| *s == scores[*i as usize]));
+            }
+            // Fewer unseen than k: all of them, none invented.
+            for p in all_policies(k) {
+                let out = rerank(p, &scores, 60, &f, &[], &[]);
+                assert_eq!(out.len(), 47, "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_weight_equals_none() {
+        let (f, scores) = setup();
+        let none = rerank(Policy::None, &scores, 10, &f, &[2], &[]);
+        assert_eq!(ids(&none), (0..10).collect::<Vec<u32>>());
+        for p in [
+            Policy::Mmr { lambda: 0.0 },
+            Policy::Calibrated { lambda: 0.0 },
+            Policy::Explore { weight: 0.0 },
+            Policy::Slots { slots: 0 },
+        ] {
+            assert_eq!(rerank(p, &scores, 10, &f, &[2], &[]), none, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn slots_are_filled_from_outside_the_head_by_score() {
+        let (f, scores) = setup();
+        // Head: the 10 most popular (items 0..10).
+        assert_eq!(f.head.iter().filter(|h| **h).count(), 10);
+        assert!(f.head[..10].iter().all(|h| *h));
+        let out = ids(&rerank(
+            Policy::Slots { slots: 3 },
+            &scores,
+            10,
+            &f,
+            &[],
+            &[],
+        ));
+        // 7 best overall (0..7), then the 3 best tail items (10, 11, 12), in score order.
+        assert_eq!(out, vec![0, 1, 2, 3, 4, 5, 6, 10, 11, 12]);
+        let out = ids(&rerank(
+            Policy::Slots { slots: 10 },
+            &scores,
+            10,
+            &f,
+            &[],
+            &[],
+        ));
+        assert!(out.iter().all(|i| !f.head[*i as usize]));
+    }
+
+    #[test]
+    fn mmr_spreads_genres() {
+        let (f, scores) = setup();
+        let out = ids(&rerank(
+            Policy::Mmr { lambda: 0.7 },
+            &scores,
+            5,
+            &f,
+            &[],
+            &[],
+        ));
+        let genres: std::collections::HashSet<u64> =
+            out.iter().map(|i| f.genres[*i as usize]).collect();
+        assert_eq!(genres.len(), 5, "{out:?}");
+        // `none`'s top 5 are 0..5: five genres but all sharing "x".
+        let none = ids(&rerank(Policy::None, &scores, 5, &f, &[], &[]));
+        let shared = |l: &[u32]| {
+            l.iter()
+                .filter(|i| f.genres[**i as usize] & (1 << 1) != 0)
+                .count()
+        };
+        assert_eq!(shared(&none), 5);
+        assert!(shared(&out) < 5, "{out:?}");
+    }
+
+    #[test]
+    fn calibration_follows_the_history() {
+        let (f, scores) = setup();
+        // A history of genre "c" only (items 12, 17, 22: no "x").
+        let out = ids(&rerank(
+            Policy::Calibrated { lambda: 0.9 },
+            &scores,
+            5,
+            &f,
+            &[12, 17, 22],
+            &[],
+        ));
+        let c_bit = f.genres[12];
+        let in_c = out
+            .iter()
+            .filter(|i| f.genres[**i as usize] & c_bit != 0)
+            .count();
+        assert!(in_c >= 4, "{out:?}");
+        let none = ids(&rerank(Policy::None, &scores, 5, &f, &[12, 17, 22], &[]));
+        assert_eq!(
+            none.iter()
+                .filter(|i| f.genres[**i as usize] & c_bit != 0)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn exploration_favours_little_exposed_movies() {
+        let (f, scores) = setup();
+        let out = ids(&rerank(
+            Policy::Explore { weight: 1.0 },
+            &scores,
+            5,
+            &f,
+            &[],
+            &[],
+        ));
+        // Least exposed: the least popular, items 49, 48, ...
+        assert_eq!(out, vec![49, 48, 47, 46, 45]);
+        // Served exposure counts: item 49 shown a lot drops out.
+        let mut exposure = vec![0u64; 50];
+        exposure[49] = 1000;
+        let out = ids(&rerank(
+            Policy::Explore { weight: 1.0 },
+            &scores,
+            5,
+            &f,
+            &[],
+            &exposure,
+        ));
+        assert_eq!(out, vec![48, 47, 46, 45, 44]);
+        let some = ids(&rerank(
+            Policy::Explore { weight: 0.6 },
+            &scores,
+            10,
+            &f,
+            &[],
+            &[],
+        ));
+        assert_ne!(some, (0..10).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn parsing_names_and_parameters() {
+        let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(Policy::parse("none", &q(&[]), 10), Ok(Policy::None));
+        assert_eq!(
+            Policy::parse("mmr", &q(&[("lambda", "0.25")]), 10),
+            Ok(Policy::Mmr { lambda: 0.25 })
+        );
+        assert_eq!(
+            Policy::parse("slots", &q(&[]), 2),
+            Ok(Policy::Slots { slots: 2 })
+        );
+        assert_eq!(
+            Policy::from_spec("explore:weight=0.4", 10),
+            Ok(Policy::Explore { weight: 0.4 })
+        );
+        for (name, params, needle) in [
+            ("popular", q(&[]), "policy must be one of"),
+            ("mmr", q(&[("lambda", "1.5")]), "lambda"),
+            ("calibrated", q(&[("lambda", "x")]), "lambda"),
+            ("explore", q(&[("weight", "-0.1")]), "weight"),
+            ("slots", q(&[("slots", "11")]), "slots"),
+        ] {
+            let e = Policy::parse(name, &params, 10).unwrap_err();
+            assert!(e.contains(needle), "{name}: {e}");
+        }
+        assert!(Policy::from_spec("mmr:lambda", 10).is_err());
+        for p in all_policies(10) {
+            assert_eq!(Policy::from_spec(&p.spec(), 10), Ok(p));
+        }
+    }
+}
