@@ -34,19 +34,14 @@ pub const POLICIES: [&str; 5] = ["none", "mmr", "slots", "calibrated", "explore"
 pub const POOL: usize = 300;
 
 /// A re-ranking policy and its parameter.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Policy {
+    #[default]
     None,
     Mmr { lambda: f64 },
     Slots { slots: usize },
     Calibrated { lambda: f64 },
     Explore { weight: f64 },
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy::None
-    }
 }
 
 impl Policy {
@@ -370,10 +365,7 @@ fn greedy(pool: &[u32], k: usize, gain: impl Fn(usize, &[usize]) -> f64) -> Vec<
     let mut taken = vec![false; pool.len()];
     while chosen.len() < k.min(pool.len()) {
         let mut best: Option<(usize, f64)> = None;
-        for j in 0..pool.len() {
-            if taken[j] {
-                continue;
-            }
+        for (j, _) in taken.iter().enumerate().filter(|(_, t)| !**t) {
             let g = gain(j, &chosen);
             if best.is_none_or(|(_, bg)| g > bg) {
                 best = Some((j, g));
