@@ -38,6 +38,9 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a published model on a dataset's test protocol.
     Eval(EvalArgs),
+    /// Compare the re-ranking policies offline: accuracy on the data's test
+    /// protocol next to the fairness of every user's top-10 list.
+    Tradeoff(TradeoffArgs),
     /// Serve the HTTP API locally (trains a model on synthetic data first if none exists).
     Serve(ServeArgs),
     /// Inspect the model registry.
@@ -196,6 +199,38 @@ struct ServeArgs {
     #[arg(long, default_value_t = 60)]
     canary_every_minutes: u64,
     /// Shape of the synthetic data trained on when the registry is empty.
+    #[command(flatten)]
+    synthetic: SyntheticArgs,
+}
+
+#[derive(Args)]
+struct TradeoffArgs {
+    /// Model as <REGISTRY>/<VERSION>, trained on --data.
+    #[arg(long)]
+    model: String,
+    /// Data folder whose test protocol to run.
+    #[arg(long)]
+    data: String,
+    /// movies.dat or u.item with the genres of the data's movies (for data
+    /// without them, such as the NCF files).
+    #[arg(long)]
+    genres: Option<PathBuf>,
+    /// Added to the data's movie id to find it in --genres (1 for
+    /// ml-100k-ncf, whose item k is MovieLens movie k + 1).
+    #[arg(long, default_value_t = 0)]
+    genre_id_offset: u64,
+    /// Policies to compare (name[:key=value]), comma-separated by `;`.
+    #[arg(long, value_delimiter = ';')]
+    policies: Vec<String>,
+    /// Markdown file to write the table into (its own section, replaced on re-runs).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Title of the table (and key of its section in --out).
+    #[arg(long, default_value = "trade-off")]
+    title: String,
+    /// Print JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     synthetic: SyntheticArgs,
 }
@@ -377,6 +412,77 @@ fn eval(a: EvalArgs) -> Result<()> {
         out(json);
     } else {
         out(serde_json::to_string_pretty(&json)?);
+    }
+    Ok(())
+}
+
+fn tradeoff(a: TradeoffArgs) -> Result<()> {
+    use shared::domain::rerank::Policy;
+    let (reg, version) = split_model(&a.model)?;
+    let mut ds = shared::data::load(&a.data, &a.synthetic.config())
+        .with_context(|| format!("loading --data {}", a.data))?;
+    if let Some(g) = &a.genres {
+        let meta = shared::data::read_item_meta(g)?;
+        let mut found = 0;
+        for it in &mut ds.items {
+            if let Some(m) = meta.get(&(it.movie_id + a.genre_id_offset)) {
+                it.genres = m.genres.clone();
+                it.title = m.title.clone();
+                found += 1;
+            }
+        }
+        eprintln!(
+            "genres for {found} of {} movies from {}",
+            ds.items.len(),
+            g.display()
+        );
+    }
+    let policies = if a.policies.is_empty() {
+        trainer::tradeoff::default_policies()
+    } else {
+        a.policies
+            .iter()
+            .map(|p| Policy::from_spec(p, 10).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?
+    };
+    let art = reg.fetch(&version)?;
+    let m = &art.manifest;
+    if m.users != ds.user_ids || m.items.len() != ds.n_items() {
+        bail!(
+            "{} was not trained on --data {} (users or items differ)",
+            a.model,
+            a.data
+        );
+    }
+    let model = shared::scoring::OnnxModel::load(
+        &art.dir.join(shared::artifact::MODEL_FILE),
+        m.users.len(),
+        m.items.len(),
+    )?;
+    let t = trainer::tradeoff::compare(&model, &ds, &policies, true)
+        .map_err(|e| anyhow::anyhow!("scoring: {e}"))?;
+    let md = t.markdown(&a.title);
+    if let Some(out) = &a.out {
+        let doc = std::fs::read_to_string(out).unwrap_or_default();
+        let key: String = a
+            .title
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        std::fs::write(out, trainer::tradeoff::splice(&doc, &key, &md))
+            .with_context(|| format!("writing --out {}", out.display()))?;
+        eprintln!("wrote {} ({})", out.display(), a.title);
+    }
+    if a.json {
+        out(serde_json::to_string(&t)?);
+    } else {
+        out(md);
     }
     Ok(())
 }
@@ -662,6 +768,7 @@ fn main() -> Result<()> {
         Command::Serve(a) => serve(a),
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
+        Command::Tradeoff(a) => tradeoff(a),
         Command::Rollout { command } => rollout(command),
         Command::Provision(a) => provision(a),
         Command::Ingest(a) => ingest::run(a),

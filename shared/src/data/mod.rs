@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub use jsonl::load_jsonl;
 pub use lake::load_lake;
 pub use lists::{load_lcfn, load_ncf};
-pub use movielens::{load_ml100k, load_ml1m};
+pub use movielens::{load_ml100k, load_ml1m, read_item_meta};
 
 /// Why a data source could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

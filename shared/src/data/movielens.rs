@@ -102,6 +102,69 @@ fn build(
     }
 }
 
+/// `movies.dat` (`MovieID::Title::Genre|Genre`, Latin-1 or UTF-8) by movie id.
+pub fn parse_movies_dat(path: &Path, bytes: &[u8]) -> Result<HashMap<u64, ItemMeta>, DataError> {
+    let mut meta = HashMap::new();
+    for (i, line) in decode_text(bytes).lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.splitn(3, "::").collect();
+        if f.len() != 3 {
+            return Err(DataError::malformed(
+                path,
+                i + 1,
+                "expected MovieID::Title::Genres",
+            ));
+        }
+        let id = parse_u64(path, i + 1, "movie id", f[0])?;
+        let genres = f[2]
+            .split('|')
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        meta.insert(id, ItemMeta::from_title(id, f[1].to_string(), genres));
+    }
+    Ok(meta)
+}
+
+/// `u.item` (pipe-separated, 19 genre flags) by movie id.
+pub fn parse_u_item(path: &Path, bytes: &[u8]) -> Result<HashMap<u64, ItemMeta>, DataError> {
+    let mut meta = HashMap::new();
+    for (i, line) in decode_text(bytes).lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('|').collect();
+        if f.len() != 5 + ML100K_FLAGS {
+            return Err(DataError::malformed(
+                path,
+                i + 1,
+                format!("expected 24 '|'-separated fields, found {}", f.len()),
+            ));
+        }
+        let id = parse_u64(path, i + 1, "movie id", f[0])?;
+        let genres = std::iter::once("unknown")
+            .chain(GENRES)
+            .zip(&f[5..])
+            .filter(|(_, flag)| flag.trim() == "1")
+            .map(|(g, _)| g.to_string())
+            .collect();
+        meta.insert(id, ItemMeta::from_title(id, f[1].to_string(), genres));
+    }
+    Ok(meta)
+}
+
+/// Movie metadata from a `movies.dat` or `u.item` file (by its name).
+pub fn read_item_meta(path: &Path) -> Result<HashMap<u64, ItemMeta>, DataError> {
+    let bytes = read_file(path)?;
+    if path.file_name().is_some_and(|n| n == "u.item") {
+        parse_u_item(path, &bytes)
+    } else {
+        parse_movies_dat(path, &bytes)
+    }
+}
+
 /// MovieLens-1M: `UserID::MovieID::Rating::Timestamp`, titles and genres from `movies.dat`.
 pub fn load_ml1m(dir: &Path) -> Result<Dataset, DataError> {
     let mut snap = Snapshot::default();
@@ -114,26 +177,7 @@ pub fn load_ml1m(dir: &Path) -> Result<Dataset, DataError> {
     if mpath.exists() {
         let bytes = read_file(&mpath)?;
         snap.add("movies.dat", &bytes);
-        for (i, line) in decode_text(&bytes).lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let f: Vec<&str> = line.splitn(3, "::").collect();
-            if f.len() != 3 {
-                return Err(DataError::malformed(
-                    &mpath,
-                    i + 1,
-                    "expected MovieID::Title::Genres",
-                ));
-            }
-            let id = parse_u64(&mpath, i + 1, "movie id", f[0])?;
-            let genres = f[2]
-                .split('|')
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect();
-            meta.insert(id, ItemMeta::from_title(id, f[1].to_string(), genres));
-        }
+        meta = parse_movies_dat(&mpath, &bytes)?;
     }
     Ok(build(dir, DataFormat::Movielens1m, raw, meta, snap))
 }
@@ -150,27 +194,7 @@ pub fn load_ml100k(dir: &Path) -> Result<Dataset, DataError> {
     if ipath.exists() {
         let bytes = read_file(&ipath)?;
         snap.add("u.item", &bytes);
-        for (i, line) in decode_text(&bytes).lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let f: Vec<&str> = line.split('|').collect();
-            if f.len() != 5 + ML100K_FLAGS {
-                return Err(DataError::malformed(
-                    &ipath,
-                    i + 1,
-                    format!("expected 24 '|'-separated fields, found {}", f.len()),
-                ));
-            }
-            let id = parse_u64(&ipath, i + 1, "movie id", f[0])?;
-            let genres = std::iter::once("unknown")
-                .chain(GENRES)
-                .zip(&f[5..])
-                .filter(|(_, flag)| flag.trim() == "1")
-                .map(|(g, _)| g.to_string())
-                .collect();
-            meta.insert(id, ItemMeta::from_title(id, f[1].to_string(), genres));
-        }
+        meta = parse_u_item(&ipath, &bytes)?;
     }
     Ok(build(dir, DataFormat::Movielens100k, raw, meta, snap))
 }

@@ -38,10 +38,18 @@ pub const POOL: usize = 300;
 pub enum Policy {
     #[default]
     None,
-    Mmr { lambda: f64 },
-    Slots { slots: usize },
-    Calibrated { lambda: f64 },
-    Explore { weight: f64 },
+    Mmr {
+        lambda: f64,
+    },
+    Slots {
+        slots: usize,
+    },
+    Calibrated {
+        lambda: f64,
+    },
+    Explore {
+        weight: f64,
+    },
 }
 
 impl Policy {
@@ -234,16 +242,6 @@ fn genre_mix(items: impl IntoIterator<Item = u32>, f: &ItemFeatures) -> [f64; 64
     p
 }
 
-/// KL(p ‖ q̃) with q̃ = (1−α)q + αp.
-fn kl(p: &[f64; 64], q: &[f64; 64]) -> f64 {
-    const ALPHA: f64 = 0.01;
-    p.iter()
-        .zip(q)
-        .filter(|(pi, _)| **pi > 0.0)
-        .map(|(pi, qi)| pi * (pi / ((1.0 - ALPHA) * qi + ALPHA * pi)).ln())
-        .sum()
-}
-
 /// Re-ranks one user's `scores` (seen items at −∞) into `k` items under
 /// `policy`. `history` is what the user interacted with (for calibration);
 /// `exposure` counts the lists served since load, per item (for explore; may
@@ -341,18 +339,55 @@ pub fn rerank(
                 .collect();
             let rel = relevance(scores, &pool);
             let p = genre_mix(history.iter().copied(), f);
-            greedy(&pool, k, |j, chosen: &[usize]| {
-                let list = chosen
-                    .iter()
-                    .map(|&c| pool[c])
-                    .chain(std::iter::once(pool[j]));
-                let q = genre_mix(list, f);
-                let sum_rel: f64 = chosen.iter().map(|&c| rel[c]).sum::<f64>() + rel[j];
-                (1.0 - lambda) * sum_rel - lambda * kl(&p, &q)
-            })
-            .into_iter()
-            .map(|j| (pool[j], scores[pool[j] as usize]))
-            .collect()
+            let support: Vec<usize> = (0..64).filter(|&b| p[b] > 0.0).collect();
+            // The list's genre mass so far (unnormalised) and its genred items.
+            let (mut mass, mut n, mut sum_rel) = ([0.0f64; 64], 0.0f64, 0.0f64);
+            let share = |g: u64| -> f64 {
+                let c = g.count_ones();
+                if c == 0 {
+                    0.0
+                } else {
+                    1.0 / c as f64
+                }
+            };
+            let mut taken = vec![false; pool.len()];
+            let mut out = Vec::with_capacity(k);
+            while out.len() < k.min(pool.len()) {
+                let mut best: Option<(usize, f64)> = None;
+                for (j, _) in taken.iter().enumerate().filter(|(_, t)| !**t) {
+                    let g = f.genres[pool[j] as usize];
+                    let (w, nj) = (share(g), n + (g != 0) as u8 as f64);
+                    // KL(p ‖ q̃) over p's support; q from the list with item j added.
+                    let kl: f64 = support
+                        .iter()
+                        .map(|&b| {
+                            let q = if nj > 0.0 {
+                                (mass[b] + if g >> b & 1 == 1 { w } else { 0.0 }) / nj
+                            } else {
+                                0.0
+                            };
+                            p[b] * (p[b] / (0.99 * q + 0.01 * p[b])).ln()
+                        })
+                        .sum();
+                    let gain = (1.0 - lambda) * (sum_rel + rel[j]) - lambda * kl;
+                    if best.is_none_or(|(_, bg)| gain > bg) {
+                        best = Some((j, gain));
+                    }
+                }
+                let (j, _) = best.expect("a position is left");
+                taken[j] = true;
+                let g = f.genres[pool[j] as usize];
+                let w = share(g);
+                for (b, m) in mass.iter_mut().enumerate() {
+                    if g >> b & 1 == 1 {
+                        *m += w;
+                    }
+                }
+                n += (g != 0) as u8 as f64;
+                sum_rel += rel[j];
+                out.push((pool[j], scores[pool[j] as usize]));
+            }
+            out
         }
     }
 }
