@@ -16,11 +16,12 @@
 //!   maximises `(1−λ)·Σ relevance − λ·KL(p ‖ q̃)`, `p` the genre mix of the
 //!   user's history, `q̃ = 0.99·q + 0.01·p` that of the list (each movie's
 //!   genres weigh 1/|genres|).
-//! - `explore` (`weight` in [0, 1], default 0.3, as AWS Personalize's
+//! - `explore` (`weight` in [0, 1], default 0.1, as AWS Personalize's
 //!   exploration weight): ranks by `(1−w)·relevance + w·novelty`, novelty
-//!   `1 − ln(1+e)/ln(1+e_max)` of the item's exposure `e` (training
-//!   interactions plus the lists this process has served since the version
-//!   loaded).
+//!   `1 − ln(1+e)/ln(1+e_max)` of the item's exposure `e`: the lists served
+//!   so far (by this process since the version loaded; offline, by the users
+//!   before). Until something was served it equals `none`; then it rotates
+//!   near-equally relevant movies so that exposure spreads.
 //!
 //! With their weight at 0, `mmr`, `calibrated` and `explore` equal `none`.
 
@@ -110,7 +111,7 @@ impl Policy {
                 lambda: unit("lambda", 0.5)?,
             },
             "explore" => Policy::Explore {
-                weight: unit("weight", 0.3)?,
+                weight: unit("weight", 0.1)?,
             },
             "slots" => Policy::Slots {
                 slots: match params.get("slots") {
@@ -292,28 +293,35 @@ pub fn rerank(
                 return Vec::new();
             }
             let rel = relevance(scores, &cand);
-            let e = |i: u32| {
-                f.popularity[i as usize] as f64
-                    + exposure.get(i as usize).copied().unwrap_or(0) as f64
-            };
+            let e = |i: u32| exposure.get(i as usize).copied().unwrap_or(0) as f64;
             let e_max = cand.iter().map(|&i| e(i)).fold(0.0, f64::max);
             let denom = (1.0 + e_max).ln();
-            let mut combined = vec![f32::NEG_INFINITY; scores.len()];
-            for (j, &i) in cand.iter().enumerate() {
-                let novelty = if denom > 0.0 {
-                    1.0 - (1.0 + e(i)).ln() / denom
-                } else {
-                    0.0
-                };
-                combined[i as usize] = ((1.0 - weight) * rel[j] + weight * novelty) as f32;
-            }
-            // Ties (weight 0: equal relevance) fall back to the model's order.
-            let mut idx = top_k(&combined, k.min(cand.len()));
-            idx.retain(finite);
-            if weight == 0.0 {
+            if weight == 0.0 || denom == 0.0 {
                 return with_scores(top_k(scores, k).into_iter().filter(finite).collect());
             }
-            with_scores(idx)
+            let key: Vec<f64> = cand
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| {
+                    let novelty = 1.0 - (1.0 + e(i)).ln() / denom;
+                    (1.0 - weight) * rel[j] + weight * novelty
+                })
+                .collect();
+            // Best combined first; ties by model score, then index.
+            let mut order: Vec<usize> = (0..cand.len()).collect();
+            let better = |a: &usize, b: &usize| {
+                key[*b]
+                    .total_cmp(&key[*a])
+                    .then(scores[cand[*b] as usize].total_cmp(&scores[cand[*a] as usize]))
+                    .then(cand[*a].cmp(&cand[*b]))
+            };
+            let k = k.min(order.len());
+            if k < order.len() {
+                order.select_nth_unstable_by(k, better);
+                order.truncate(k);
+            }
+            order.sort_by(better);
+            with_scores(order.into_iter().map(|j| cand[j]).collect())
         }
         Policy::Mmr { lambda } => {
             let pool: Vec<u32> = top_k(scores, POOL.max(k))
@@ -580,7 +588,9 @@ mod tests {
     #[test]
     fn exploration_favours_little_exposed_movies() {
         let (f, scores) = setup();
-        let out = ids(&rerank(
+        // Nothing served yet: the model's order.
+        let none = ids(&rerank(Policy::None, &scores, 5, &f, &[], &[]));
+        let fresh = ids(&rerank(
             Policy::Explore { weight: 1.0 },
             &scores,
             5,
@@ -588,12 +598,14 @@ mod tests {
             &[],
             &[],
         ));
-        // Least exposed: the least popular, items 49, 48, ...
-        assert_eq!(out, vec![49, 48, 47, 46, 45]);
-        // Served exposure counts: item 49 shown a lot drops out.
+        assert_eq!(fresh, none);
+        // Items 0..5 were shown a lot, 5..10 a little: at full weight the
+        // never-shown come first (ties by score), at a small weight the
+        // much-shown give way to the near-equally relevant.
         let mut exposure = vec![0u64; 50];
-        exposure[49] = 1000;
-        let out = ids(&rerank(
+        exposure[..5].fill(100);
+        exposure[5..10].fill(3);
+        let full = ids(&rerank(
             Policy::Explore { weight: 1.0 },
             &scores,
             5,
@@ -601,16 +613,17 @@ mod tests {
             &[],
             &exposure,
         ));
-        assert_eq!(out, vec![48, 47, 46, 45, 44]);
+        assert_eq!(full, vec![10, 11, 12, 13, 14]);
         let some = ids(&rerank(
-            Policy::Explore { weight: 0.6 },
+            Policy::Explore { weight: 0.2 },
             &scores,
-            10,
+            5,
             &f,
             &[],
-            &[],
+            &exposure,
         ));
-        assert_ne!(some, (0..10).collect::<Vec<u32>>());
+        assert!(some.iter().all(|i| *i >= 5), "{some:?}");
+        assert!(some.contains(&5), "{some:?}");
     }
 
     #[test]
