@@ -684,6 +684,8 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                     candidate_version: candidate,
                     experiment_id: None,
                     salt: None,
+                    primary_policy: None,
+                    candidate_policy: None,
                     reason: None,
                 };
                 shared::http::rollout::name_experiment(&mut spec, previous.as_ref());

@@ -514,3 +514,81 @@ async fn experiment_analysis_and_promotion() {
         (StatusCode::OK, Some(false))
     );
 }
+
+/// A policy experiment: one version in both arms, the candidate's lists
+/// re-ranked by its policy, named in provenance; `?policy=` still wins.
+#[tokio::test]
+async fn arms_can_differ_by_policy_alone() {
+    let st = state(Some(TOKEN));
+    let body = |extra: Value| {
+        let mut b = json!({"strategy": "ab_test", "primary_version": "a", "candidate_version": "a", "percentage": 50});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        b
+    };
+    let (code, v) = call(&st, "POST", "/rollout", Some(TOKEN), Some(body(json!({})))).await;
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "same version, same policy: {v}"
+    );
+    for bad in [
+        json!({"candidate_policy": "popular"}),
+        json!({"candidate_policy": 3}),
+        json!({"primary_policy": "mmr:lambda=7"}),
+    ] {
+        let (code, v) = call(
+            &st,
+            "POST",
+            "/rollout",
+            Some(TOKEN),
+            Some(body(bad.clone())),
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains("_policy"), "{v}");
+    }
+    let (code, v) = call(
+        &st,
+        "POST",
+        "/rollout",
+        Some(TOKEN),
+        Some(body(json!({"candidate_policy": "slots:slots=4"}))),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(v["status"]["candidate_policy"], "slots:slots=4");
+    let exp = v["status"]["experiment_id"].as_str().unwrap().to_string();
+    sync_model(&st, registry()).await.unwrap();
+    let (mut seen_p, mut seen_c) = (false, false);
+    for u in 1..=40u64 {
+        let (_, r) = call(&st, "GET", &format!("/recommend/{u}?k=10"), None, None).await;
+        let p = &r["provenance"];
+        assert_eq!(p["model_version"], "a");
+        if in_candidate(&exp, u, 50.0) {
+            assert_eq!(
+                (p["arm"].as_str(), p["policy"].as_str()),
+                (Some("candidate"), Some("slots"))
+            );
+            assert_eq!(p["policy_params"]["slots"], 4);
+            seen_c = true;
+        } else {
+            assert_eq!(
+                (p["arm"].as_str(), p["policy"].as_str()),
+                (Some("primary"), Some("none"))
+            );
+            seen_p = true;
+        }
+        let (_, r) = call(
+            &st,
+            "GET",
+            &format!("/recommend/{u}?k=10&policy=mmr"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r["provenance"]["policy"], "mmr");
+    }
+    assert!(seen_p && seen_c);
+}

@@ -149,6 +149,13 @@ pub struct RolloutState {
     /// The assignment hash's salt (the experiment id unless set).
     #[serde(default)]
     pub salt: Option<String>,
+    /// The re-ranking policy (`name[:key=value]`) of the primary's lists;
+    /// `None`: the service default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_policy: Option<String>,
+    /// The same for the candidate's lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_policy: Option<String>,
     pub revision: u64,
     pub updated_by: String,
     /// Epoch ms.
@@ -164,6 +171,10 @@ pub struct RolloutSpec {
     pub percentage: f64,
     pub experiment_id: Option<String>,
     pub salt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_policy: Option<String>,
     /// Why the change was made (recorded in the change log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -179,8 +190,16 @@ impl RolloutSpec {
             percentage: 0.0,
             experiment_id: None,
             salt: None,
+            primary_policy: None,
+            candidate_policy: None,
             reason: None,
         }
+    }
+
+    /// The same change with the primary's lists re-ranked by `policy`.
+    pub fn with_primary_policy(mut self, policy: Option<String>) -> Self {
+        self.primary_policy = policy;
+        self
     }
 
     /// The same change, with the reason the change log records.
@@ -198,6 +217,8 @@ impl RolloutSpec {
             percentage: self.percentage,
             experiment_id: self.experiment_id.clone(),
             salt: self.salt.clone(),
+            primary_policy: self.primary_policy.clone(),
+            candidate_policy: self.candidate_policy.clone(),
             revision,
             updated_by: updated_by.into(),
             updated_at,

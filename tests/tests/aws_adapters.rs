@@ -173,6 +173,8 @@ async fn concurrent_rollout_switches_cannot_both_win() {
         percentage: 12.5,
         experiment_id: Some("exp-1".into()),
         salt: Some("salt-1".into()),
+        primary_policy: Some("slots:slots=3".into()),
+        candidate_policy: None,
         reason: None,
     };
     let canary = r.set(2, &spec, "dave").await.unwrap();

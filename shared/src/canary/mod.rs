@@ -228,6 +228,9 @@ pub struct ExperimentReport {
     pub experiment_id: Option<String>,
     pub primary_version: String,
     pub candidate_version: Option<String>,
+    /// The arms' re-ranking policies (`None`: the service default).
+    pub primary_policy: Option<String>,
+    pub candidate_policy: Option<String>,
     pub percentage: f64,
     pub revision: u64,
     /// When the experiment (this id) began, from the change log.
@@ -399,6 +402,8 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         experiment_id: experiment.map(str::to_string),
         primary_version: state.served_version.clone(),
         candidate_version: state.candidate_version.clone(),
+        primary_policy: state.primary_policy.clone(),
+        candidate_policy: state.candidate_policy.clone(),
         percentage: state.percentage,
         revision: state.revision,
         started_at,
@@ -675,7 +680,12 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
         .iter()
         .filter(|g| g.passed == Some(false))
         .collect();
-    let fixed = |v: &str, why: String| RolloutSpec::fixed(v).because(why);
+    // The arm that stays keeps its policy.
+    let keep = |why: String| {
+        RolloutSpec::fixed(&state.served_version)
+            .with_primary_policy(state.primary_policy.clone())
+            .because(why)
+    };
     if !failed.is_empty() {
         let why = failed
             .iter()
@@ -685,10 +695,7 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
         r.action = Action::Rollback;
         r.alarm = true;
         r.rationale = format!("guardrail failed, back to {}: {why}", state.served_version);
-        r.proposed = Some(fixed(
-            &state.served_version,
-            format!("canary rollback: {why}"),
-        ));
+        r.proposed = Some(keep(format!("canary rollback: {why}")));
     } else {
         match (analysis.decision, strategy) {
             (Decision::ShipCandidate, _) => {
@@ -731,6 +738,8 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
                                 percentage: to,
                                 experiment_id: state.experiment_id.clone(),
                                 salt: state.salt.clone(),
+                                primary_policy: state.primary_policy.clone(),
+                                candidate_policy: state.candidate_policy.clone(),
                                 reason: None,
                             }
                             .because(format!("canary ramp {}% → {to}%", state.percentage)),
@@ -759,16 +768,17 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
         }
         match r.action {
             Action::Promote => {
-                r.proposed = Some(fixed(
-                    &candidate,
-                    format!("canary promote: {}", analysis.rationale),
-                ))
+                r.proposed = Some(
+                    RolloutSpec::fixed(&candidate)
+                        .with_primary_policy(state.candidate_policy.clone())
+                        .because(format!("canary promote: {}", analysis.rationale)),
+                )
             }
             Action::KeepPrimary => {
-                r.proposed = Some(fixed(
-                    &state.served_version,
-                    format!("experiment ended, primary kept: {}", analysis.rationale),
-                ))
+                r.proposed = Some(keep(format!(
+                    "experiment ended, primary kept: {}",
+                    analysis.rationale
+                )))
             }
             _ => {}
         }

@@ -12,6 +12,8 @@ fn state(strategy: &str, percentage: f64) -> RolloutState {
         percentage,
         experiment_id: (strategy != "fixed").then(|| EXP.to_string()),
         salt: (strategy != "fixed").then(|| "salt-1".to_string()),
+        primary_policy: None,
+        candidate_policy: None,
         revision: 7,
         updated_by: "test".into(),
         updated_at: T0,
@@ -144,6 +146,28 @@ fn a_better_candidate_is_promoted_with_its_reason() {
     );
     assert!(p.reason.unwrap().starts_with("canary promote"));
     assert_eq!(r.matured_share, Some(1.0));
+}
+
+#[test]
+fn each_arm_keeps_its_policy_when_the_experiment_ends() {
+    let mut st = state("ab_test", 50.0);
+    st.primary_policy = Some("none".into());
+    st.candidate_policy = Some("slots:slots=3".into());
+    let better = [arm("primary", 5000, 10), arm("candidate", 5000, 7)];
+    let r = run(&st, &better, &CanaryConfig::default());
+    let p = r.proposed.unwrap();
+    assert_eq!(
+        (p.primary_version.as_str(), p.primary_policy.as_deref()),
+        ("v2", Some("slots:slots=3"))
+    );
+    let worse = [arm("primary", 5000, 7), arm("candidate", 5000, 10)];
+    let r = run(&st, &worse, &CanaryConfig::default());
+    let p = r.proposed.unwrap();
+    assert_eq!(
+        (p.primary_version.as_str(), p.primary_policy.as_deref()),
+        ("v1", Some("none"))
+    );
+    assert_eq!(r.candidate_policy.as_deref(), Some("slots:slots=3"));
 }
 
 #[test]

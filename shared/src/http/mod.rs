@@ -91,6 +91,8 @@ pub struct Assignment {
     pub shadow: Option<Arc<ServingModel>>,
     pub strategy: String,
     pub experiment_id: Option<String>,
+    /// The arm's re-ranking policy (`name[:key=value]`), if the rollout sets one.
+    pub policy: Option<String>,
 }
 
 impl Serving {
@@ -103,6 +105,7 @@ impl Serving {
             shadow: None,
             strategy: "fixed".into(),
             experiment_id: None,
+            policy: self.rollout.as_ref().and_then(|r| r.primary_policy.clone()),
         };
         let (Some(r), Some(cand)) = (&self.rollout, &self.candidate) else {
             return Assignment {
@@ -129,6 +132,7 @@ impl Serving {
                 model: cand.clone(),
                 arm: "candidate",
                 variant: Some("candidate"),
+                policy: r.candidate_policy.clone(),
                 ..base
             },
             "canary" | "ab_test" => Assignment {
@@ -415,10 +419,17 @@ async fn recommend(
         (Ok(u), Ok(k)) => (u, k),
         (Err(d), _) | (_, Err(d)) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
     };
+    let arm_policy = |arm: &Assignment| {
+        arm.policy
+            .as_deref()
+            .and_then(|p| crate::domain::rerank::Policy::from_spec(p, K_MAX).ok())
+            .unwrap_or(st.config.default_policy)
+            .for_k(k)
+    };
     let policy = match q.get("policy") {
-        None => st.config.default_policy.for_k(k),
+        None => None,
         Some(name) => match crate::domain::rerank::Policy::parse(name, &q, k) {
-            Ok(p) => p,
+            Ok(p) => Some(p),
             Err(d) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
         },
     };
@@ -430,6 +441,7 @@ async fn recommend(
         );
     };
     let arm = serving.assign(user_id);
+    let policy = policy.unwrap_or_else(|| arm_policy(&arm));
     let model = arm.model.clone();
     let seen = st.history.seen(user_id).await.unwrap_or_else(|e| {
         st.metrics.history_read_failures.fetch_add(1, Ordering::Relaxed);
@@ -695,9 +707,16 @@ pub async fn sync_model(
                 ServingModel::load(&art).map_err(|e| format!("version {v}: {e}"))?,
             ))
         };
+        let primary_model = load(&primary)?;
+        // A policy experiment may run one version in both arms.
+        let candidate_model = match candidate.as_deref() {
+            Some(c) if c == primary => Some(primary_model.clone()),
+            Some(c) => Some(load(c)?),
+            None => None,
+        };
         let serving = Serving {
-            primary: load(&primary)?,
-            candidate: candidate.as_deref().map(load).transpose()?,
+            primary: primary_model,
+            candidate: candidate_model,
             rollout,
         };
         Ok((SyncOutcome::Loaded(primary), Some(serving)))

@@ -129,6 +129,8 @@ pub fn status_json(s: &RolloutState) -> Value {
         "updated_by": s.updated_by,
         "revision": s.revision,
         "served_version": s.served_version,
+        "primary_policy": s.primary_policy,
+        "candidate_policy": s.candidate_policy,
     })
 }
 
@@ -226,6 +228,8 @@ pub fn name_experiment(spec: &mut RolloutSpec, previous: Option<&RolloutState>) 
         p.strategy == spec.strategy
             && p.served_version == spec.primary_version
             && p.candidate_version == spec.candidate_version
+            && p.primary_policy == spec.primary_policy
+            && p.candidate_policy == spec.candidate_policy
     });
     spec.experiment_id = match same.and_then(|p| p.experiment_id.clone()) {
         Some(id) => Some(id),
@@ -334,8 +338,42 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response 
             "primary_version is required",
         );
     };
+    // Optional re-ranking policies per arm (`name[:key=value]`).
+    let mut policies = [None, None];
+    for (slot, key) in policies
+        .iter_mut()
+        .zip(["primary_policy", "candidate_policy"])
+    {
+        match &body[key] {
+            Value::Null => {}
+            Value::String(spec) => {
+                match crate::domain::rerank::Policy::from_spec(spec, crate::http::K_MAX) {
+                    Ok(p) => *slot = Some(p.spec()),
+                    Err(d) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_parameter",
+                            format!("{key}: {d}"),
+                        )
+                    }
+                }
+            }
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    format!("{key} must be a string like \"slots:slots=3\", got {other}"),
+                )
+            }
+        }
+    }
+    let [primary_policy, candidate_policy] = policies;
     if strategy == "fixed" {
-        return apply_fixed(&st, primary, &caller).await;
+        if let Err(r) = verify_version(&st, primary).await {
+            return r;
+        }
+        let spec = RolloutSpec::fixed(primary).with_primary_policy(primary_policy);
+        return apply(&st, spec, &caller).await;
     }
     let Some(candidate) = body["candidate_version"].as_str() else {
         return error(
@@ -357,11 +395,11 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response 
             )
         }
     }
-    if candidate == primary {
+    if candidate == primary && primary_policy == candidate_policy {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_parameter",
-            "candidate_version must differ from primary_version",
+            "candidate_version must differ from primary_version (or the arms' policies must differ)",
         );
     }
     for v in [primary, candidate] {
@@ -376,6 +414,8 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response 
         percentage: body["percentage"].as_f64().unwrap_or(0.0),
         experiment_id: None,
         salt: None,
+        primary_policy,
+        candidate_policy,
         reason: None,
     };
     apply(&st, spec, &caller).await

@@ -495,6 +495,8 @@ fn rollout_state(item: &Item) -> Option<RolloutState> {
         percentage: get_n(item, "percentage").unwrap_or(0.0),
         experiment_id: get_s(item, "experiment_id").map(str::to_string),
         salt: get_s(item, "salt").map(str::to_string),
+        primary_policy: get_s(item, "primary_policy").map(str::to_string),
+        candidate_policy: get_s(item, "candidate_policy").map(str::to_string),
         revision: get_n(item, "revision")?,
         updated_by: get_s(item, "updated_by").unwrap_or_default().to_string(),
         updated_at: get_n(item, "updated_at").unwrap_or(0),
@@ -550,6 +552,8 @@ impl RolloutStore for DynamoRollout {
             ("candidate_version", &state.candidate_version),
             ("experiment_id", &state.experiment_id),
             ("salt", &state.salt),
+            ("primary_policy", &state.primary_policy),
+            ("candidate_policy", &state.candidate_policy),
         ] {
             if let Some(v) = v {
                 req = req.item(k, s(v));

@@ -69,6 +69,8 @@ impl SqliteStore {
             ("percentage", "REAL NOT NULL DEFAULT 0"),
             ("experiment_id", "TEXT"),
             ("salt", "TEXT"),
+            ("primary_policy", "TEXT"),
+            ("candidate_policy", "TEXT"),
         ] {
             let has: i64 = conn
                 .query_row(
@@ -325,7 +327,8 @@ impl IngestState for SqliteStore {
 
 fn read_rollout(c: &Connection) -> rusqlite::Result<Option<RolloutState>> {
     c.query_row(
-        "SELECT version, updated_by, updated_at, counter, strategy, candidate, percentage, experiment_id, salt
+        "SELECT version, updated_by, updated_at, counter, strategy, candidate, percentage, experiment_id, salt,
+                primary_policy, candidate_policy
          FROM rollout WHERE id = 1",
         [],
         |r| {
@@ -339,6 +342,8 @@ fn read_rollout(c: &Connection) -> rusqlite::Result<Option<RolloutState>> {
                 percentage: r.get(6)?,
                 experiment_id: r.get(7)?,
                 salt: r.get(8)?,
+                primary_policy: r.get(9)?,
+                candidate_policy: r.get(10)?,
             })
         },
     )
@@ -372,12 +377,14 @@ impl RolloutStore for SqliteStore {
                     return Ok(Err(found));
                 }
                 tx.execute(
-                    "INSERT INTO rollout (id, version, updated_by, updated_at, counter, strategy, candidate, percentage, experiment_id, salt)
-                     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    "INSERT INTO rollout (id, version, updated_by, updated_at, counter, strategy, candidate, percentage, experiment_id, salt,
+                                          primary_policy, candidate_policy)
+                     VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT(id) DO UPDATE SET version = excluded.version, updated_by = excluded.updated_by,
                      updated_at = excluded.updated_at, counter = excluded.counter, strategy = excluded.strategy,
                      candidate = excluded.candidate, percentage = excluded.percentage,
-                     experiment_id = excluded.experiment_id, salt = excluded.salt",
+                     experiment_id = excluded.experiment_id, salt = excluded.salt,
+                     primary_policy = excluded.primary_policy, candidate_policy = excluded.candidate_policy",
                     params![
                         state.served_version,
                         state.updated_by,
@@ -387,7 +394,9 @@ impl RolloutStore for SqliteStore {
                         state.candidate_version,
                         state.percentage,
                         state.experiment_id,
-                        state.salt
+                        state.salt,
+                        state.primary_policy,
+                        state.candidate_policy
                     ],
                 )?;
                 let change = RolloutChange {
