@@ -53,6 +53,7 @@ fn publish(reg: &FolderRegistry) {
             users: USERS,
             items: ITEMS,
             interactions: 0,
+            excluded_users: Vec::new(),
         },
         files: [
             (MODEL_FILE.to_string(), file_entry(&onnx)),

@@ -169,6 +169,17 @@ struct TrainArgs {
     /// Keep the selection run's weights instead of refitting on all training data.
     #[arg(long)]
     no_refit: bool,
+    /// Mitigation: draw negatives ∝ (popularity + 1)^β (0: uniform; 0.75 is
+    /// word2vec's choice). Recorded in the manifest.
+    #[arg(long, default_value_t = 0.0)]
+    popularity_negatives: f64,
+    /// Mitigation: accounts younger than N days (first interaction before
+    /// the data's last) count at --young-account-weight (0: off). Recorded.
+    #[arg(long, default_value_t = 0)]
+    young_account_days: u32,
+    /// Weight of young accounts' interactions (0 to 1).
+    #[arg(long, default_value_t = 0.2)]
+    young_account_weight: f64,
     /// Publish even if the model does not beat popularity on validation (recorded).
     #[arg(long)]
     force: bool,
@@ -361,6 +372,13 @@ fn train(a: TrainArgs) -> Result<()> {
         patience: a.patience,
         seed: a.seed,
         refit: !a.no_refit,
+        popularity_negatives: a.popularity_negatives,
+        young_account_days: a.young_account_days,
+        young_account_weight: if a.young_account_days > 0 {
+            a.young_account_weight
+        } else {
+            1.0
+        },
     };
     let progress = !a.quiet;
     let outcome = train_and_publish(

@@ -37,6 +37,25 @@ pub struct HyperParams {
     /// (validation items included) for that many epochs.
     #[serde(default)]
     pub refit: bool,
+    /// Mitigation: negatives drawn ∝ (training interactions + 1)^this
+    /// instead of uniformly (0); 0.75 as word2vec's unigram sampler. Popular
+    /// movies are then seen as negatives more often, which counters
+    /// popularity bias.
+    #[serde(default)]
+    pub popularity_negatives: f64,
+    /// Mitigation: accounts whose first interaction is less than this many
+    /// days before the data's last one count at `young_account_weight`
+    /// (0: off). Fresh fake accounts are what promotion attacks use.
+    #[serde(default)]
+    pub young_account_days: u32,
+    /// The weight of a young account's interactions (each epoch keeps each
+    /// of their positives with this probability).
+    #[serde(default = "one")]
+    pub young_account_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for HyperParams {
@@ -52,6 +71,9 @@ impl Default for HyperParams {
             patience: 3,
             seed: 42,
             refit: true,
+            popularity_negatives: 0.0,
+            young_account_days: 0,
+            young_account_weight: 1.0,
         }
     }
 }
@@ -66,6 +88,10 @@ pub struct DataInfo {
     pub users: usize,
     pub items: usize,
     pub interactions: usize,
+    /// Mitigation: users whose events were left out because the audit or
+    /// ingest flagged them (training from a lake).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_users: Vec<u64>,
 }
 
 /// Size and sha256 of one artifact file.

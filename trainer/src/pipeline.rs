@@ -224,6 +224,7 @@ pub fn train_and_publish(
             users: nu,
             items: ni,
             interactions: ds.train.len(),
+            excluded_users: ds.excluded_users.clone(),
         },
         files: [
             (MODEL_FILE.to_string(), file_entry(&onnx)),

@@ -76,11 +76,118 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
     if hp.l2 < 0.0 {
         return bad("--l2 must be non-negative");
     }
+    if !(0.0..=2.0).contains(&hp.popularity_negatives) {
+        return bad("--popularity-negatives must be from 0 (uniform) to 2");
+    }
+    if !(0.0..=1.0).contains(&hp.young_account_weight) {
+        return bad("--young-account-weight must be from 0 to 1");
+    }
     Ok(())
 }
 
 /// Trains NeuMF on `train` and keeps the epoch with the best validation HR@10.
 /// Without a validation set it runs `hp.epochs` epochs and keeps the last.
+/// Builds each epoch's samples: every positive (young accounts' kept with
+/// probability `young_account_weight`) followed by `negatives` items the
+/// user never interacted with, drawn uniformly or ∝ (popularity + 1)^β.
+pub struct Sampler {
+    n_items: usize,
+    negatives: usize,
+    /// Cumulative negative-sampling weights (empty: uniform).
+    cdf: Vec<f64>,
+    /// Users counted at `young_weight`.
+    young: Vec<bool>,
+    young_weight: f64,
+}
+
+impl Sampler {
+    pub fn new(n_users: usize, n_items: usize, train: &[Interaction], hp: &HyperParams) -> Self {
+        let cdf = if hp.popularity_negatives > 0.0 {
+            let pop = shared::domain::dataset::popularity(n_items, train);
+            let mut acc = 0.0;
+            pop.iter()
+                .map(|&c| {
+                    acc += (c as f64 + 1.0).powf(hp.popularity_negatives);
+                    acc
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut young = vec![false; n_users];
+        if hp.young_account_days > 0 {
+            let mut first = vec![i64::MAX; n_users];
+            let mut last = i64::MIN;
+            for x in train {
+                first[x.user as usize] = first[x.user as usize].min(x.ts);
+                last = last.max(x.ts);
+            }
+            let span = hp.young_account_days as i64 * 86_400;
+            for (y, f) in young.iter_mut().zip(&first) {
+                *y = *f != i64::MAX && last - *f < span;
+            }
+        }
+        Sampler {
+            n_items,
+            negatives: hp.negatives,
+            cdf,
+            young,
+            young_weight: hp.young_account_weight.clamp(0.0, 1.0),
+        }
+    }
+
+    /// Users whose interactions are down-weighted.
+    pub fn young_users(&self) -> usize {
+        self.young.iter().filter(|y| **y).count()
+    }
+
+    fn negative(&self, rng: &mut ChaCha8Rng) -> u32 {
+        if self.cdf.is_empty() {
+            return rng.gen_range(0..self.n_items as u32);
+        }
+        let total = *self.cdf.last().expect("items");
+        let r = rng.gen_range(0.0..total);
+        (self.cdf.partition_point(|&c| c <= r) as u32).min(self.n_items as u32 - 1)
+    }
+
+    /// Shuffles `positives` and fills one epoch's (users, items, labels).
+    pub fn epoch(
+        &self,
+        positives: &mut [(u32, u32)],
+        seen: &[Vec<u32>],
+        rng: &mut ChaCha8Rng,
+        (us, is, ys): (&mut Vec<u32>, &mut Vec<u32>, &mut Vec<f32>),
+    ) {
+        us.clear();
+        is.clear();
+        ys.clear();
+        positives.shuffle(rng);
+        for &(u, i) in positives.iter() {
+            if self.young[u as usize] && rng.gen::<f64>() >= self.young_weight {
+                continue;
+            }
+            us.push(u);
+            is.push(i);
+            ys.push(1.0f32);
+            let h = &seen[u as usize];
+            for _ in 0..self.negatives {
+                if h.len() >= self.n_items {
+                    break;
+                }
+                let j = loop {
+                    let j = self.negative(rng);
+                    if h.binary_search(&j).is_err() {
+                        break j;
+                    }
+                };
+                us.push(u);
+                is.push(j);
+                ys.push(0.0);
+            }
+        }
+    }
+}
+
 pub fn train(
     n_users: usize,
     n_items: usize,
@@ -111,6 +218,7 @@ pub fn train(
         .flat_map(|(u, items)| items.iter().map(move |&i| (u as u32, i)))
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(hp.seed.wrapping_add(1));
+    let sampler = Sampler::new(n_users, n_items, train, hp);
     let per_pos = 1 + hp.negatives;
     let n_samples = positives.len() * per_pos;
     let (mut us, mut is, mut ys) = (
@@ -127,30 +235,7 @@ pub fn train(
     for epoch in 1..=hp.epochs {
         let start = Instant::now();
         // Redraw negatives: items the user has no training interaction with.
-        us.clear();
-        is.clear();
-        ys.clear();
-        positives.shuffle(&mut rng);
-        for &(u, i) in &positives {
-            us.push(u);
-            is.push(i);
-            ys.push(1.0f32);
-            let h = &seen[u as usize];
-            for _ in 0..hp.negatives {
-                if h.len() >= n_items {
-                    break;
-                }
-                let j = loop {
-                    let j = rng.gen_range(0..n_items as u32);
-                    if h.binary_search(&j).is_err() {
-                        break j;
-                    }
-                };
-                us.push(u);
-                is.push(j);
-                ys.push(0.0);
-            }
-        }
+        sampler.epoch(&mut positives, &seen, &mut rng, (&mut us, &mut is, &mut ys));
         order.clear();
         order.extend(0..us.len());
         order.shuffle(&mut rng);
@@ -261,4 +346,79 @@ pub fn train(
         best,
         epochs,
     })
+}
+
+#[cfg(test)]
+mod sampler_tests {
+    use super::*;
+
+    fn x(user: u32, item: u32, ts: i64) -> Interaction {
+        Interaction {
+            user,
+            item,
+            rating: 1.0,
+            ts,
+        }
+    }
+
+    #[test]
+    fn popularity_negatives_follow_the_power_of_popularity() {
+        // Item 0: 150 interactions, item 1: 50, items 2..9: none.
+        let train: Vec<Interaction> = (0..200).map(|u| x(u, if u < 150 { 0 } else { 1 }, 0)).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let draw = |hp: &HyperParams, rng: &mut ChaCha8Rng| {
+            let s = Sampler::new(200, 10, &train, hp);
+            let mut c = [0usize; 10];
+            for _ in 0..100_000 {
+                c[s.negative(rng) as usize] += 1;
+            }
+            c.map(|v| v as f64 / 100_000.0)
+        };
+        let uniform = draw(&HyperParams::default(), &mut rng);
+        assert!(uniform.iter().all(|p| (p - 0.1).abs() < 0.01), "{uniform:?}");
+        // β = 1: weights 151, 51 and 1 × 8 of 210.
+        let hp = HyperParams {
+            popularity_negatives: 1.0,
+            ..HyperParams::default()
+        };
+        let p = draw(&hp, &mut rng);
+        assert!((p[0] - 151.0 / 210.0).abs() < 0.01, "{p:?}");
+        assert!((p[1] - 51.0 / 210.0).abs() < 0.01, "{p:?}");
+        assert!((p[9] - 1.0 / 210.0).abs() < 0.002, "{p:?}");
+    }
+
+    #[test]
+    fn young_accounts_count_at_their_weight() {
+        let day = 86_400;
+        // User 0 since day 0; user 1's first interaction one day before the last.
+        let mut train: Vec<Interaction> = (0..4000).map(|i| x(0, i % 50, i as i64 * 60)).collect();
+        let last = 4000 * 60 + 30 * day;
+        train.extend((0..4000).map(|i| x(1, 50 + i % 50, last - day + i as i64)));
+        let seen = shared::domain::dataset::histories(2, &train);
+        let positives = |t: &[Interaction]| t.iter().map(|x| (x.user, x.item)).collect::<Vec<_>>();
+        let count = |hp: &HyperParams| {
+            let s = Sampler::new(2, 200, &train, hp);
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let (mut us, mut is, mut ys) = (Vec::new(), Vec::new(), Vec::new());
+            s.epoch(&mut positives(&train), &seen, &mut rng, (&mut us, &mut is, &mut ys));
+            let pos = |u: u32| us.iter().zip(&ys).filter(|(x, y)| **x == u && **y == 1.0).count();
+            (s.young_users(), pos(0), pos(1), us.len())
+        };
+        let off = count(&HyperParams::default());
+        assert_eq!(off, (0, 4000, 4000, 8000 * 5));
+        let hp = HyperParams {
+            young_account_days: 7,
+            young_account_weight: 0.25,
+            ..HyperParams::default()
+        };
+        let (young, old, kept, _) = count(&hp);
+        assert_eq!((young, old), (1, 4000));
+        // Binomial(4000, 0.25): 1000 ± 3·27.
+        assert!((kept as f64 - 1000.0).abs() < 82.0, "{kept}");
+        let (_, _, none, n) = count(&HyperParams {
+            young_account_weight: 0.0,
+            ..hp
+        });
+        assert_eq!((none, n), (0, 4000 * 5));
+    }
 }

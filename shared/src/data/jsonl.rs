@@ -139,6 +139,7 @@ pub(crate) fn from_events(
         train,
         test: None,
         snapshot_id,
+        excluded_users: Vec::new(),
     }
 }
 

@@ -49,8 +49,9 @@ pub fn dataset_from_objects(
             }
         }
     }
+    let mut ids: Vec<u64> = Vec::new();
     if dropped > 0 {
-        let mut ids: Vec<&u64> = excluded.iter().collect();
+        ids = excluded.iter().copied().collect();
         ids.sort();
         snap.add("quarantine/users", format!("{ids:?}").as_bytes());
         eprintln!(
@@ -64,7 +65,9 @@ pub fn dataset_from_objects(
             reason: "the lake holds no accepted watch or rate events".into(),
         });
     }
-    Ok(from_events(&raw, source, DataFormat::Lake, snap.finish()))
+    let mut ds = from_events(&raw, source, DataFormat::Lake, snap.finish());
+    ds.excluded_users = ids;
+    Ok(ds)
 }
 
 fn positives(

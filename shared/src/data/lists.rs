@@ -71,6 +71,7 @@ fn finish(
         train,
         test: Some(test),
         snapshot_id: snap.finish(),
+        excluded_users: Vec::new(),
     }
 }
 

@@ -99,6 +99,7 @@ fn build(
         train,
         test: None,
         snapshot_id: snap.finish(),
+        excluded_users: Vec::new(),
     }
 }
 

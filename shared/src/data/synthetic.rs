@@ -241,6 +241,7 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
         train,
         test: None,
         snapshot_id: snapshot,
+        excluded_users: Vec::new(),
     };
     SyntheticWorld {
         dataset,

@@ -139,6 +139,8 @@ pub struct Dataset {
     pub test: Option<TestSet>,
     /// sha256 over the source files (or the generator parameters): the data snapshot id.
     pub snapshot_id: String,
+    /// Users whose events were left out (flagged by the audit or ingest).
+    pub excluded_users: Vec<u64>,
 }
 
 impl Dataset {

@@ -1044,6 +1044,9 @@ mod tests {
         assert_eq!(ds2.train.len(), 40 - flagged);
         assert_eq!(ds2.user_ids, vec![0, 1, 2, 4]);
         assert_ne!(ds2.snapshot_id, ds.snapshot_id);
+        // Recorded, for the manifest.
+        assert!(ds.excluded_users.is_empty());
+        assert_eq!(ds2.excluded_users, vec![3]);
         let via_port = lake::dataset(f.ingestor.lake.as_ref(), "lake".into())
             .await
             .unwrap();
