@@ -7,7 +7,7 @@ ADDR ?= 127.0.0.1:8080
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: setup test-tools build run test lint cfn unit bench bench-audit bench-lambda loadtest package clean-tools
+.PHONY: setup test-tools build run test lint cfn unit bench bench-audit tradeoffs bench-lambda loadtest package clean-tools
 
 ## setup: fetch ONNX Runtime 1.31.1 (from the PyPI wheel) into .tools/
 setup: $(ORT)
@@ -53,6 +53,15 @@ bench: setup
 	cargo bench -p movie-recs-cli --bench recommend
 	cargo bench -p movie-recs-shared --bench ingest
 	cargo bench -p movie-recs-shared --bench audit
+
+## tradeoffs: docs/tradeoffs.md, the re-ranking policies on ML-100K (NCF) and ML-1M (full ranking); trains the two models first if missing (~30 min)
+TRADEOFF_REG := target/tradeoff-reg
+tradeoffs: setup
+	cargo build --release --bin movie-recs
+	test -d $(TRADEOFF_REG)/ml100k || target/release/movie-recs train --data ../shared/data/ml-100k-ncf --registry $(TRADEOFF_REG) --version ml100k --seed 1 --negatives 8
+	test -d $(TRADEOFF_REG)/ml1m || target/release/movie-recs train --data ../shared/data/ml-1m-implicit --registry $(TRADEOFF_REG) --version ml1m --batch-size 1024 --negatives 8
+	target/release/movie-recs tradeoff --model $(TRADEOFF_REG)/ml100k --data ../shared/data/ml-100k-ncf --genres ../shared/data/ml-100k/u.item --genre-id-offset 1 --title "ML-100K (NCF protocol)" --out docs/tradeoffs.md
+	target/release/movie-recs tradeoff --model $(TRADEOFF_REG)/ml1m --data ../shared/data/ml-1m-implicit --title "ML-1M implicit (full ranking)" --out docs/tradeoffs.md
 
 ## bench-audit: one audit of 1,000,000 exposures and 1,000,000 ratings from JSONL files: wall time and peak memory
 bench-audit:

@@ -482,17 +482,13 @@ fn tradeoff(a: TradeoffArgs) -> Result<()> {
     let md = t.markdown(&a.title);
     if let Some(out) = &a.out {
         let doc = std::fs::read_to_string(out).unwrap_or_default();
-        let key: String = a
+        let key = a
             .title
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+            .to_ascii_lowercase()
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
         std::fs::write(out, trainer::tradeoff::splice(&doc, &key, &md))
             .with_context(|| format!("writing --out {}", out.display()))?;
         eprintln!("wrote {} ({})", out.display(), a.title);

@@ -286,3 +286,87 @@ fn rollout_commands_run_against_the_local_data_dir() {
     let c: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(c.as_array().unwrap().len(), 1);
 }
+
+/// `movie-recs tradeoff`: one row per policy, JSON or a Markdown section
+/// spliced into --out (replaced, not repeated, on a re-run).
+#[test]
+fn tradeoff_compares_policies_into_a_markdown_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry");
+    run(bin()
+        .args(["train", "--data", "synthetic", "--registry"])
+        .arg(&reg)
+        .args([
+            "--epochs",
+            "1",
+            "--factors",
+            "4",
+            "--layers",
+            "8,4",
+            "--quiet",
+            "--version",
+            "t",
+            "--force",
+        ])
+        .args(SMALL));
+    let model = format!("{}/t", reg.display());
+    let (stdout, _) = run(bin()
+        .args([
+            "tradeoff",
+            "--json",
+            "--model",
+            &model,
+            "--data",
+            "synthetic",
+        ])
+        .args(["--policies", "none;slots:slots=10;explore:weight=0.5"])
+        .args(SMALL));
+    let t: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(t["protocol"], "ncf");
+    let rows = t["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    assert_eq!(names, ["none", "slots:slots=10", "explore:weight=0.5"]);
+    assert_eq!(rows[0]["accuracy"][0][0], "hr@10");
+    assert_eq!(rows[0]["fairness"]["lists"], t["users"]);
+    // Heavy exploration spreads exposure over the catalogue.
+    let cov = |r: &serde_json::Value| r["fairness"]["catalog_coverage"].as_f64().unwrap();
+    assert!(cov(&rows[2]) > cov(&rows[0]), "{rows:?}");
+    let out = dir.path().join("t.md");
+    std::fs::write(&out, "# Trade-offs\n").unwrap();
+    for _ in 0..2 {
+        run(bin()
+            .args([
+                "tradeoff",
+                "--model",
+                &model,
+                "--data",
+                "synthetic",
+                "--policies",
+                "none",
+                "--title",
+                "Small run",
+                "--out",
+            ])
+            .arg(&out)
+            .args(SMALL));
+    }
+    let md = std::fs::read_to_string(&out).unwrap();
+    assert!(md.starts_with("# Trade-offs\n"));
+    assert_eq!(md.matches("<!-- tradeoff:small-run -->").count(), 1, "{md}");
+    assert!(md.contains("| `none` |"), "{md}");
+    let bad = bin()
+        .args([
+            "tradeoff",
+            "--model",
+            &model,
+            "--data",
+            "synthetic",
+            "--policies",
+            "best",
+        ])
+        .args(SMALL)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("policy must be one of"));
+}

@@ -176,7 +176,8 @@ async fn recommend_shape_and_seen_exclusion() {
 #[tokio::test]
 async fn unknown_user_gets_popular_unseen_movies() {
     let st = state(true, 3600).await;
-    let (code, _, v, _) = get(&st, "/recommend/999999?k=5", None).await;
+    // The plain ranking; the default policy reserves slots for the tail.
+    let (code, _, v, _) = get(&st, "/recommend/999999?k=5&policy=none", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["provenance"]["fallback"], "popularity");
     let f = fixture();
@@ -483,7 +484,11 @@ async fn policies_rerank_and_are_named_in_provenance() {
             .map(|x| x.as_u64().unwrap())
             .collect()
     };
-    let (_, _, plain, _) = get(&st, "/recommend/1?k=10", None).await;
+    // The default policy (DEFAULT_POLICY) names itself too.
+    let (_, _, default, _) = get(&st, "/recommend/1?k=10", None).await;
+    assert_eq!(default["provenance"]["policy"], "slots");
+    assert_eq!(default["provenance"]["policy_params"], json!({"slots": 3}));
+    let (_, _, plain, _) = get(&st, "/recommend/1?k=10&policy=none", None).await;
     assert_eq!(plain["provenance"]["policy"], "none");
     assert_eq!(plain["provenance"]["policy_params"], json!({}));
     for zero in [

@@ -554,11 +554,14 @@ async fn arms_can_differ_by_policy_alone() {
         "POST",
         "/rollout",
         Some(TOKEN),
-        Some(body(json!({"candidate_policy": "slots:slots=4"}))),
+        Some(body(
+            json!({"primary_policy": "none", "candidate_policy": "slots:slots=4"}),
+        )),
     )
     .await;
     assert_eq!(code, StatusCode::OK, "{v}");
     assert_eq!(v["status"]["candidate_policy"], "slots:slots=4");
+    assert_eq!(v["status"]["primary_policy"], "none");
     let exp = v["status"]["experiment_id"].as_str().unwrap().to_string();
     sync_model(&st, registry()).await.unwrap();
     let (mut seen_p, mut seen_c) = (false, false);

@@ -171,7 +171,7 @@ impl Settings {
         )?
         .min(crate::canary::job::MAX_WINDOW_MINUTES);
         let policy = match var("MOVIE_RECS_POLICY") {
-            None => crate::domain::rerank::Policy::default(),
+            None => crate::domain::rerank::DEFAULT_POLICY,
             Some(v) => crate::domain::rerank::Policy::from_spec(&v, crate::http::K_MAX).map_err(
                 |reason| ConfigError {
                     var: "MOVIE_RECS_POLICY",

@@ -364,7 +364,9 @@ mod sampler_tests {
     #[test]
     fn popularity_negatives_follow_the_power_of_popularity() {
         // Item 0: 150 interactions, item 1: 50, items 2..9: none.
-        let train: Vec<Interaction> = (0..200).map(|u| x(u, if u < 150 { 0 } else { 1 }, 0)).collect();
+        let train: Vec<Interaction> = (0..200)
+            .map(|u| x(u, if u < 150 { 0 } else { 1 }, 0))
+            .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let draw = |hp: &HyperParams, rng: &mut ChaCha8Rng| {
             let s = Sampler::new(200, 10, &train, hp);
@@ -375,7 +377,10 @@ mod sampler_tests {
             c.map(|v| v as f64 / 100_000.0)
         };
         let uniform = draw(&HyperParams::default(), &mut rng);
-        assert!(uniform.iter().all(|p| (p - 0.1).abs() < 0.01), "{uniform:?}");
+        assert!(
+            uniform.iter().all(|p| (p - 0.1).abs() < 0.01),
+            "{uniform:?}"
+        );
         // β = 1: weights 151, 51 and 1 × 8 of 210.
         let hp = HyperParams {
             popularity_negatives: 1.0,
@@ -400,8 +405,18 @@ mod sampler_tests {
             let s = Sampler::new(2, 200, &train, hp);
             let mut rng = ChaCha8Rng::seed_from_u64(5);
             let (mut us, mut is, mut ys) = (Vec::new(), Vec::new(), Vec::new());
-            s.epoch(&mut positives(&train), &seen, &mut rng, (&mut us, &mut is, &mut ys));
-            let pos = |u: u32| us.iter().zip(&ys).filter(|(x, y)| **x == u && **y == 1.0).count();
+            s.epoch(
+                &mut positives(&train),
+                &seen,
+                &mut rng,
+                (&mut us, &mut is, &mut ys),
+            );
+            let pos = |u: u32| {
+                us.iter()
+                    .zip(&ys)
+                    .filter(|(x, y)| **x == u && **y == 1.0)
+                    .count()
+            };
             (s.young_users(), pos(0), pos(1), us.len())
         };
         let off = count(&HyperParams::default());

@@ -62,7 +62,7 @@ impl Default for ApiConfig {
             iam_authorized: false,
             emf: false,
             trace_before_response: false,
-            default_policy: crate::domain::rerank::Policy::default(),
+            default_policy: crate::domain::rerank::DEFAULT_POLICY,
         }
     }
 }
