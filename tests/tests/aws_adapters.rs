@@ -249,3 +249,151 @@ async fn s3_lake_writes_objects_under_its_prefix() {
     let e = missing.put_object("k", vec![1]).await.unwrap_err();
     assert!(e.to_string().contains("event_lake"), "{e}");
 }
+
+/// The experiment analysis on the AWS adapters: traces from DynamoDB's time
+/// index, watches ingested into the S3 lake (DynamoDB ingest state and
+/// history), the catalogue from the S3 registry, the promotion written to
+/// the DynamoDB rollout item and its change log.
+#[test]
+fn experiment_job_analyses_and_promotes_on_aws() {
+    use shared::adapters::aws::dynamo::DynamoIngestState;
+    use shared::canary::job::ExperimentJob;
+    use shared::domain::experiment::in_candidate;
+    use shared::ingest::{Ingestor, RawRecord, Source};
+    use std::sync::Arc;
+    let (cfg, n) = setup("ex");
+    let cache = tempfile::tempdir().unwrap();
+    let reg = Arc::new(S3Registry::new(
+        s3_client(&cfg),
+        &n.bucket,
+        "models/",
+        cache.path(),
+    ));
+    publish(reg.as_ref(), "v1").unwrap();
+    publish(reg.as_ref(), "v2").unwrap();
+    let movies: Vec<u64> = reg
+        .read_manifest("v1")
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.movie_id)
+        .collect();
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let traces = Arc::new(DynamoTraces::new(ddb.clone(), &n.traces_table));
+    let rollout = Arc::new(DynamoRollout::new(ddb.clone(), &n.rollout_table));
+    let lake = Arc::new(S3Lake::new(s3_client(&cfg), &n.bucket, "lake"));
+    let metrics_dir = tempfile::tempdir().unwrap();
+    let job = ExperimentJob {
+        traces: traces.clone(),
+        lake: lake.clone(),
+        registry: reg.clone(),
+        rollout: rollout.clone(),
+        metrics: Arc::new(shared::adapters::local::FileMetrics::new(
+            metrics_dir.path().join("m.jsonl"),
+        )),
+        stage: "test".into(),
+        config: shared::canary::CanaryConfig {
+            rule: shared::domain::experiment::DecisionRule {
+                min_per_arm: 50,
+                ..Default::default()
+            },
+            min_guardrail_requests: 50,
+            thresholds: shared::audit::Thresholds {
+                min_catalog_coverage: 0.0,
+                max_gini_exposed: 1.0,
+                max_top_10_pct_share: 1.0,
+                min_tail_share: 0.0,
+            },
+            ..Default::default()
+        },
+        window_minutes: 60,
+        catalog: None,
+    };
+    block_on(async move {
+        let spec = shared::ports::RolloutSpec {
+            strategy: "ab_test".into(),
+            primary_version: "v1".into(),
+            candidate_version: Some("v2".into()),
+            percentage: 50.0,
+            experiment_id: Some("exp-aws".into()),
+            salt: Some("salt-aws".into()),
+            primary_policy: None,
+            candidate_policy: None,
+            reason: None,
+        };
+        let start = rollout.set(0, &spec, "test").await.unwrap().updated_at;
+        // Lists from the experiment's start, one a second; analysed 10 minutes in.
+        let now = start + 10 * 60_000;
+        let (mut watches, mut arms) = (Vec::new(), [0u64; 2]);
+        for u in 1..=300u64 {
+            let cand = in_candidate("salt-aws", u, 50.0);
+            arms[cand as usize] += 1;
+            let ts = start + u as i64 * 1000;
+            let items: Vec<u64> = (0..5)
+                .map(|j| movies[(u as usize + j) % movies.len()])
+                .collect();
+            let t = serde_json::json!({
+                "request_id": format!("r{u}"), "timestamp": ts, "user_id": u, "items": items,
+                "arm": if cand { "candidate" } else { "primary" },
+                "model_version": if cand { "v2" } else { "v1" },
+                "experiment_id": "exp-aws", "status": 200, "latency_ms": 1.0 + (u % 7) as f64,
+            });
+            traces
+                .put(&format!("r{u}"), &t, now / 1000 + 3600)
+                .await
+                .unwrap();
+            assert!(ts + 60_000 < now);
+            if cand || u % 4 == 0 {
+                let w = serde_json::json!({"type": "watch", "user_id": u, "movie_id": items[1], "ts": ts + 60_000});
+                watches.push(RawRecord::new(
+                    w.to_string().into_bytes(),
+                    Source::Http { index: 0 },
+                    None,
+                ));
+            }
+        }
+        let ingest = Ingestor::new(
+            lake.clone(),
+            Arc::new(DynamoIngestState::new(ddb.clone(), &n.ingest_table)),
+            Arc::new(DynamoHistory::new(ddb.clone(), &n.history_table)),
+        );
+        let r = ingest.ingest(&watches, now).await.unwrap();
+        assert_eq!(r.accepted, watches.len());
+
+        let report = job.analyze(now + 1, 60).await.unwrap();
+        let (p, c) = (&report.arms["primary"], &report.arms["candidate"]);
+        assert_eq!((p.requests, c.requests), (arms[0], arms[1]));
+        assert_eq!(c.conversions, arms[1]);
+        assert!(p.conversions < p.requests / 3, "{p:?}");
+        assert_eq!(
+            report.action,
+            shared::canary::Action::Promote,
+            "{}",
+            report.rationale
+        );
+        assert_eq!(report.started_at, Some(start));
+        // Only the window's traces: [now − 7 min, now) holds users 180..=300.
+        let short = job.analyze(now, 7).await.unwrap();
+        assert_eq!(
+            short.arms["primary"].requests + short.arms["candidate"].requests,
+            121
+        );
+
+        let out = job
+            .run(now + 1, 60, false, "canary-automation")
+            .await
+            .unwrap();
+        let applied = out.applied.unwrap();
+        assert_eq!(
+            (applied.strategy.as_str(), applied.served_version.as_str()),
+            ("fixed", "v2")
+        );
+        let log = rollout.changes(1).await.unwrap();
+        assert_eq!(log[0].state.updated_by, "canary-automation");
+        assert!(log[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("canary promote"));
+    });
+}
