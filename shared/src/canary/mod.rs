@@ -48,7 +48,8 @@ pub mod sim;
 use crate::audit::exposure::{self, Catalog, ExposureCounts};
 use crate::audit::{Thresholds, Window};
 use crate::domain::experiment::{
-    attribute, decide, quantile_ci_ranks, Analysis, Decision, DecisionRule, Engagement, Served,
+    attribute, decide, nearest_rank, quantile_ci_ranks, Analysis, Decision, DecisionRule,
+    Engagement, Served,
 };
 use crate::ports::{RolloutSpec, RolloutState};
 use serde::Serialize;
@@ -375,7 +376,6 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         if let Some(o) = outcomes.get(name) {
             a.lists = o.requests;
             a.conversions = o.conversions;
-            a.p95_latency_ms = o.p95_latency_ms;
         }
         a.conversion_rate = ratio(a.conversions, a.lists);
         let mut lat: Vec<f64> = rows
@@ -383,7 +383,8 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
             .filter(|r| r.ok && r.arm == name)
             .filter_map(|r| r.latency_ms)
             .collect();
-        lat.sort_unstable_by(f64::total_cmp);
+        // Sorts `lat`, which the interval's order statistics then read.
+        a.p95_latency_ms = nearest_rank(&mut lat, 0.95);
         a.p95_latency_ci_ms = quantile_ci_ranks(lat.len(), 0.95, cfg.guardrail_z)
             .map(|(l, u)| (lat[l - 1], lat[u - 1]));
         let lists = lists_of(name);

@@ -26,6 +26,7 @@
 //! With their weight at 0, `mmr`, `calibrated` and `explore` equal `none`.
 
 use super::eval::top_k;
+use super::ranking::top_k_scored;
 use std::collections::HashMap;
 
 /// The policies' names, as in `?policy=` and `provenance.policy`.
@@ -267,7 +268,7 @@ pub fn rerank(
         idx.into_iter().map(|i| (i, scores[i as usize])).collect()
     };
     match policy.for_k(k) {
-        Policy::None => with_scores(top_k(scores, k).into_iter().filter(finite).collect()),
+        Policy::None => top_k_scored(scores, k),
         Policy::Slots { slots } => {
             let tail: Vec<u32> = top_k(
                 &scores
@@ -304,7 +305,7 @@ pub fn rerank(
             let e_max = cand.iter().map(|&i| e(i)).fold(0.0, f64::max);
             let denom = (1.0 + e_max).ln();
             if weight == 0.0 || denom == 0.0 {
-                return with_scores(top_k(scores, k).into_iter().filter(finite).collect());
+                return top_k_scored(scores, k);
             }
             let key: Vec<f64> = cand
                 .iter()

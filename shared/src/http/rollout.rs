@@ -265,12 +265,23 @@ async fn apply(st: &AppState, mut spec: RolloutSpec, caller: &str) -> Response {
     }
 }
 
-/// Verifies `version`, then makes it the only served one.
-async fn apply_fixed(st: &AppState, version: &str, caller: &str) -> Response {
+/// Verifies `version`, then makes it the only served one, its lists
+/// re-ranked by `policy` (the service default when `None`).
+async fn apply_fixed(
+    st: &AppState,
+    version: &str,
+    policy: Option<String>,
+    caller: &str,
+) -> Response {
     if let Err(r) = verify_version(st, version).await {
         return r;
     }
-    apply(st, RolloutSpec::fixed(version), caller).await
+    apply(
+        st,
+        RolloutSpec::fixed(version).with_primary_policy(policy),
+        caller,
+    )
+    .await
 }
 
 async fn switch(
@@ -289,7 +300,7 @@ async fn switch(
             "model is required: POST /switch?model=VERSION",
         );
     };
-    apply_fixed(&st, version, &caller).await
+    apply_fixed(&st, version, None, &caller).await
 }
 
 /// Strategies `POST /rollout` accepts.
@@ -369,11 +380,7 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response 
     }
     let [primary_policy, candidate_policy] = policies;
     if strategy == "fixed" {
-        if let Err(r) = verify_version(&st, primary).await {
-            return r;
-        }
-        let spec = RolloutSpec::fixed(primary).with_primary_policy(primary_policy);
-        return apply(&st, spec, &caller).await;
+        return apply_fixed(&st, primary, primary_policy, &caller).await;
     }
     let Some(candidate) = body["candidate_version"].as_str() else {
         return error(

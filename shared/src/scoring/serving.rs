@@ -4,7 +4,7 @@
 
 use super::{OnnxModel, ScoringError};
 use crate::artifact::{ArtifactError, History, Manifest, HISTORY_FILE, MODEL_FILE};
-use crate::domain::ranking::popularity_order;
+use crate::domain::ranking::mask_seen;
 use crate::domain::rerank::{rerank, ItemFeatures, Policy};
 use crate::ports::VerifiedArtifact;
 use std::collections::HashMap;
@@ -36,7 +36,8 @@ pub struct ServingModel {
     user_index: HashMap<u64, u32>,
     item_index: HashMap<u64, u32>,
     popularity: Vec<u32>,
-    by_popularity: Vec<u32>,
+    /// Unknown users' scores are popularity / this.
+    max_popularity: u32,
     /// Genres, popularity and head tier, for the re-ranking policies.
     features: ItemFeatures,
     /// Times each item was served by this process since the version loaded
@@ -68,7 +69,7 @@ impl ServingModel {
                 .enumerate()
                 .map(|(i, it)| (it.movie_id, i as u32))
                 .collect(),
-            by_popularity: popularity_order(&popularity),
+            max_popularity: popularity.iter().copied().max().unwrap_or(0).max(1),
             features: ItemFeatures::new(
                 m.items.iter().map(|i| (i.genres.as_slice(), i.popularity)),
             ),
@@ -123,20 +124,12 @@ impl ServingModel {
                     (scores, history, None)
                 }
                 None => {
-                    let max = self
-                        .by_popularity
-                        .first()
-                        .map_or(1, |&i| self.popularity[i as usize])
-                        .max(1) as f32;
+                    let max = self.max_popularity as f32;
                     let scores = self.popularity.iter().map(|&p| p as f32 / max).collect();
                     (scores, extra, Some("popularity"))
                 }
             };
-        for &i in &history {
-            if let Some(s) = scores.get_mut(i as usize) {
-                *s = f32::NEG_INFINITY;
-            }
-        }
+        mask_seen(&mut scores, history.iter().copied());
         let exposure: Vec<u64> = if matches!(policy, Policy::Explore { .. }) {
             self.exposure
                 .iter()
