@@ -14,6 +14,7 @@ use trainer::pipeline::{eval_version, train_and_publish, TrainOptions};
 
 mod audit;
 mod ingest;
+mod simulate;
 
 /// candle allocates and frees large gradient and optimiser buffers every step;
 /// with glibc malloc each one is an mmap/munmap pair (measured: sys time 1.8x user
@@ -41,6 +42,10 @@ enum Command {
     /// Compare the re-ranking policies offline: accuracy on the data's test
     /// protocol next to the fairness of every user's top-10 list.
     Tradeoff(TradeoffArgs),
+    /// Closed loop on a synthetic world with hidden tastes: serve, let users
+    /// react, ingest, retrain, for R rounds per policy; then a promotion
+    /// attack with and without the training mitigations.
+    Simulate(Box<simulate::SimulateArgs>),
     /// Serve the HTTP API locally (trains a model on synthetic data first if none exists).
     Serve(ServeArgs),
     /// Inspect the model registry.
@@ -785,6 +790,7 @@ fn main() -> Result<()> {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
         Command::Tradeoff(a) => tradeoff(a),
+        Command::Simulate(a) => simulate::run(*a),
         Command::Rollout { command } => rollout(command),
         Command::Provision(a) => provision(a),
         Command::Ingest(a) => ingest::run(a),

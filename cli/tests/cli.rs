@@ -370,3 +370,57 @@ fn tradeoff_compares_policies_into_a_markdown_section() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("policy must be one of"));
 }
+
+#[test]
+fn simulate_writes_the_report_files_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sim");
+    let (stdout, stderr) = run(bin()
+        .args([
+            "simulate",
+            "--users",
+            "120",
+            "--items",
+            "100",
+            "--rounds",
+            "2",
+            "--epochs",
+            "1",
+            "--policies",
+            "none;explore:weight=0.5",
+            "--no-attack",
+            "--json",
+            "--out",
+        ])
+        .arg(&out));
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let t = r["trajectories"].as_array().unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[1]["policy"], "explore:weight=0.5");
+    assert_eq!(t[0]["rounds"].as_array().unwrap().len(), 2);
+    assert!(r["attack"].is_null());
+    assert!(stderr.contains("none: HR@10"), "{stderr}");
+    for f in [
+        "simulation.json",
+        "simulation.md",
+        "gini_catalog.svg",
+        "starvation_index.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} written");
+    }
+    assert!(!out.join("attack.svg").exists());
+    assert!(!out.join("work").exists(), "the runs' folders are removed");
+    let md = std::fs::read_to_string(out.join("simulation.md")).unwrap();
+    assert!(
+        md.contains("Written by `movie-recs simulate --users 120"),
+        "{md}"
+    );
+
+    let bad = bin()
+        .args(["simulate", "--policies", "fair", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("policy \"fair\""));
+}

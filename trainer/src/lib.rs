@@ -6,6 +6,7 @@ pub mod export;
 pub mod model;
 mod onnx_proto;
 pub mod pipeline;
+pub mod simulate;
 pub mod tradeoff;
 pub mod train;
 

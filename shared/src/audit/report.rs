@@ -25,7 +25,8 @@ fn f(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.3}"))
 }
 
-fn esc(s: &str) -> String {
+/// Escapes text for SVG and HTML.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -201,14 +202,16 @@ pub fn markdown(r: &AuditReport) -> String {
     s
 }
 
-const W: f64 = 640.0;
-const H: f64 = 400.0;
-const L: f64 = 60.0;
-const R: f64 = 20.0;
-const T: f64 = 40.0;
-const B: f64 = 50.0;
+pub const W: f64 = 640.0;
+pub const H: f64 = 400.0;
+pub const L: f64 = 60.0;
+pub const R: f64 = 20.0;
+pub const T: f64 = 40.0;
+pub const B: f64 = 50.0;
 
-fn frame(title: &str, x_label: &str, y_label: &str) -> String {
+/// A blank chart: title, axes and their labels (the chart primitives are
+/// shared with the simulator's trajectories).
+pub fn frame(title: &str, x_label: &str, y_label: &str) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -236,15 +239,18 @@ fn frame(title: &str, x_label: &str, y_label: &str) -> String {
     s
 }
 
-fn px(x: f64) -> f64 {
+/// x pixel of a fraction 0..1 of the plot width.
+pub fn px(x: f64) -> f64 {
     L + x * (W - L - R)
 }
 
-fn py(y: f64, max: f64) -> f64 {
+/// y pixel of `y` on a 0..`max` axis.
+pub fn py(y: f64, max: f64) -> f64 {
     H - B - (y / max) * (H - T - B)
 }
 
-fn y_ticks(s: &mut String, max: f64) {
+/// Five ticks of a 0..`max` y axis.
+pub fn y_ticks(s: &mut String, max: f64) {
     for i in 0..=4 {
         let v = max * i as f64 / 4.0;
         let _ = writeln!(
