@@ -7,7 +7,7 @@ ADDR ?= 127.0.0.1:8080
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: setup test-tools build run test lint cfn unit bench bench-audit tradeoffs bench-lambda loadtest package clean-tools
+.PHONY: setup test-tools build run test lint cfn unit bench bench-audit tradeoffs simulate bench-lambda loadtest package clean-tools
 
 ## setup: fetch ONNX Runtime 1.31.1 (from the PyPI wheel) into .tools/
 setup: $(ORT)
@@ -62,6 +62,12 @@ tradeoffs: setup
 	test -d $(TRADEOFF_REG)/ml1m || target/release/movie-recs train --data ../shared/data/ml-1m-implicit --registry $(TRADEOFF_REG) --version ml1m --batch-size 1024 --negatives 8
 	target/release/movie-recs tradeoff --model $(TRADEOFF_REG)/ml100k --data ../shared/data/ml-100k-ncf --genres ../shared/data/ml-100k/u.item --genre-id-offset 1 --title "ML-100K (NCF protocol)" --out docs/tradeoffs.md
 	target/release/movie-recs tradeoff --model $(TRADEOFF_REG)/ml1m --data ../shared/data/ml-1m-implicit --title "ML-1M implicit (full ranking)" --out docs/tradeoffs.md
+
+## simulate: docs/simulation/, the closed loop (10 rounds each of none, slots and explore) and the promotion attack; docs/simulation/stealthy/, the attack with 5 filler ratings (~8 min)
+simulate: setup
+	cargo build --release --bin movie-recs
+	target/release/movie-recs simulate --policies "none;slots:slots=3;explore:weight=0.2" --out docs/simulation
+	target/release/movie-recs simulate --rounds 0 --attack-filler 5 --out docs/simulation/stealthy
 
 ## bench-audit: one audit of 1,000,000 exposures and 1,000,000 ratings from JSONL files: wall time and peak memory
 bench-audit:

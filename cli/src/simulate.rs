@@ -21,7 +21,7 @@ pub struct SimulateArgs {
     /// Seed of the world, the users' behaviour and training.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Rounds (days) of each trajectory; one retraining per round.
+    /// Rounds (days) of each trajectory; one retraining per round (0: the attack only).
     #[arg(long, default_value_t = 10)]
     rounds: usize,
     /// List length served to every user.
@@ -108,18 +108,25 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }
-    eprintln!(
-        "simulating {} rounds × {} policies on {} users × {} movies{}",
-        cfg.rounds,
-        cfg.policies.len(),
-        cfg.world.users,
-        cfg.world.items,
-        if cfg.attack.is_some() {
-            ", then the promotion attack"
-        } else {
-            ""
-        }
-    );
+    if cfg.rounds == 0 {
+        eprintln!(
+            "simulating the promotion attack on {} users × {} movies",
+            cfg.world.users, cfg.world.items
+        );
+    } else {
+        eprintln!(
+            "simulating {} rounds × {} policies on {} users × {} movies{}",
+            cfg.rounds,
+            cfg.policies.len(),
+            cfg.world.users,
+            cfg.world.items,
+            if cfg.attack.is_some() {
+                ", then the promotion attack"
+            } else {
+                ""
+            }
+        );
+    }
     let started = std::time::Instant::now();
     let r = simulate(&cfg, &work)?;
     if !a.keep_work {

@@ -442,10 +442,48 @@ impl Stores {
     }
 }
 
+/// The time (epoch ms) of an EventBridge schedule's invocation of `function`;
+/// anything but a `Scheduled Event` with a time is refused with the reason.
+pub fn scheduled_time_ms(
+    function: &str,
+    e: &aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value>,
+) -> Result<i64, String> {
+    if e.detail_type != "Scheduled Event" {
+        return Err(format!(
+            "{function} runs on EventBridge schedules (detail-type \"Scheduled Event\"); got detail-type {:?} from {:?}",
+            e.detail_type, e.source
+        ));
+    }
+    e.time
+        .map(|t| t.timestamp_millis())
+        .ok_or_else(|| "scheduled event without a time".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn scheduled_time_of_the_schedule_payload_and_refusals() {
+        let body = include_str!("../../events/audit-schedule.json");
+        let mut e: aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value> =
+            serde_json::from_str(body).unwrap();
+        let want = e.time.unwrap().timestamp_millis();
+        assert_eq!(scheduled_time_ms("audit", &e), Ok(want));
+        e.time = None;
+        assert_eq!(
+            scheduled_time_ms("audit", &e),
+            Err("scheduled event without a time".into())
+        );
+        e.detail_type = "Object Created".into();
+        let err = scheduled_time_ms("canary", &e).unwrap_err();
+        assert!(
+            err.starts_with("canary runs on EventBridge schedules"),
+            "{err}"
+        );
+        assert!(err.contains("Object Created"), "{err}");
+    }
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let m: HashMap<String, String> = pairs

@@ -126,15 +126,57 @@ fn a_small_simulation_is_deterministic_and_measures_every_round() {
     assert_eq!(json["trajectories"][1]["policy"], "slots:slots=3");
     let md = String::from_utf8(files[1].1.clone()).unwrap();
     assert!(md.contains("| `slots:slots=3` |") && md.contains("| attack, audit quarantine |"));
-    for (name, bytes) in files
-        .iter()
-        .filter(|f| f.0.ends_with(".svg") && f.0 != "attack.svg")
-    {
+    for (name, bytes) in files.iter().filter(|f| f.0.ends_with(".svg")) {
         let svg = String::from_utf8(bytes.clone()).unwrap();
+        if name == "attack.svg" {
+            // Bars: lists holding the target (blue), target in the top 50 (orange).
+            assert!(pixels(name, &svg, (0x1f, 0x77, 0xb4)) > 100, "{name}");
+            assert!(pixels(name, &svg, (0xff, 0x7f, 0x0e)) > 100, "{name}");
+            continue;
+        }
         assert_eq!(
             svg.matches("<polyline").count(),
             2,
             "{name}: one line per policy"
         );
+        // Both policies' lines are drawn (blue, orange).
+        assert!(pixels(name, &svg, (0x1f, 0x77, 0xb4)) > 100, "{name}");
+        assert!(pixels(name, &svg, (0xff, 0x7f, 0x0e)) > 100, "{name}");
     }
+    // Without trajectories (attack only) no trajectory charts are written.
+    let attack_only = trainer::simulate::SimReport {
+        trajectories: Vec::new(),
+        ..a.clone()
+    };
+    let names: Vec<String> = report::files(&attack_only, "")
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(names, ["simulation.json", "simulation.md", "attack.svg"]);
+}
+
+/// Renders an SVG and counts pixels of roughly the colour `rgb` (and saves
+/// the PNG in `MOVIE_RECS_CHART_DIR`, when set, to look at).
+fn pixels(name: &str, svg: &str, rgb: (u8, u8, u8)) -> usize {
+    let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default())
+        .unwrap_or_else(|e| panic!("{name}: invalid SVG: {e}"));
+    let size = tree.size().to_int_size();
+    let mut pm = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pm.as_mut(),
+    );
+    if let Ok(dir) = std::env::var("MOVIE_RECS_CHART_DIR") {
+        pm.save_png(format!("{dir}/{name}.png")).unwrap();
+    }
+    pm.pixels()
+        .iter()
+        .filter(|p| {
+            let c = p.demultiply();
+            c.red().abs_diff(rgb.0) < 8
+                && c.green().abs_diff(rgb.1) < 8
+                && c.blue().abs_diff(rgb.2) < 8
+        })
+        .count()
 }

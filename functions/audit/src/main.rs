@@ -18,17 +18,7 @@ async fn handle(
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Value, Error> {
     let e = event.payload;
-    if e.detail_type != "Scheduled Event" {
-        return Err(format!(
-            "audit runs on EventBridge schedules (detail-type \"Scheduled Event\"); got detail-type {:?} from {:?}",
-            e.detail_type, e.source
-        )
-        .into());
-    }
-    let Some(time) = e.time else {
-        return Err("scheduled event without a time".into());
-    };
-    let to_ms = time.timestamp_millis();
+    let to_ms = shared::config::scheduled_time_ms("audit", &e)?;
     let from_ms = to_ms - window_minutes * 60_000;
     let out = job
         .run(from_ms, to_ms, chrono::Utc::now().timestamp_millis())

@@ -22,17 +22,7 @@ async fn handle(
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Value, Error> {
     let e = event.payload;
-    if e.detail_type != "Scheduled Event" {
-        return Err(format!(
-            "canary runs on EventBridge schedules (detail-type \"Scheduled Event\"); got detail-type {:?} from {:?}",
-            e.detail_type, e.source
-        )
-        .into());
-    }
-    let Some(time) = e.time else {
-        return Err("scheduled event without a time".into());
-    };
-    let now_ms = time.timestamp_millis();
+    let now_ms = shared::config::scheduled_time_ms("canary", &e)?;
     match job.run(now_ms, job.window_minutes, false, CALLER).await {
         Ok(out) => {
             let r = &out.report;

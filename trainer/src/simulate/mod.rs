@@ -641,10 +641,16 @@ fn check(cfg: &SimConfig) -> Result<(), SimError> {
 /// Runs the trajectories and the attack in folders under `work`.
 pub fn simulate(cfg: &SimConfig, work: &Path) -> Result<SimReport, SimError> {
     check(cfg)?;
-    let steps = cfg.policies.len() * (cfg.rounds + 1) + cfg.attack.as_ref().map_or(0, |_| 8);
+    // No rounds: the attack alone.
+    let policies = if cfg.rounds == 0 {
+        &[][..]
+    } else {
+        &cfg.policies[..]
+    };
+    let steps = policies.len() * (cfg.rounds + 1) + cfg.attack.as_ref().map_or(0, |_| 7);
     let pb = progress_bar(cfg.progress, steps as u64);
     let mut trajectories = Vec::new();
-    for (p, policy) in cfg.policies.iter().enumerate() {
+    for (p, policy) in policies.iter().enumerate() {
         trajectories.push(trajectory(
             cfg,
             *policy,

@@ -5,6 +5,22 @@ use super::{RoundMetrics, SimReport};
 use shared::audit::report::{esc, frame, px, py, y_ticks, B, H, L, R, W};
 use std::fmt::Write;
 
+/// Five ticks of a `lo..lo + span` y axis.
+fn ticks(s: &mut String, lo: f64, span: f64) {
+    for i in 0..=4 {
+        let v = span * i as f64 / 4.0;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{}" y1="{y:.1}" x2="{L}" y2="{y:.1}" stroke="#333"/><text x="{}" y="{:.1}" text-anchor="end">{:.2}</text>"##,
+            L - 4.0,
+            L - 6.0,
+            py(v, span) + 4.0,
+            lo + v,
+            y = py(v, span)
+        );
+    }
+}
+
 /// A per-round metric: file stem, title, value.
 type Metric = (&'static str, &'static str, fn(&RoundMetrics) -> Option<f64>);
 
@@ -54,11 +70,13 @@ pub fn files(r: &SimReport, command: &str) -> Vec<(String, Vec<u8>)> {
         ),
         ("simulation.md".into(), markdown(r, command).into_bytes()),
     ];
-    for (stem, title, get) in METRICS {
-        out.push((
-            format!("{stem}.svg"),
-            line_chart(r, title, get).into_bytes(),
-        ));
+    if !r.trajectories.is_empty() {
+        for (stem, title, get) in METRICS {
+            out.push((
+                format!("{stem}.svg"),
+                line_chart(r, title, get).into_bytes(),
+            ));
+        }
     }
     if r.attack.is_some() {
         out.push(("attack.svg".into(), attack_svg(r).into_bytes()));
@@ -222,9 +240,18 @@ pub fn line_chart(r: &SimReport, title: &str, get: fn(&RoundMetrics) -> Option<f
         .iter()
         .flat_map(|t| t.rounds.iter().filter_map(get))
         .fold(0.0f64, f64::max);
-    // Shares on 0..1; anything larger (amplification) on 0..max·1.1.
-    let max = if max_v <= 1.0 { 1.0 } else { max_v * 1.1 };
-    y_ticks(&mut s, max);
+    let min_v = r
+        .trajectories
+        .iter()
+        .flat_map(|t| t.rounds.iter().filter_map(get))
+        .fold(f64::INFINITY, f64::min);
+    // The axis spans the values with a margin, on round numbers.
+    let pad = ((max_v - min_v) * 0.15).max(0.01);
+    let lo = ((min_v - pad).max(0.0) * 20.0).floor() / 20.0;
+    let hi = ((max_v + pad) * 20.0).ceil() / 20.0;
+    let span = (hi - lo).max(0.05);
+    ticks(&mut s, lo, span);
+    let max = span;
     let x_of = |i: usize| {
         px(if rounds > 1 {
             i as f64 / (rounds - 1) as f64
@@ -246,7 +273,7 @@ pub fn line_chart(r: &SimReport, title: &str, get: fn(&RoundMetrics) -> Option<f
             .rounds
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| get(m).map(|v| format!("{:.1},{:.1}", x_of(i), py(v, max))))
+            .filter_map(|(i, m)| get(m).map(|v| format!("{:.1},{:.1}", x_of(i), py(v - lo, max))))
             .collect();
         let _ = writeln!(
             s,
@@ -272,43 +299,47 @@ pub fn line_chart(r: &SimReport, title: &str, get: fn(&RoundMetrics) -> Option<f
     s
 }
 
-/// The target's exposure share before retraining and under each retrained model.
+/// The target's exposure before retraining and under each retrained model:
+/// share of served lists holding it (blue) and share of users with it in the
+/// model's top [`super::DEEP_K`] (orange).
 pub fn attack_svg(r: &SimReport) -> String {
     let mut s = frame(
-        "Promotion attack: share of lists holding the target",
-        "model",
-        "share of lists",
+        "Promotion attack: the target's exposure",
+        &format!(
+            "model (blue: lists holding the target; orange: target in the model's top {})",
+            super::DEEP_K
+        ),
+        "share of users",
     );
     let Some(a) = &r.attack else {
         s.push_str("</svg>\n");
         return s;
     };
-    let bars: Vec<_> = std::iter::once(&a.before).chain(&a.after).collect();
-    let max = bars
+    let models: Vec<_> = std::iter::once(&a.before).chain(&a.after).collect();
+    let max = models
         .iter()
-        .map(|x| x.share)
+        .flat_map(|x| [x.share, x.deep_share])
         .fold(0.0f64, f64::max)
         .max(0.01)
         * 1.15;
     y_ticks(&mut s, max);
-    let slot = (W - L - R) / bars.len() as f64;
-    for (i, x) in bars.iter().enumerate() {
-        let bw = slot * 0.6;
-        let x0 = L + i as f64 * slot + slot * 0.2;
-        let y = py(x.share, max);
-        let colour = match i {
-            0 => "#7f7f7f",
-            1 => "#2ca02c",
-            2 => "#d62728",
-            _ => "#1f77b4",
-        };
-        let _ = writeln!(
-            s,
-            r##"<rect x="{x0:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="{colour}"><title>{}: {:.4}</title></rect>"##,
-            (H - B - y).max(0.0),
-            esc(&x.name),
-            x.share
-        );
+    let slot = (W - L - R) / models.len() as f64;
+    for (i, x) in models.iter().enumerate() {
+        let bw = slot * 0.35;
+        let x0 = L + i as f64 * slot + slot * 0.15;
+        for (j, (v, colour)) in [(x.share, COLOURS[0]), (x.deep_share, COLOURS[1])]
+            .into_iter()
+            .enumerate()
+        {
+            let y = py(v, max);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="{colour}"><title>{}: {v:.4}</title></rect>"##,
+                x0 + j as f64 * bw,
+                (H - B - y).max(0.0),
+                esc(&x.name),
+            );
+        }
         let label = x
             .name
             .trim_start_matches("attack, ")
@@ -318,7 +349,7 @@ pub fn attack_svg(r: &SimReport) -> String {
         let _ = writeln!(
             s,
             r##"<text x="{:.1}" y="{}" text-anchor="middle" font-size="10">{}</text>"##,
-            x0 + bw / 2.0,
+            x0 + bw,
             H - B + 14.0 + 12.0 * (i % 2) as f64,
             esc(label)
         );
