@@ -132,8 +132,18 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     if !a.keep_work {
         std::fs::remove_dir_all(&work).ok();
     }
+    // The command line, quoted where a shell needs it.
     let command = std::iter::once("movie-recs".to_string())
-        .chain(std::env::args().skip(1))
+        .chain(std::env::args().skip(1).map(|x| {
+            let plain = x
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_./:=,-".contains(c));
+            if plain && !x.is_empty() {
+                x
+            } else {
+                format!("\"{x}\"")
+            }
+        }))
         .collect::<Vec<_>>()
         .join(" ");
     for (name, bytes) in report::files(&r, &command) {

@@ -415,6 +415,10 @@ fn simulate_writes_the_report_files_and_json() {
         md.contains("Written by `movie-recs simulate --users 120"),
         "{md}"
     );
+    assert!(
+        md.contains(r#"--policies "none;explore:weight=0.5""#),
+        "quoted for a shell: {md}"
+    );
 
     let bad = bin()
         .args(["simulate", "--policies", "fair", "--out"])
