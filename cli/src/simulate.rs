@@ -1,11 +1,14 @@
 //! `movie-recs simulate`: the closed loop of recommender and users on a
 //! synthetic world ([`trainer::simulate`]), written as JSON, Markdown and SVG.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use shared::domain::rerank::Policy;
 use std::path::PathBuf;
 use trainer::simulate::{report, simulate, AttackConfig, Behaviour, SimConfig};
+
+/// Marks `<out>/work` as the simulator's, so a later run may clear it.
+const WORK_MARKER: &str = ".movie-recs-simulate";
 
 #[derive(Args)]
 pub struct SimulateArgs {
@@ -104,10 +107,22 @@ pub fn run(a: SimulateArgs) -> Result<()> {
         attack_policy: policy(&a.attack_policy)?,
         progress: true,
     };
+    // The runs' folders; a leftover of an earlier simulation (it has the
+    // marker) is cleared, anything else is never touched.
     let work = a.out.join("work");
+    let marker = work.join(WORK_MARKER);
     if work.exists() {
+        if !marker.exists() {
+            bail!(
+                "{} exists and is not a simulation's work folder; choose another --out",
+                work.display()
+            );
+        }
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    std::fs::write(&marker, b"movie-recs simulate\n")
+        .with_context(|| format!("writing {}", marker.display()))?;
     if cfg.rounds == 0 {
         eprintln!(
             "simulating the promotion attack on {} users × {} movies",

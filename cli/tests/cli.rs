@@ -420,6 +420,22 @@ fn simulate_writes_the_report_files_and_json() {
         "quoted for a shell: {md}"
     );
 
+    // A `work` folder that is not the simulator's is refused and left alone.
+    let foreign = dir.path().join("mine");
+    std::fs::create_dir_all(foreign.join("work")).unwrap();
+    std::fs::write(foreign.join("work/notes.txt"), "keep").unwrap();
+    let refused = bin()
+        .args(["simulate", "--users", "120", "--items", "100", "--out"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a simulation's work folder"));
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("work/notes.txt")).unwrap(),
+        "keep"
+    );
+
     let bad = bin()
         .args(["simulate", "--policies", "fair", "--out"])
         .arg(&out)
