@@ -251,20 +251,26 @@ pub fn py(y: f64, max: f64) -> f64 {
 
 /// Five ticks of a 0..`max` y axis.
 pub fn y_ticks(s: &mut String, max: f64) {
+    y_ticks_from(s, 0.0, max);
+}
+
+/// Five ticks of a `lo..lo + span` y axis (values plotted as `py(v − lo, span)`).
+pub fn y_ticks_from(s: &mut String, lo: f64, span: f64) {
     for i in 0..=4 {
-        let v = max * i as f64 / 4.0;
+        let v = span * i as f64 / 4.0;
+        let label = lo + v;
         let _ = writeln!(
             s,
             r##"<line x1="{}" y1="{y:.1}" x2="{L}" y2="{y:.1}" stroke="#333"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             L - 4.0,
             L - 6.0,
-            py(v, max) + 4.0,
-            if max >= 10.0 {
-                format!("{v:.0}")
+            py(v, span) + 4.0,
+            if span >= 10.0 {
+                format!("{label:.0}")
             } else {
-                format!("{v:.2}")
+                format!("{label:.2}")
             },
-            y = py(v, max)
+            y = py(v, span)
         );
     }
 }

@@ -129,6 +129,7 @@ pub(super) fn attack_events(
     out
 }
 
+/// The target's exposure under `version`, and the lists it served.
 fn exposure_of(
     lp: &Loop,
     version: &str,
@@ -137,7 +138,7 @@ fn exposure_of(
     target: u32,
     name: &str,
     mitigations: &[&str],
-) -> Result<TargetExposure, SimError> {
+) -> Result<(TargetExposure, Vec<Vec<u32>>), SimError> {
     let model = lp.load(version)?;
     let lists = lp.serve(&model, users, cfg.k, cfg.attack_policy)?;
     let with = lists.iter().filter(|l| l.contains(&target)).count();
@@ -147,7 +148,7 @@ fn exposure_of(
         .filter_map(|l| l.iter().position(|&i| i == target))
         .collect();
     ranks.sort_unstable();
-    Ok(TargetExposure {
+    let exposure = TargetExposure {
         name: name.into(),
         mitigations: mitigations.iter().map(|s| s.to_string()).collect(),
         model_version: version.into(),
@@ -160,7 +161,8 @@ fn exposure_of(
         lift_cut: None,
         deep_lift: None,
         deep_lift_cut: None,
-    })
+    };
+    Ok((exposure, lists))
 }
 
 pub(super) fn attack(
@@ -187,9 +189,7 @@ pub(super) fn attack(
     step(pb, "serving the attack's day");
     // Day 0: the real users are served and react; the fake accounts rate.
     let users = active_users(&world, &cfg.behaviour, seed, 0);
-    let model = attacked.load(&m0.version)?;
-    let lists = attacked.serve(&model, &users, cfg.k, cfg.attack_policy)?;
-    let before = exposure_of(
+    let (before, lists) = exposure_of(
         &attacked,
         &m0.version,
         &users,
@@ -222,48 +222,60 @@ pub(super) fn attack(
     let popneg_name = format!("popularity negatives (β = {})", a.popularity_negatives);
     let mut after = Vec::new();
     clean.train(&world, "control", &cfg.hp)?;
-    after.push(exposure_of(
-        &clean,
-        "control",
-        &users,
-        cfg,
-        target,
-        "control: no attack",
-        &[],
-    )?);
+    after.push(
+        exposure_of(
+            &clean,
+            "control",
+            &users,
+            cfg,
+            target,
+            "control: no attack",
+            &[],
+        )?
+        .0,
+    );
     step(pb, "retraining without mitigations");
     attacked.train(&world, "none", &cfg.hp)?;
-    after.push(exposure_of(
-        &attacked,
-        "none",
-        &users,
-        cfg,
-        target,
-        "attack, no mitigation",
-        &[],
-    )?);
+    after.push(
+        exposure_of(
+            &attacked,
+            "none",
+            &users,
+            cfg,
+            target,
+            "attack, no mitigation",
+            &[],
+        )?
+        .0,
+    );
     step(pb, "retraining with young-account weighting");
     attacked.train(&world, "young", &young)?;
-    after.push(exposure_of(
-        &attacked,
-        "young",
-        &users,
-        cfg,
-        target,
-        "attack, young-account weighting",
-        &[&young_name],
-    )?);
+    after.push(
+        exposure_of(
+            &attacked,
+            "young",
+            &users,
+            cfg,
+            target,
+            "attack, young-account weighting",
+            &[&young_name],
+        )?
+        .0,
+    );
     step(pb, "retraining with popularity negatives");
     attacked.train(&world, "popneg", &popneg)?;
-    after.push(exposure_of(
-        &attacked,
-        "popneg",
-        &users,
-        cfg,
-        target,
-        "attack, popularity negatives",
-        &[&popneg_name],
-    )?);
+    after.push(
+        exposure_of(
+            &attacked,
+            "popneg",
+            &users,
+            cfg,
+            target,
+            "attack, popularity negatives",
+            &[&popneg_name],
+        )?
+        .0,
+    );
     // The scheduled audit over the attack's day quarantines flagged users;
     // every later training run excludes them.
     step(pb, "auditing the attack's day");
@@ -272,26 +284,32 @@ pub(super) fn attack(
     let audit_flagged_fake = audit.iter().filter(|&&u| u > fakes).count();
     let audit_flagged_real = audit.len() - audit_flagged_fake;
     attacked.train(&world, "quarantine", &cfg.hp)?;
-    after.push(exposure_of(
-        &attacked,
-        "quarantine",
-        &users,
-        cfg,
-        target,
-        "attack, audit quarantine",
-        &["exclude users the audit flagged"],
-    )?);
+    after.push(
+        exposure_of(
+            &attacked,
+            "quarantine",
+            &users,
+            cfg,
+            target,
+            "attack, audit quarantine",
+            &["exclude users the audit flagged"],
+        )?
+        .0,
+    );
     step(pb, "retraining with both attack mitigations");
     attacked.train(&world, "all", &all)?;
-    after.push(exposure_of(
-        &attacked,
-        "all",
-        &users,
-        cfg,
-        target,
-        "attack, both attack mitigations",
-        &["exclude users the audit flagged", &young_name],
-    )?);
+    after.push(
+        exposure_of(
+            &attacked,
+            "all",
+            &users,
+            cfg,
+            target,
+            "attack, both attack mitigations",
+            &["exclude users the audit flagged", &young_name],
+        )?
+        .0,
+    );
     step(pb, "done");
     let (control, deep_control) = (after[0].share, after[0].deep_share);
     let unmitigated = after[1].share - control;

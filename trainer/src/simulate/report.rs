@@ -2,24 +2,8 @@
 //! trajectories (one chart per metric, one line per policy) and of the attack.
 
 use super::{RoundMetrics, SimReport};
-use shared::audit::report::{esc, frame, px, py, y_ticks, B, H, L, R, W};
+use shared::audit::report::{esc, frame, px, py, y_ticks, y_ticks_from, B, H, L, R, W};
 use std::fmt::Write;
-
-/// Five ticks of a `lo..lo + span` y axis.
-fn ticks(s: &mut String, lo: f64, span: f64) {
-    for i in 0..=4 {
-        let v = span * i as f64 / 4.0;
-        let _ = writeln!(
-            s,
-            r##"<line x1="{}" y1="{y:.1}" x2="{L}" y2="{y:.1}" stroke="#333"/><text x="{}" y="{:.1}" text-anchor="end">{:.2}</text>"##,
-            L - 4.0,
-            L - 6.0,
-            py(v, span) + 4.0,
-            lo + v,
-            y = py(v, span)
-        );
-    }
-}
 
 /// A per-round metric: file stem, title, value.
 type Metric = (&'static str, &'static str, fn(&RoundMetrics) -> Option<f64>);
@@ -250,7 +234,7 @@ pub fn line_chart(r: &SimReport, title: &str, get: fn(&RoundMetrics) -> Option<f
     let lo = ((min_v - pad).max(0.0) * 20.0).floor() / 20.0;
     let hi = ((max_v + pad) * 20.0).ceil() / 20.0;
     let span = (hi - lo).max(0.05);
-    ticks(&mut s, lo, span);
+    y_ticks_from(&mut s, lo, span);
     let max = span;
     let x_of = |i: usize| {
         px(if rounds > 1 {
