@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use shared::adapters::local::FolderRegistry;
-use shared::artifact::HyperParams;
+use shared::artifact::{HyperParams, Loss};
 use shared::data::synthetic::SyntheticConfig;
 use shared::ports::ModelStore;
 use std::path::PathBuf;
@@ -162,7 +162,16 @@ struct TrainArgs {
     lr: f64,
     #[arg(long, default_value_t = HyperParams::default().batch_size)]
     batch_size: usize,
-    /// Sampled negatives per positive (redrawn every epoch).
+    /// Training objective: `bce` (each positive and --negatives sampled items,
+    /// --batch-size samples) or `softmax` (each user's movies against the whole
+    /// catalogue, --batch-size users).
+    #[arg(long, default_value_t = HyperParams::default().loss)]
+    loss: Loss,
+    /// With --loss softmax: a user's movie counts 0.5^(k/N), k = how many of
+    /// their movies came later (0: every movie counts 1).
+    #[arg(long, default_value_t = 0.0)]
+    recency_half_life: f64,
+    /// Sampled negatives per positive (redrawn every epoch; --loss bce).
     #[arg(long, default_value_t = HyperParams::default().negatives)]
     negatives: usize,
     /// L2 penalty on the embeddings of each batch.
@@ -384,6 +393,8 @@ fn train(a: TrainArgs) -> Result<()> {
         } else {
             1.0
         },
+        loss: a.loss,
+        recency_half_life: a.recency_half_life,
     };
     let progress = !a.quiet;
     let outcome = train_and_publish(

@@ -107,6 +107,12 @@ fn full_ranking_protocol_json_for_lcfn_data() {
         .arg("--registry")
         .arg(reg.path()));
     assert_eq!(stdout.lines().last(), Some("lc"));
+    // Full-ranking test data: validation ranks among every unseen movie too.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reg.path().join("lc/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["metrics"]["validation"]["protocol"], "full");
+    assert_eq!(m["metrics"]["validation"]["users"], 200);
     let (stdout, _) = run(bin()
         .args(["eval", "--json", "--data"])
         .arg(data.path())

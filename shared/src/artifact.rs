@@ -52,6 +52,49 @@ pub struct HyperParams {
     /// of their positives with this probability).
     #[serde(default = "one")]
     pub young_account_weight: f64,
+    /// Training objective (older manifests: `bce`).
+    #[serde(default)]
+    pub loss: Loss,
+    /// With `loss: softmax`, a user's positive counts 0.5^(k / this), k being
+    /// how many of the user's movies came strictly later (0: all count 1).
+    /// Recent tastes then weigh more in the user's factors; data without
+    /// timestamps is unaffected.
+    #[serde(default)]
+    pub recency_half_life: f64,
+}
+
+/// NeuMF's training objective.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Pointwise log loss on each positive and `negatives` sampled items
+    /// (He et al. 2017); `batch_size` counts samples.
+    #[default]
+    Bce,
+    /// Each user's interactions against the whole catalogue: the multinomial
+    /// log-likelihood of a softmax over every item's score (as Mult-VAE's
+    /// likelihood); `batch_size` counts users, `negatives` is unused.
+    Softmax,
+}
+
+impl std::str::FromStr for Loss {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bce" => Ok(Loss::Bce),
+            "softmax" => Ok(Loss::Softmax),
+            _ => Err(format!("unknown loss {s:?}: use bce or softmax")),
+        }
+    }
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Loss::Bce => "bce",
+            Loss::Softmax => "softmax",
+        })
+    }
 }
 
 fn one() -> f64 {
@@ -74,6 +117,8 @@ impl Default for HyperParams {
             popularity_negatives: 0.0,
             young_account_days: 0,
             young_account_weight: 1.0,
+            loss: Loss::Bce,
+            recency_half_life: 0.0,
         }
     }
 }

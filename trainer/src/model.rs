@@ -205,6 +205,52 @@ impl NeuMf {
         Ok((logits, sq))
     }
 
+    /// Logits `[b, n_items]` of `users` (u32 tensor of length b) against the
+    /// whole catalogue: the same network as [`NeuMf::forward`], computed the
+    /// way the export does (the first MLP layer split into a user half and an
+    /// item half, so the item half is computed once per batch), plus the
+    /// squared norm of the batch's user embeddings and of every item embedding.
+    pub fn forward_all(&self, users: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let f = self.factors;
+        let d = self.layers[0] / 2;
+        let last = *self.layers.last().expect("layers");
+        let out_w = self.out_w.as_tensor();
+        let gu = self.gmf_user.as_tensor().index_select(users, 0)?;
+        let mu = self.mlp_user.as_tensor().index_select(users, 0)?;
+        let b = gu.dim(0)?;
+        let gi = self.gmf_item.as_tensor();
+        let mi = self.mlp_item.as_tensor();
+        // GMF: (gu ⊙ h_gmf) · Qᵀ.
+        let h_gmf = out_w.narrow(0, 0, f)?.t()?;
+        let gmf = gu.broadcast_mul(&h_gmf)?.matmul(&gi.t()?)?;
+        // MLP: relu(mu·W1u + (mi·W1i + b1)) over every (user, item) pair.
+        let (w1, b1) = &self.dense[0];
+        let w1 = w1.as_tensor();
+        let l1 = self.layers[1];
+        let user_half = mu.matmul(&w1.narrow(0, 0, d)?)?;
+        let item_half = mi
+            .matmul(&w1.narrow(0, d, d)?)?
+            .broadcast_add(b1.as_tensor())?;
+        let mut h = user_half
+            .unsqueeze(1)?
+            .broadcast_add(&item_half.unsqueeze(0)?)?
+            .relu()?
+            .reshape((b * self.n_items, l1))?;
+        for (w, bias) in &self.dense[1..] {
+            h = h
+                .matmul(w.as_tensor())?
+                .broadcast_add(bias.as_tensor())?
+                .relu()?;
+        }
+        let mlp = h
+            .matmul(&out_w.narrow(0, f, last)?)?
+            .reshape((b, self.n_items))?;
+        let logits = (gmf + mlp)?.broadcast_add(self.out_b.as_tensor())?;
+        let users_sq = (gu.sqr()?.sum_all()? + mu.sqr()?.sum_all()?)?;
+        let items_sq = (gi.sqr()?.sum_all()? + mi.sqr()?.sum_all()?)?;
+        Ok((logits, users_sq, items_sq))
+    }
+
     /// Probabilities (sigmoid of the logits) for one user and a list of items.
     pub fn predict(&self, user: u32, items: &[u32]) -> Result<Vec<f32>> {
         let u = Tensor::from_vec(vec![user; items.len()], items.len(), &self.device)?;
@@ -280,6 +326,44 @@ mod tests {
                 .unwrap(),
             w
         );
+    }
+
+    #[test]
+    fn whole_catalogue_logits_equal_the_pairwise_network() {
+        let m = NeuMf::new(6, 9, 4, &[10, 6, 3], 11).unwrap();
+        // Move the weights off their tiny initial values so every term counts.
+        let mut w = m.weights().unwrap();
+        let mut x = 0.37f32;
+        let mut next = || {
+            x = (x * 3.9 * (1.0 - x)).clamp(0.01, 0.99);
+            x - 0.5
+        };
+        for v in [
+            &mut w.gmf_user,
+            &mut w.gmf_item,
+            &mut w.mlp_user,
+            &mut w.mlp_item,
+        ] {
+            v.iter_mut().for_each(|e| *e = next());
+        }
+        for (wt, b) in &mut w.dense {
+            wt.iter_mut().chain(b.iter_mut()).for_each(|e| *e = next());
+        }
+        w.out_w.iter_mut().for_each(|e| *e = next());
+        w.out_b = 0.2;
+        let m = NeuMf::from_weights(&w).unwrap();
+        let users = Tensor::new(&[4u32, 0, 2], &Device::Cpu).unwrap();
+        let (all, _, _) = m.forward_all(&users).unwrap();
+        let all = all.to_vec2::<f32>().unwrap();
+        let items: Vec<u32> = (0..9).collect();
+        for (row, u) in all.iter().zip([4u32, 0, 2]) {
+            let us = Tensor::new(vec![u; 9], &Device::Cpu).unwrap();
+            let is = Tensor::new(items.as_slice(), &Device::Cpu).unwrap();
+            let (pair, _) = m.forward(&us, &is).unwrap();
+            for (a, b) in row.iter().zip(pair.to_vec1::<f32>().unwrap()) {
+                assert!((a - b).abs() < 1e-5, "user {u}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

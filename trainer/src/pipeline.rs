@@ -42,6 +42,9 @@ pub struct Splits {
     pub fit: Vec<Interaction>,
     /// Validation holdout carved out of the training data.
     pub validation: Vec<LooCase>,
+    /// How validation ranks: `ncf` (among 99 sampled negatives) or `full`
+    /// (among every movie the user has not seen), following the test protocol.
+    pub validation_protocol: &'static str,
     /// The test set (shipped with the data, or carved with [`TEST_SPLIT_SEED`]).
     pub test: TestSet,
     /// Training data before the validation holdout (what test ranking excludes).
@@ -68,22 +71,24 @@ pub fn test_split(ds: &Dataset) -> (Vec<Interaction>, TestSet) {
     }
 }
 
-/// Splits a dataset into fit / validation / test.
+/// Splits a dataset into fit / validation / test. Validation holds out each
+/// user's latest training interaction and ranks it the way the test protocol
+/// ranks: among 99 sampled negatives for leave-one-out tests, among every
+/// unseen movie for full-ranking tests (sampled metrics can order models
+/// differently from full-ranking ones: Krichene & Rendle, KDD 2020).
 pub fn splits(ds: &Dataset, seed: u64) -> Splits {
     let (nu, ni) = (ds.n_users(), ds.n_items());
     let (train, test) = test_split(ds);
-    let (fit, validation) = leave_one_out(
-        &train,
-        nu,
-        ni,
-        PROTOCOL_NEGATIVES,
-        1,
-        None,
-        seed ^ 0x005e_ed0f_7a11,
-    );
+    let (validation_protocol, negatives) = match test {
+        TestSet::Full(_) => ("full", ni),
+        TestSet::LeaveOneOut(_) => ("ncf", PROTOCOL_NEGATIVES),
+    };
+    let (fit, validation) =
+        leave_one_out(&train, nu, ni, negatives, 1, None, seed ^ 0x005e_ed0f_7a11);
     Splits {
         fit,
         validation,
+        validation_protocol,
         test,
         train,
     }
@@ -246,7 +251,7 @@ pub fn train_and_publish(
             .collect(),
         metrics: Metrics {
             validation: Validation {
-                protocol: "ncf".into(),
+                protocol: sp.validation_protocol.into(),
                 users: trained.best.users,
                 hr10: trained.best.hr,
                 ndcg10: trained.best.ndcg,

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shared::artifact::HyperParams;
+use shared::artifact::{HyperParams, Loss};
 use shared::domain::dataset::histories;
 use shared::domain::eval::{eval_loo, LooMetrics};
 use shared::domain::{Interaction, LooCase};
@@ -79,6 +79,15 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
     if !(0.0..=2.0).contains(&hp.popularity_negatives) {
         return bad("--popularity-negatives must be from 0 (uniform) to 2");
     }
+    if hp.loss == Loss::Softmax && hp.popularity_negatives > 0.0 {
+        return bad("--popularity-negatives applies to --loss bce (softmax scores every item)");
+    }
+    if !(hp.recency_half_life >= 0.0 && hp.recency_half_life.is_finite()) {
+        return bad("--recency-half-life must be non-negative");
+    }
+    if hp.loss == Loss::Bce && hp.recency_half_life > 0.0 {
+        return bad("--recency-half-life applies to --loss softmax");
+    }
     if !(0.0..=1.0).contains(&hp.young_account_weight) {
         return bad("--young-account-weight must be from 0 to 1");
     }
@@ -141,6 +150,12 @@ impl Sampler {
         self.young.iter().filter(|y| **y).count()
     }
 
+    /// Whether this epoch counts a positive of `user` (young accounts' with
+    /// probability `young_account_weight`).
+    fn keep(&self, user: u32, rng: &mut ChaCha8Rng) -> bool {
+        !self.young[user as usize] || rng.gen::<f64>() < self.young_weight
+    }
+
     fn negative(&self, rng: &mut ChaCha8Rng) -> u32 {
         if self.cdf.is_empty() {
             return rng.gen_range(0..self.n_items as u32);
@@ -163,7 +178,7 @@ impl Sampler {
         ys.clear();
         positives.shuffle(rng);
         for &(u, i) in positives.iter() {
-            if self.young[u as usize] && rng.gen::<f64>() >= self.young_weight {
+            if !self.keep(u, rng) {
                 continue;
             }
             us.push(u);
@@ -186,6 +201,118 @@ impl Sampler {
             }
         }
     }
+}
+
+/// Per user, a weight for each movie of `seen[u]` (same order): 0.5^(k / half_life),
+/// k = how many of the user's other movies have a strictly later timestamp
+/// (a movie seen twice counts at its latest); all 1 when `half_life` is 0.
+pub fn recency_weights(seen: &[Vec<u32>], train: &[Interaction], half_life: f64) -> Vec<Vec<f32>> {
+    if half_life <= 0.0 {
+        return seen.iter().map(|h| vec![1.0; h.len()]).collect();
+    }
+    let mut latest: Vec<Vec<i64>> = seen.iter().map(|h| vec![i64::MIN; h.len()]).collect();
+    for x in train {
+        let h = &seen[x.user as usize];
+        if let Ok(k) = h.binary_search(&x.item) {
+            let t = &mut latest[x.user as usize][k];
+            *t = (*t).max(x.ts);
+        }
+    }
+    latest
+        .iter()
+        .map(|ts| {
+            let mut sorted = ts.clone();
+            sorted.sort_unstable();
+            ts.iter()
+                .map(|t| {
+                    let later = sorted.len() - sorted.partition_point(|s| s <= t);
+                    0.5f64.powf(later as f64 / half_life) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn epoch_bar(progress: bool, batches: usize, epoch: usize) -> ProgressBar {
+    let bar = if progress {
+        ProgressBar::new(batches as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix:>3} [{bar:30}] {pos}/{len} batches  loss {msg}  {elapsed}<{eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(epoch.to_string());
+    bar
+}
+
+/// log softmax along the last dimension; the shift by the row maximum is a
+/// constant for the gradient.
+fn log_softmax_rows(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(1)?.detach();
+    let diff = x.broadcast_sub(&max)?;
+    diff.broadcast_sub(&diff.exp()?.sum_keepdim(1)?.log()?)
+}
+
+/// One epoch of the softmax objective: batches of `hp.batch_size` users, each
+/// user's positives scored against the whole catalogue; returns the mean
+/// negative log-likelihood per positive.
+#[allow(clippy::too_many_arguments)]
+fn softmax_epoch(
+    model: &NeuMf,
+    opt: &mut AdamW,
+    seen: &[Vec<u32>],
+    weights: &[Vec<f32>],
+    users: &mut [u32],
+    sampler: &Sampler,
+    hp: &HyperParams,
+    rng: &mut ChaCha8Rng,
+    bar: &ProgressBar,
+) -> Result<f64, TrainError> {
+    let dev = model.device().clone();
+    let (n_users, n_items) = (model.n_users, model.n_items);
+    users.shuffle(rng);
+    let mut y = Vec::new();
+    let (mut loss_sum, mut n_pos) = (0.0f64, 0.0f64);
+    for (b, chunk) in users.chunks(hp.batch_size).enumerate() {
+        y.clear();
+        y.resize(chunk.len() * n_items, 0.0f32);
+        let mut count = 0.0f64;
+        for (r, &u) in chunk.iter().enumerate() {
+            for (&i, &w) in seen[u as usize].iter().zip(&weights[u as usize]) {
+                if sampler.keep(u, rng) {
+                    y[r * n_items + i as usize] = w;
+                    count += w as f64;
+                }
+            }
+        }
+        bar.inc(1);
+        if count == 0.0 {
+            continue;
+        }
+        let u = Tensor::from_slice(chunk, chunk.len(), &dev)?;
+        let targets = Tensor::from_slice(&y, (chunk.len(), n_items), &dev)?;
+        let (logits, users_sq, items_sq) = model.forward_all(&u)?;
+        let nll = (log_softmax_rows(&logits)? * targets)?.sum_all()?.neg()?;
+        loss_sum += nll.to_scalar::<f32>()? as f64;
+        n_pos += count;
+        let mut loss = (nll / count)?;
+        if hp.l2 > 0.0 {
+            // Items are in every batch: their penalty is spread over an epoch.
+            let share = chunk.len() as f64 / n_users as f64;
+            let reg = (users_sq + (items_sq * share)?)?;
+            loss = (loss + (reg * (hp.l2 / chunk.len() as f64))?)?;
+        }
+        opt.backward_step(&loss)?;
+        if b % 10 == 0 {
+            bar.set_message(format!("{:.4}", loss_sum / n_pos));
+        }
+    }
+    Ok(loss_sum / n_pos.max(f64::MIN_POSITIVE))
 }
 
 pub fn train(
@@ -227,6 +354,13 @@ pub fn train(
         Vec::with_capacity(n_samples),
     );
     let mut order: Vec<usize> = (0..n_samples).collect();
+    let weights = match hp.loss {
+        Loss::Softmax => recency_weights(&seen, train, hp.recency_half_life),
+        Loss::Bce => Vec::new(),
+    };
+    let mut users: Vec<u32> = (0..n_users as u32)
+        .filter(|&u| !seen[u as usize].is_empty())
+        .collect();
     let dev = model.device().clone();
 
     let mut best: Option<(usize, LooMetrics, NeuMfWeights)> = None;
@@ -234,57 +368,56 @@ pub fn train(
     let mut since_best = 0usize;
     for epoch in 1..=hp.epochs {
         let start = Instant::now();
-        // Redraw negatives: items the user has no training interaction with.
-        sampler.epoch(&mut positives, &seen, &mut rng, (&mut us, &mut is, &mut ys));
-        order.clear();
-        order.extend(0..us.len());
-        order.shuffle(&mut rng);
-        let n_batches = us.len().div_ceil(hp.batch_size);
-        let bar = if progress {
-            ProgressBar::new(n_batches as u64)
-        } else {
-            ProgressBar::hidden()
+        let loss = match hp.loss {
+            Loss::Bce => {
+                // Redraw negatives: items the user has no training interaction with.
+                sampler.epoch(&mut positives, &seen, &mut rng, (&mut us, &mut is, &mut ys));
+                order.clear();
+                order.extend(0..us.len());
+                order.shuffle(&mut rng);
+                let bar = epoch_bar(progress, us.len().div_ceil(hp.batch_size), epoch);
+                let mut loss_sum = 0.0f64;
+                let (mut bu, mut bi, mut by) = (Vec::new(), Vec::new(), Vec::new());
+                for (b, chunk) in order.chunks(hp.batch_size).enumerate() {
+                    bu.clear();
+                    bi.clear();
+                    by.clear();
+                    for &k in chunk {
+                        bu.push(us[k]);
+                        bi.push(is[k]);
+                        by.push(ys[k]);
+                    }
+                    let u = Tensor::from_slice(&bu, bu.len(), &dev)?;
+                    let i = Tensor::from_slice(&bi, bi.len(), &dev)?;
+                    let y = labels(&by, &dev)?;
+                    let (logits, sq) = model.forward(&u, &i)?;
+                    let mut loss = bce_with_logits(&logits, &y)?;
+                    let data_loss = loss.to_scalar::<f32>()? as f64;
+                    if hp.l2 > 0.0 {
+                        loss = (loss + (sq * (hp.l2 / chunk.len() as f64))?)?;
+                    }
+                    opt.backward_step(&loss)?;
+                    loss_sum += data_loss * chunk.len() as f64;
+                    if b % 50 == 0 {
+                        bar.set_message(format!(
+                            "{:.4}",
+                            loss_sum / ((b * hp.batch_size + chunk.len()) as f64)
+                        ));
+                    }
+                    bar.inc(1);
+                }
+                bar.finish_and_clear();
+                loss_sum / us.len() as f64
+            }
+            Loss::Softmax => {
+                let bar = epoch_bar(progress, users.len().div_ceil(hp.batch_size), epoch);
+                let loss = softmax_epoch(
+                    &model, &mut opt, &seen, &weights, &mut users, &sampler, hp, &mut rng, &bar,
+                )?;
+                bar.finish_and_clear();
+                loss
+            }
         };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix:>3} [{bar:30}] {pos}/{len} batches  loss {msg}  {elapsed}<{eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(epoch.to_string());
-        let mut loss_sum = 0.0f64;
-        let (mut bu, mut bi, mut by) = (Vec::new(), Vec::new(), Vec::new());
-        for (b, chunk) in order.chunks(hp.batch_size).enumerate() {
-            bu.clear();
-            bi.clear();
-            by.clear();
-            for &k in chunk {
-                bu.push(us[k]);
-                bi.push(is[k]);
-                by.push(ys[k]);
-            }
-            let u = Tensor::from_slice(&bu, bu.len(), &dev)?;
-            let i = Tensor::from_slice(&bi, bi.len(), &dev)?;
-            let y = labels(&by, &dev)?;
-            let (logits, sq) = model.forward(&u, &i)?;
-            let mut loss = bce_with_logits(&logits, &y)?;
-            let data_loss = loss.to_scalar::<f32>()? as f64;
-            if hp.l2 > 0.0 {
-                loss = (loss + (sq * (hp.l2 / chunk.len() as f64))?)?;
-            }
-            opt.backward_step(&loss)?;
-            loss_sum += data_loss * chunk.len() as f64;
-            if b % 50 == 0 {
-                bar.set_message(format!(
-                    "{:.4}",
-                    loss_sum / ((b * hp.batch_size + chunk.len()) as f64)
-                ));
-            }
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let loss = loss_sum / us.len() as f64;
         let Some(cases) = validation else {
             // Refit: nothing to select, the last epoch is the answer.
             let seconds = start.elapsed().as_secs_f64();
@@ -390,6 +523,31 @@ mod sampler_tests {
         assert!((p[0] - 151.0 / 210.0).abs() < 0.01, "{p:?}");
         assert!((p[1] - 51.0 / 210.0).abs() < 0.01, "{p:?}");
         assert!((p[9] - 1.0 / 210.0).abs() < 0.002, "{p:?}");
+    }
+
+    #[test]
+    fn recency_weights_halve_every_half_life_of_later_movies() {
+        // User 0: items 5 (t=1), 2 (t=3), 9 (t=3), 7 (t=4); item 5 again at t=2.
+        // User 1: no timestamps (all 0).
+        let train = vec![
+            x(0, 5, 1),
+            x(0, 2, 3),
+            x(0, 9, 3),
+            x(0, 7, 4),
+            x(0, 5, 2),
+            x(1, 1, 0),
+            x(1, 3, 0),
+        ];
+        let seen = shared::domain::dataset::histories(2, &train);
+        assert_eq!(seen[0], vec![2, 5, 7, 9]);
+        let w = recency_weights(&seen, &train, 2.0);
+        // Later movies: 2 → 1 (7), 5 → 3 (2, 9, 7; its latest is t=2), 7 → 0, 9 → 1.
+        let want = [0.5f32.powf(0.5), 0.5f32.powf(1.5), 1.0, 0.5f32.powf(0.5)];
+        for (a, b) in w[0].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{:?}", w[0]);
+        }
+        assert_eq!(w[1], vec![1.0, 1.0]);
+        assert_eq!(recency_weights(&seen, &train, 0.0)[0], vec![1.0; 4]);
     }
 
     #[test]

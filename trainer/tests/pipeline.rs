@@ -2,11 +2,14 @@
 //! data, and the registry's integrity guarantees.
 
 use shared::adapters::local::FolderRegistry;
-use shared::artifact::{History, HyperParams, HISTORY_FILE, MODEL_FILE};
+use shared::artifact::{History, HyperParams, Loss, HISTORY_FILE, MODEL_FILE};
 use shared::data::synthetic::{generate, SyntheticConfig};
 use shared::domain::eval::EvalReport;
+use shared::domain::eval::LooMetrics;
 use shared::ports::{ModelStore, RegistryError};
-use trainer::pipeline::{eval_version, train_and_publish, PipelineError, TrainOptions};
+use trainer::pipeline::{
+    eval_version, train_and_publish, PipelineError, TrainOptions, TrainOutcome,
+};
 
 fn small_world() -> shared::domain::Dataset {
     generate(&SyntheticConfig {
@@ -29,30 +32,45 @@ fn quick(seed: u64) -> HyperParams {
     }
 }
 
+/// Trains and publishes `hp` on `ds` into `reg`, without a progress bar.
+fn publish(
+    reg: &FolderRegistry,
+    ds: &shared::domain::Dataset,
+    hp: HyperParams,
+    version: Option<String>,
+    force: bool,
+) -> Result<TrainOutcome, PipelineError> {
+    train_and_publish(
+        reg,
+        ds,
+        &TrainOptions {
+            hp,
+            version,
+            force,
+            progress: false,
+        },
+    )
+}
+
+/// The model's and the popularity baseline's test metrics of a leave-one-out report.
+fn ncf(report: &EvalReport) -> (LooMetrics, LooMetrics) {
+    match report {
+        EvalReport::Ncf {
+            model, popularity, ..
+        } => (*model, *popularity),
+        _ => panic!("synthetic data uses the NCF protocol"),
+    }
+}
+
 #[test]
 fn short_training_beats_popularity_and_publishes_a_verifiable_version() {
     let reg_dir = tempfile::tempdir().unwrap();
     let reg = FolderRegistry::new(reg_dir.path());
     let ds = small_world();
-    let out = train_and_publish(
-        &reg,
-        &ds,
-        &TrainOptions {
-            hp: quick(1),
-            version: Some("t1".into()),
-            force: false,
-            progress: false,
-        },
-    )
-    .unwrap();
+    let out = publish(&reg, &ds, quick(1), Some("t1".into()), false).unwrap();
 
     // Held-out test data (carved before training): the model beats popularity.
-    let EvalReport::Ncf {
-        model, popularity, ..
-    } = out.test
-    else {
-        panic!("synthetic data uses the NCF protocol")
-    };
+    let (model, popularity) = ncf(&out.test);
     assert!(
         model.hr > popularity.hr,
         "test HR@10 {} vs popularity {}",
@@ -73,6 +91,7 @@ fn short_training_beats_popularity_and_publishes_a_verifiable_version() {
     );
     assert!(m.quality_gate.passed && !m.quality_gate.forced);
     assert!(m.metrics.validation.hr10 > m.metrics.validation.popularity.hr10);
+    assert_eq!(m.metrics.validation.protocol, "ncf");
     assert!(m.metrics.test.as_ref().unwrap()["hr@10"].as_f64().unwrap() > 0.0);
     assert_eq!(m.files.len(), 2);
     // The history sidecar holds every user's training items.
@@ -86,17 +105,7 @@ fn short_training_beats_popularity_and_publishes_a_verifiable_version() {
     assert_eq!(again.to_json(), out.test.to_json());
 
     // Versions are immutable.
-    let e = train_and_publish(
-        &reg,
-        &ds,
-        &TrainOptions {
-            hp: quick(1),
-            version: Some("t1".into()),
-            force: false,
-            progress: false,
-        },
-    )
-    .map(|o| o.manifest);
+    let e = publish(&reg, &ds, quick(1), Some("t1".into()), false).map(|o| o.manifest);
     assert!(matches!(
         e,
         Err(PipelineError::Registry(RegistryError::AlreadyExists(_)))
@@ -129,16 +138,7 @@ fn quality_gate_refuses_a_model_that_does_not_beat_popularity() {
         patience: 0,
         ..quick(2)
     };
-    let e = train_and_publish(
-        &reg,
-        &ds,
-        &TrainOptions {
-            hp: bad.clone(),
-            version: Some("bad".into()),
-            force: false,
-            progress: false,
-        },
-    );
+    let e = publish(&reg, &ds, bad.clone(), Some("bad".into()), false);
     match e {
         Err(PipelineError::QualityGate { model, popularity }) => assert!(model <= popularity),
         other => panic!(
@@ -149,17 +149,7 @@ fn quality_gate_refuses_a_model_that_does_not_beat_popularity() {
     assert!(reg.list_versions().unwrap().is_empty(), "nothing published");
 
     // --force publishes and records it.
-    let out = train_and_publish(
-        &reg,
-        &ds,
-        &TrainOptions {
-            hp: bad,
-            version: Some("forced".into()),
-            force: true,
-            progress: false,
-        },
-    )
-    .unwrap();
+    let out = publish(&reg, &ds, bad, Some("forced".into()), true).unwrap();
     assert!(!out.manifest.quality_gate.passed && out.manifest.quality_gate.forced);
     assert_eq!(reg.list_versions().unwrap(), vec!["forced".to_string()]);
 }
@@ -169,22 +159,75 @@ fn bad_hyper_parameters_are_named() {
     let reg_dir = tempfile::tempdir().unwrap();
     let reg = FolderRegistry::new(reg_dir.path());
     let ds = small_world();
-    let hp = HyperParams {
-        layers: vec![33, 8],
+    let softmax = HyperParams {
+        loss: Loss::Softmax,
         ..quick(1)
     };
-    let e = train_and_publish(
-        &reg,
-        &ds,
-        &TrainOptions {
-            hp,
-            version: None,
-            force: false,
-            progress: false,
-        },
-    )
-    .map(|o| o.manifest)
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("--layers"), "{e}");
+    for (hp, flag) in [
+        (
+            HyperParams {
+                layers: vec![33, 8],
+                ..quick(1)
+            },
+            "--layers",
+        ),
+        // Popularity-shaped negatives mean nothing without sampled negatives.
+        (
+            HyperParams {
+                popularity_negatives: 0.75,
+                ..softmax.clone()
+            },
+            "--popularity-negatives",
+        ),
+        (
+            HyperParams {
+                recency_half_life: 10.0,
+                ..quick(1)
+            },
+            "--recency-half-life",
+        ),
+        (
+            HyperParams {
+                recency_half_life: -1.0,
+                ..softmax
+            },
+            "--recency-half-life",
+        ),
+    ] {
+        let e = publish(&reg, &ds, hp, None, false)
+            .map(|o| o.manifest)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(flag), "{e}");
+    }
+    assert!(reg.list_versions().unwrap().is_empty());
+}
+
+#[test]
+fn softmax_training_beats_popularity_through_the_exported_model() {
+    let reg_dir = tempfile::tempdir().unwrap();
+    let reg = FolderRegistry::new(reg_dir.path());
+    let ds = small_world();
+    let hp = HyperParams {
+        loss: Loss::Softmax,
+        batch_size: 32,
+        learning_rate: 0.01,
+        epochs: 40,
+        patience: 5,
+        ..quick(2)
+    };
+    let out = publish(&reg, &ds, hp, Some("s1".into()), false).unwrap();
+    let (model, popularity) = ncf(&out.test);
+    // Scored through ONNX Runtime on the held-out test set.
+    assert!(
+        model.hr > popularity.hr,
+        "test HR@10 {} vs popularity {}",
+        model.hr,
+        popularity.hr
+    );
+    let m = reg.fetch("s1").unwrap().manifest;
+    assert_eq!(m.hyperparameters.loss, Loss::Softmax);
+    // The loss falls over the epochs.
+    let losses: Vec<f64> = out.trained.epochs.iter().map(|e| e.loss).collect();
+    assert!(losses.last() < losses.first(), "{losses:?}");
 }
