@@ -347,7 +347,11 @@ pub fn train(
     let mut rng = ChaCha8Rng::seed_from_u64(hp.seed.wrapping_add(1));
     let sampler = Sampler::new(n_users, n_items, train, hp);
     let per_pos = 1 + hp.negatives;
-    let n_samples = positives.len() * per_pos;
+    // Buffers of the log loss's samples (the softmax objective needs none).
+    let n_samples = match hp.loss {
+        Loss::Bce => positives.len() * per_pos,
+        Loss::Softmax => 0,
+    };
     let (mut us, mut is, mut ys) = (
         Vec::with_capacity(n_samples),
         Vec::with_capacity(n_samples),
