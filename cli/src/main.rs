@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use shared::adapters::local::FolderRegistry;
-use shared::artifact::{HyperParams, Loss};
+use shared::artifact::{HyperParams, Loss, UserInput};
 use shared::data::synthetic::SyntheticConfig;
 use shared::ports::ModelStore;
 use std::path::PathBuf;
@@ -171,6 +171,23 @@ struct TrainArgs {
     /// their movies came later (0: every movie counts 1).
     #[arg(long, default_value_t = 0.0)]
     recency_half_life: f64,
+    /// What the user embedding layer reads: `id` (one free row per user) or
+    /// `history` (the user's weighted movies, one row per movie; needs
+    /// --loss softmax). Served the same either way.
+    #[arg(long, default_value_t = HyperParams::default().user_input)]
+    user_input: UserInput,
+    /// With --user-input history: a movie in the user's input counts
+    /// 0.5^(k/N), k = how many of their movies came later (0: all count 1).
+    #[arg(long, default_value_t = 0.0)]
+    history_half_life: f64,
+    /// With --user-input history: share of a user's input movies dropped at
+    /// random in each training step (denoising; 0 to below 1).
+    #[arg(long, default_value_t = 0.0)]
+    input_dropout: f64,
+    /// With --input-dropout: the loss counts only the movies dropped from the
+    /// input (predict what the input lacks, not the input itself).
+    #[arg(long)]
+    dropped_targets: bool,
     /// Sampled negatives per positive (redrawn every epoch; --loss bce).
     #[arg(long, default_value_t = HyperParams::default().negatives)]
     negatives: usize,
@@ -395,6 +412,10 @@ fn train(a: TrainArgs) -> Result<()> {
         },
         loss: a.loss,
         recency_half_life: a.recency_half_life,
+        user_input: a.user_input,
+        history_half_life: a.history_half_life,
+        input_dropout: a.input_dropout,
+        dropped_targets: a.dropped_targets,
     };
     let progress = !a.quiet;
     let outcome = train_and_publish(

@@ -61,6 +61,59 @@ pub struct HyperParams {
     /// timestamps is unaffected.
     #[serde(default)]
     pub recency_half_life: f64,
+    /// The user's input feature vector (older manifests: `id`).
+    #[serde(default)]
+    pub user_input: UserInput,
+    /// With `user_input: history`, a movie in the user's input counts
+    /// 0.5^(k / this), k being how many of the user's movies came strictly
+    /// later (0: all count 1): the user's embedding leans to recent tastes.
+    #[serde(default)]
+    pub history_half_life: f64,
+    /// With `user_input: history`, the share of a user's input movies
+    /// dropped at random in each training step (denoising, as Mult-DAE); the
+    /// model learns to predict a user's movies from the rest of them.
+    #[serde(default)]
+    pub input_dropout: f64,
+    /// With `input_dropout`, the loss counts only the movies dropped from
+    /// the input (a cloze objective: nothing is learnt from reproducing
+    /// the input itself).
+    #[serde(default)]
+    pub dropped_targets: bool,
+}
+
+/// What NeuMF's user embedding layer reads (NCF's input feature vector of
+/// the user, He et al. 2017 §3.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserInput {
+    /// The one-hot user id: one free embedding row per user.
+    #[default]
+    Id,
+    /// The user's weighted multi-hot history: one embedding row per movie,
+    /// a user's embedding is the L2-normalised weighted sum over their
+    /// movies. The export folds each user's training history into the same
+    /// per-user tables, so serving is unchanged.
+    History,
+}
+
+impl std::str::FromStr for UserInput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "id" => Ok(UserInput::Id),
+            "history" => Ok(UserInput::History),
+            _ => Err(format!("unknown user input {s:?}: use id or history")),
+        }
+    }
+}
+
+impl std::fmt::Display for UserInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UserInput::Id => "id",
+            UserInput::History => "history",
+        })
+    }
 }
 
 /// NeuMF's training objective.
@@ -119,6 +172,10 @@ impl Default for HyperParams {
             young_account_weight: 1.0,
             loss: Loss::Bce,
             recency_half_life: 0.0,
+            user_input: UserInput::Id,
+            history_half_life: 0.0,
+            input_dropout: 0.0,
+            dropped_targets: false,
         }
     }
 }

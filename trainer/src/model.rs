@@ -27,6 +27,47 @@ pub struct NeuMfWeights {
     /// Prediction layer over `[gmf (factors) | mlp (layers.last)]`.
     pub out_w: Vec<f32>,
     pub out_b: f32,
+    /// A history-input model's embedding rows per movie, from which
+    /// `gmf_user` and `mlp_user` are folded in ([`NeuMfWeights::fold_in`]);
+    /// `None` for a model of one free row per user.
+    pub user_context: Option<UserContext>,
+}
+
+/// The user embedding layer of a history-input NeuMF: one row per movie
+/// (`[n_items × factors]` and `[n_items × mlp_dim]`, row-major).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserContext {
+    pub gmf: Vec<f32>,
+    pub mlp: Vec<f32>,
+}
+
+/// Each user's input feature vector as `(movie, weight)` pairs, the weights
+/// L2-normalised per user ([`history_inputs`]).
+pub type Histories = Vec<Vec<(u32, f32)>>;
+
+/// Per user, the weighted history `seen[u]` × `weights[u]`, L2-normalised:
+/// the input a history-input NeuMF reads.
+pub fn history_inputs(seen: &[Vec<u32>], weights: &[Vec<f32>]) -> Histories {
+    seen.iter()
+        .zip(weights)
+        .map(|(items, w)| {
+            let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let norm = if norm > 0.0 { norm } else { 1.0 };
+            items.iter().zip(w).map(|(&i, &x)| (i, x / norm)).collect()
+        })
+        .collect()
+}
+
+/// `Σ weight · table[movie]` over each user's input: rows of width `dim`.
+fn fold(inputs: &Histories, table: &[f32], dim: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; inputs.len() * dim];
+    for (row, input) in out.chunks_mut(dim).zip(inputs) {
+        for &(i, w) in input {
+            let src = &table[i as usize * dim..(i as usize + 1) * dim];
+            row.iter_mut().zip(src).for_each(|(o, s)| *o += w * s);
+        }
+    }
+    out
 }
 
 impl NeuMfWeights {
@@ -34,6 +75,35 @@ impl NeuMfWeights {
     pub fn mlp_dim(&self) -> usize {
         self.layers[0] / 2
     }
+
+    /// A history-input model with its per-user tables computed from
+    /// `inputs` (for instance every training interaction, the validation
+    /// holdout included, before export). A model of free user rows is
+    /// returned unchanged.
+    pub fn fold_in(&self, inputs: &Histories) -> NeuMfWeights {
+        let Some(ctx) = &self.user_context else {
+            return self.clone();
+        };
+        assert_eq!(inputs.len(), self.n_users, "one input per user");
+        NeuMfWeights {
+            gmf_user: fold(inputs, &ctx.gmf, self.factors),
+            mlp_user: fold(inputs, &ctx.mlp, self.mlp_dim()),
+            ..self.clone()
+        }
+    }
+}
+
+/// NeuMF's user embedding layer.
+enum UserTower {
+    /// One free row per user (`[n_users × dim]`).
+    Id { gmf: Var, mlp: Var },
+    /// One row per movie (`[n_items × dim]`), read through each user's
+    /// weighted history.
+    History {
+        gmf: Var,
+        mlp: Var,
+        inputs: Histories,
+    },
 }
 
 /// NeuMF as candle variables, trainable with candle's autodiff.
@@ -42,9 +112,8 @@ pub struct NeuMf {
     pub n_items: usize,
     pub factors: usize,
     pub layers: Vec<usize>,
-    gmf_user: Var,
+    user: UserTower,
     gmf_item: Var,
-    mlp_user: Var,
     mlp_item: Var,
     dense: Vec<(Var, Var)>,
     out_w: Var,
@@ -60,8 +129,9 @@ fn glorot(rng: &mut ChaCha8Rng, fan_in: usize, fan_out: usize) -> Vec<f32> {
 }
 
 impl NeuMf {
-    /// A freshly initialised network: embeddings ~ N(0, 0.01²), dense layers
-    /// Glorot-uniform, biases zero; deterministic for a seed.
+    /// A freshly initialised network of one free embedding row per user:
+    /// embeddings ~ N(0, 0.01²), dense layers Glorot-uniform, biases zero;
+    /// deterministic for a seed.
     pub fn new(
         n_users: usize,
         n_items: usize,
@@ -69,6 +139,61 @@ impl NeuMf {
         layers: &[usize],
         seed: u64,
     ) -> Result<Self> {
+        let w = Self::init(n_users, n_users, n_items, factors, layers, seed);
+        Self::from_weights(&w)
+    }
+
+    /// A freshly initialised network whose user embedding layer reads each
+    /// user's weighted history (`inputs`, one per user): one embedding row
+    /// per movie, initialised as [`NeuMf::new`] initialises user rows.
+    pub fn with_history(
+        n_items: usize,
+        factors: usize,
+        layers: &[usize],
+        seed: u64,
+        inputs: Histories,
+    ) -> Result<Self> {
+        let mut w = Self::init(inputs.len(), n_items, n_items, factors, layers, seed);
+        w.user_context = Some(UserContext {
+            gmf: std::mem::take(&mut w.gmf_user),
+            mlp: std::mem::take(&mut w.mlp_user),
+        });
+        Self::reading(&w, inputs)
+    }
+
+    /// The history-input network of `w` (which must have a user context)
+    /// reading `inputs`, one per user: what a folded-in export of
+    /// `w.fold_in(&inputs)` serves.
+    pub fn reading(w: &NeuMfWeights, inputs: Histories) -> Result<Self> {
+        let ctx = w
+            .user_context
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("not a history-input model".into()))?;
+        let net = Self::from_weights(&NeuMfWeights {
+            n_users: inputs.len(),
+            gmf_user: ctx.gmf.clone(),
+            mlp_user: ctx.mlp.clone(),
+            user_context: None,
+            ..w.clone()
+        })?;
+        let UserTower::Id { gmf, mlp } = net.user else {
+            unreachable!("from_weights builds free user rows")
+        };
+        Ok(NeuMf {
+            user: UserTower::History { gmf, mlp, inputs },
+            ..net
+        })
+    }
+
+    /// Initial weights with `user_rows` rows in the user embedding layer.
+    fn init(
+        n_users: usize,
+        user_rows: usize,
+        n_items: usize,
+        factors: usize,
+        layers: &[usize],
+        seed: u64,
+    ) -> NeuMfWeights {
         assert!(
             layers.len() >= 2 && layers[0].is_multiple_of(2),
             "layers: at least two widths, the first even"
@@ -80,9 +205,9 @@ impl NeuMf {
         };
         let d = layers[0] / 2;
         let (gu, gi, mu, mi) = (
-            emb(n_users, factors),
+            emb(user_rows, factors),
             emb(n_items, factors),
-            emb(n_users, d),
+            emb(user_rows, d),
             emb(n_items, d),
         );
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -92,7 +217,7 @@ impl NeuMf {
             .collect();
         let last = *layers.last().expect("non-empty");
         let out_w = glorot(&mut rng, factors + last, 1);
-        let w = NeuMfWeights {
+        NeuMfWeights {
             n_users,
             n_items,
             factors,
@@ -104,15 +229,18 @@ impl NeuMf {
             dense,
             out_w,
             out_b: 0.0,
-        };
-        Self::from_weights(&w)
+            user_context: None,
+        }
     }
 
-    /// Rebuilds the candle network from plain weights.
+    /// Rebuilds the network as it is served, from plain weights: the
+    /// per-user tables (a history-input model's folded-in ones) become free
+    /// user rows.
     pub fn from_weights(w: &NeuMfWeights) -> Result<Self> {
         let dev = Device::Cpu;
         let var = |data: &[f32], shape: (usize, usize)| Var::from_slice(data, shape, &dev);
         let d = w.mlp_dim();
+        let rows = w.gmf_user.len() / w.factors;
         let dense = w
             .layers
             .windows(2)
@@ -124,9 +252,11 @@ impl NeuMf {
             n_items: w.n_items,
             factors: w.factors,
             layers: w.layers.clone(),
-            gmf_user: var(&w.gmf_user, (w.n_users, w.factors))?,
+            user: UserTower::Id {
+                gmf: var(&w.gmf_user, (rows, w.factors))?,
+                mlp: var(&w.mlp_user, (rows, d))?,
+            },
             gmf_item: var(&w.gmf_item, (w.n_items, w.factors))?,
-            mlp_user: var(&w.mlp_user, (w.n_users, d))?,
             mlp_item: var(&w.mlp_item, (w.n_items, d))?,
             dense,
             out_w: var(&w.out_w, (w.out_w.len(), 1))?,
@@ -135,17 +265,32 @@ impl NeuMf {
         })
     }
 
-    /// Copies the current weights out of the tensors.
+    /// Copies the current weights out of the tensors; a history-input
+    /// model's per-user tables are folded in from its training inputs.
     pub fn weights(&self) -> Result<NeuMfWeights> {
         let flat = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
+        let (gmf_user, mlp_user, user_context) = match &self.user {
+            UserTower::Id { gmf, mlp } => (flat(gmf)?, flat(mlp)?, None),
+            UserTower::History { gmf, mlp, inputs } => {
+                let ctx = UserContext {
+                    gmf: flat(gmf)?,
+                    mlp: flat(mlp)?,
+                };
+                (
+                    fold(inputs, &ctx.gmf, self.factors),
+                    fold(inputs, &ctx.mlp, self.layers[0] / 2),
+                    Some(ctx),
+                )
+            }
+        };
         Ok(NeuMfWeights {
             n_users: self.n_users,
             n_items: self.n_items,
             factors: self.factors,
             layers: self.layers.clone(),
-            gmf_user: flat(&self.gmf_user)?,
+            gmf_user,
             gmf_item: flat(&self.gmf_item)?,
-            mlp_user: flat(&self.mlp_user)?,
+            mlp_user,
             mlp_item: flat(&self.mlp_item)?,
             dense: self
                 .dense
@@ -154,15 +299,17 @@ impl NeuMf {
                 .collect::<Result<_>>()?,
             out_w: flat(&self.out_w)?,
             out_b: flat(&self.out_b)?[0],
+            user_context,
         })
     }
 
     /// Every trainable variable, for the optimiser.
     pub fn vars(&self) -> Vec<Var> {
+        let (UserTower::Id { gmf, mlp } | UserTower::History { gmf, mlp, .. }) = &self.user;
         let mut v = vec![
-            self.gmf_user.clone(),
+            gmf.clone(),
             self.gmf_item.clone(),
-            self.mlp_user.clone(),
+            mlp.clone(),
             self.mlp_item.clone(),
         ];
         for (w, b) in &self.dense {
@@ -178,15 +325,67 @@ impl NeuMf {
         &self.device
     }
 
-    /// Logits for aligned `users` and `items` (u32 tensors of length B), plus the
-    /// squared norm of the embeddings used (for the L2 penalty).
-    pub fn forward(&self, users: &Tensor, items: &Tensor) -> Result<(Tensor, Tensor)> {
-        let gu = self.gmf_user.as_tensor().index_select(users, 0)?;
-        let gi = self.gmf_item.as_tensor().index_select(items, 0)?;
-        let mu = self.mlp_user.as_tensor().index_select(users, 0)?;
-        let mi = self.mlp_item.as_tensor().index_select(items, 0)?;
-        let g = (&gu * &gi)?;
-        let mut h = Tensor::cat(&[&mu, &mi], 1)?;
+    /// The GMF and MLP embeddings (`[b × factors]`, `[b × mlp_dim]`) of
+    /// `users`. A history-input model reads each user's weighted movies,
+    /// those for which `keep(row, movie)` holds, renormalised when any is
+    /// left out (a training step's denoising); free user rows ignore `keep`.
+    pub fn user_vectors(
+        &self,
+        users: &[u32],
+        keep: &mut dyn FnMut(usize, u32) -> bool,
+    ) -> Result<(Tensor, Tensor)> {
+        match &self.user {
+            UserTower::Id { gmf, mlp } => {
+                let u = Tensor::from_slice(users, users.len(), &self.device)?;
+                Ok((
+                    gmf.as_tensor().index_select(&u, 0)?,
+                    mlp.as_tensor().index_select(&u, 0)?,
+                ))
+            }
+            UserTower::History { gmf, mlp, inputs } => {
+                let n = self.n_items;
+                let mut x = vec![0.0f32; users.len() * n];
+                for (r, (row, &u)) in x.chunks_mut(n).zip(users).enumerate() {
+                    let (mut norm, mut dropped) = (0.0f32, false);
+                    for &(i, w) in &inputs[u as usize] {
+                        if keep(r, i) {
+                            row[i as usize] = w;
+                            norm += w * w;
+                        } else {
+                            dropped = true;
+                        }
+                    }
+                    if dropped && norm > 0.0 {
+                        let k = norm.sqrt().recip();
+                        row.iter_mut().for_each(|v| *v *= k);
+                    }
+                }
+                let x = Tensor::from_vec(x, (users.len(), n), &self.device)?;
+                Ok((x.matmul(gmf.as_tensor())?, x.matmul(mlp.as_tensor())?))
+            }
+        }
+    }
+
+    /// The squared norm the L2 penalty of one batch counts: the batch's free
+    /// user rows, or a `share` of a history-input model's movie rows, plus a
+    /// `share` of the item embeddings (every item is in every batch of the
+    /// softmax objective, so their penalty is spread over an epoch).
+    pub fn penalty(&self, gu: &Tensor, mu: &Tensor, share: f64) -> Result<Tensor> {
+        let items = (self.gmf_item.as_tensor().sqr()?.sum_all()?
+            + self.mlp_item.as_tensor().sqr()?.sum_all()?)?;
+        let users = match &self.user {
+            UserTower::Id { .. } => (gu.sqr()?.sum_all()? + mu.sqr()?.sum_all()?)?,
+            UserTower::History { gmf, mlp, .. } => {
+                ((gmf.as_tensor().sqr()?.sum_all()? + mlp.as_tensor().sqr()?.sum_all()?)? * share)?
+            }
+        };
+        users + (items * share)?
+    }
+
+    /// Logits for aligned per-sample user embeddings and `items`.
+    fn pairwise(&self, gu: &Tensor, mu: &Tensor, gi: &Tensor, mi: &Tensor) -> Result<Tensor> {
+        let g = (gu * gi)?;
+        let mut h = Tensor::cat(&[mu, mi], 1)?;
         for (w, b) in &self.dense {
             h = h
                 .matmul(w.as_tensor())?
@@ -194,10 +393,18 @@ impl NeuMf {
                 .relu()?;
         }
         let z = Tensor::cat(&[&g, &h], 1)?;
-        let logits = z
-            .matmul(self.out_w.as_tensor())?
+        z.matmul(self.out_w.as_tensor())?
             .broadcast_add(self.out_b.as_tensor())?
-            .squeeze(1)?;
+            .squeeze(1)
+    }
+
+    /// Logits for aligned `users` and `items` (u32 tensors of length B), plus the
+    /// squared norm of the embeddings used (for the L2 penalty).
+    pub fn forward(&self, users: &Tensor, items: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (gu, mu) = self.user_vectors(&users.to_vec1::<u32>()?, &mut |_, _| true)?;
+        let gi = self.gmf_item.as_tensor().index_select(items, 0)?;
+        let mi = self.mlp_item.as_tensor().index_select(items, 0)?;
+        let logits = self.pairwise(&gu, &mu, &gi, &mi)?;
         let sq = (gu.sqr()?.sum_all()?
             + gi.sqr()?.sum_all()?
             + mu.sqr()?.sum_all()?
@@ -205,18 +412,16 @@ impl NeuMf {
         Ok((logits, sq))
     }
 
-    /// Logits `[b, n_items]` of `users` (u32 tensor of length b) against the
-    /// whole catalogue: the same network as [`NeuMf::forward`], computed the
-    /// way the export does (the first MLP layer split into a user half and an
-    /// item half, so the item half is computed once per batch), plus the
-    /// squared norm of the batch's user embeddings and of every item embedding.
-    pub fn forward_all(&self, users: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    /// Logits `[b, n_items]` of `b` users, given their embeddings
+    /// ([`NeuMf::user_vectors`]), against the whole catalogue: the same
+    /// network as [`NeuMf::forward`], computed the way the export does (the
+    /// first MLP layer split into a user half and an item half, so the item
+    /// half is computed once per batch).
+    pub fn forward_all(&self, gu: &Tensor, mu: &Tensor) -> Result<Tensor> {
         let f = self.factors;
         let d = self.layers[0] / 2;
         let last = *self.layers.last().expect("layers");
         let out_w = self.out_w.as_tensor();
-        let gu = self.gmf_user.as_tensor().index_select(users, 0)?;
-        let mu = self.mlp_user.as_tensor().index_select(users, 0)?;
         let b = gu.dim(0)?;
         let gi = self.gmf_item.as_tensor();
         let mi = self.mlp_item.as_tensor();
@@ -245,18 +450,19 @@ impl NeuMf {
         let mlp = h
             .matmul(&out_w.narrow(0, f, last)?)?
             .reshape((b, self.n_items))?;
-        let logits = (gmf + mlp)?.broadcast_add(self.out_b.as_tensor())?;
-        let users_sq = (gu.sqr()?.sum_all()? + mu.sqr()?.sum_all()?)?;
-        let items_sq = (gi.sqr()?.sum_all()? + mi.sqr()?.sum_all()?)?;
-        Ok((logits, users_sq, items_sq))
+        (gmf + mlp)?.broadcast_add(self.out_b.as_tensor())
     }
 
     /// Probabilities (sigmoid of the logits) for one user and a list of items.
     pub fn predict(&self, user: u32, items: &[u32]) -> Result<Vec<f32>> {
-        let u = Tensor::from_vec(vec![user; items.len()], items.len(), &self.device)?;
-        let i = Tensor::from_slice(items, items.len(), &self.device)?;
-        let (logits, _) = self.forward(&u, &i)?;
-        candle_nn::ops::sigmoid(&logits)?.to_vec1::<f32>()
+        let n = items.len();
+        let (gu, mu) = self.user_vectors(&[user], &mut |_, _| true)?;
+        let gu = gu.broadcast_as((n, self.factors))?.contiguous()?;
+        let mu = mu.broadcast_as((n, self.layers[0] / 2))?.contiguous()?;
+        let i = Tensor::from_slice(items, n, &self.device)?;
+        let gi = self.gmf_item.as_tensor().index_select(&i, 0)?;
+        let mi = self.mlp_item.as_tensor().index_select(&i, 0)?;
+        candle_nn::ops::sigmoid(&self.pairwise(&gu, &mu, &gi, &mi)?)?.to_vec1::<f32>()
     }
 }
 
@@ -352,8 +558,8 @@ mod tests {
         w.out_w.iter_mut().for_each(|e| *e = next());
         w.out_b = 0.2;
         let m = NeuMf::from_weights(&w).unwrap();
-        let users = Tensor::new(&[4u32, 0, 2], &Device::Cpu).unwrap();
-        let (all, _, _) = m.forward_all(&users).unwrap();
+        let (gu, mu) = m.user_vectors(&[4, 0, 2], &mut |_, _| true).unwrap();
+        let all = m.forward_all(&gu, &mu).unwrap();
         let all = all.to_vec2::<f32>().unwrap();
         let items: Vec<u32> = (0..9).collect();
         for (row, u) in all.iter().zip([4u32, 0, 2]) {
@@ -363,6 +569,105 @@ mod tests {
             for (a, b) in row.iter().zip(pair.to_vec1::<f32>().unwrap()) {
                 assert!((a - b).abs() < 1e-5, "user {u}: {a} vs {b}");
             }
+        }
+    }
+
+    /// Inputs of 4 users over 6 movies: weights 1, 2, … per movie, user 3 has none.
+    fn toy_inputs() -> Histories {
+        let seen = vec![vec![0u32, 2, 5], vec![1, 2], vec![4], vec![]];
+        let w: Vec<Vec<f32>> = seen
+            .iter()
+            .map(|h| (1..=h.len()).map(|k| k as f32).collect())
+            .collect();
+        history_inputs(&seen, &w)
+    }
+
+    #[test]
+    fn history_inputs_are_unit_length_per_user() {
+        let inputs = toy_inputs();
+        for input in &inputs[..3] {
+            let norm: f32 = input.iter().map(|(_, w)| w * w).sum();
+            assert!((norm - 1.0).abs() < 1e-6, "{input:?}");
+        }
+        // User 0: weights 1, 2, 3 over movies 0, 2, 5.
+        let k = 14f32.sqrt();
+        assert_eq!(inputs[0], vec![(0, 1.0 / k), (2, 2.0 / k), (5, 3.0 / k)]);
+        assert!(inputs[3].is_empty());
+    }
+
+    #[test]
+    fn a_history_input_model_folds_into_per_user_tables_served_alike() {
+        let inputs = toy_inputs();
+        let net = NeuMf::with_history(6, 3, &[4, 4, 2], 9, inputs.clone()).unwrap();
+        let w = net.weights().unwrap();
+        let ctx = w.user_context.clone().expect("history model");
+        assert_eq!((ctx.gmf.len(), w.gmf_user.len()), (6 * 3, 4 * 3));
+        // User 0's GMF row is the weighted sum of movies 0, 2 and 5's rows.
+        for d in 0..3 {
+            let want: f32 = inputs[0]
+                .iter()
+                .map(|&(i, x)| x * ctx.gmf[i as usize * 3 + d])
+                .sum();
+            assert!((w.gmf_user[d] - want).abs() < 1e-7);
+        }
+        // A user without history has zero embeddings.
+        assert!(w.gmf_user[9..]
+            .iter()
+            .chain(&w.mlp_user[6..])
+            .all(|v| *v == 0.0));
+        // The served form (free rows from the tables) scores as the network.
+        let served = NeuMf::from_weights(&w).unwrap();
+        let items: Vec<u32> = (0..6).collect();
+        for u in 0..4 {
+            let (a, b) = (
+                net.predict(u, &items).unwrap(),
+                served.predict(u, &items).unwrap(),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+                "{a:?} {b:?}"
+            );
+        }
+        // Folding in other histories serves what the network reading them scores.
+        let mut other = inputs.clone();
+        other[1] = vec![(3, 0.6), (4, 0.8)];
+        let folded = w.fold_in(&other);
+        assert_ne!(folded.gmf_user, w.gmf_user);
+        let (a, b) = (
+            NeuMf::reading(&w, other)
+                .unwrap()
+                .predict(1, &items)
+                .unwrap(),
+            NeuMf::from_weights(&folded)
+                .unwrap()
+                .predict(1, &items)
+                .unwrap(),
+        );
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+            "{a:?} {b:?}"
+        );
+        // A model of free user rows has nothing to fold in.
+        let id = NeuMf::new(4, 6, 3, &[4, 2], 1).unwrap().weights().unwrap();
+        assert_eq!(id.fold_in(&vec![vec![(0, 1.0)]; 4]), id);
+    }
+
+    #[test]
+    fn dropped_input_movies_are_left_out_and_the_rest_renormalised() {
+        let inputs = toy_inputs();
+        let net = NeuMf::with_history(6, 3, &[4, 4, 2], 2, inputs.clone()).unwrap();
+        // Drop movie 2 of user 0 (row 0) and nothing of user 1 (row 1).
+        let (gu, mu) = net
+            .user_vectors(&[0, 1], &mut |r, i| !(r == 0 && i == 2))
+            .unwrap();
+        let mut want = inputs;
+        want[0] = vec![(0, 1.0 / 10f32.sqrt()), (5, 3.0 / 10f32.sqrt())];
+        let w = net.weights().unwrap();
+        let reference = NeuMf::reading(&w, want).unwrap();
+        let (gw, mw) = reference.user_vectors(&[0, 1], &mut |_, _| true).unwrap();
+        for (a, b) in [(gu, gw), (mu, mw)] {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-7);
         }
     }
 

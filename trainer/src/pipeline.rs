@@ -2,7 +2,7 @@
 //! `movie-recs train`, and the evaluation behind `movie-recs eval`.
 
 use crate::export::{export_onnx, OPSET};
-use crate::train::{train, TrainError, Trained};
+use crate::train::{train, user_inputs, TrainError, Trained};
 use shared::artifact::*;
 use shared::domain::dataset::{histories, popularity};
 use shared::domain::eval::{eval_full, eval_loo, EvalReport, PopularityScorer, Scorer};
@@ -201,6 +201,13 @@ pub fn train_and_publish(
         let refit = train(nu, ni, &sp.train, None, &hp, opts.progress)?;
         trained.weights = refit.weights;
         trained.epochs.extend(refit.epochs);
+    }
+    if trained.weights.user_context.is_some() {
+        // Serve every user from all of their training movies, the
+        // validation holdout included.
+        trained.weights = trained
+            .weights
+            .fold_in(&user_inputs(nu, &sp.train, &opts.hp));
     }
     let onnx = export_onnx(
         &trained.weights,

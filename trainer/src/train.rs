@@ -2,14 +2,14 @@
 //! epoch, Adam, model selection on a validation holdout (never the test set),
 //! early stopping, and a progress bar per epoch.
 
-use crate::model::{bce_with_logits, labels, NeuMf, NeuMfWeights};
+use crate::model::{bce_with_logits, history_inputs, labels, Histories, NeuMf, NeuMfWeights};
 use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shared::artifact::{HyperParams, Loss};
+use shared::artifact::{HyperParams, Loss, UserInput};
 use shared::domain::dataset::histories;
 use shared::domain::eval::{eval_loo, LooMetrics};
 use shared::domain::{Interaction, LooCase};
@@ -87,6 +87,18 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
     }
     if hp.loss == Loss::Bce && hp.recency_half_life > 0.0 {
         return bad("--recency-half-life applies to --loss softmax");
+    }
+    if hp.user_input == UserInput::History && hp.loss != Loss::Softmax {
+        return bad("--user-input history needs --loss softmax");
+    }
+    if !(hp.history_half_life >= 0.0 && hp.history_half_life.is_finite()) {
+        return bad("--history-half-life must be non-negative");
+    }
+    if !(0.0..1.0).contains(&hp.input_dropout) {
+        return bad("--input-dropout must be from 0 to below 1");
+    }
+    if hp.user_input == UserInput::Id && (hp.history_half_life > 0.0 || hp.input_dropout > 0.0) {
+        return bad("--history-half-life and --input-dropout apply to --user-input history");
     }
     if !(0.0..=1.0).contains(&hp.young_account_weight) {
         return bad("--young-account-weight must be from 0 to 1");
@@ -233,6 +245,13 @@ pub fn recency_weights(seen: &[Vec<u32>], train: &[Interaction], half_life: f64)
         .collect()
 }
 
+/// What a history-input model reads for each user of `train`: their movies
+/// weighted by recency (`hp.history_half_life`), L2-normalised.
+pub fn user_inputs(n_users: usize, train: &[Interaction], hp: &HyperParams) -> Histories {
+    let seen = histories(n_users, train);
+    history_inputs(&seen, &recency_weights(&seen, train, hp.history_half_life))
+}
+
 fn epoch_bar(progress: bool, batches: usize, epoch: usize) -> ProgressBar {
     let bar = if progress {
         ProgressBar::new(batches as u64)
@@ -278,7 +297,17 @@ fn softmax_epoch(
     users.shuffle(rng);
     let mut y = Vec::new();
     let (mut loss_sum, mut n_pos) = (0.0f64, 0.0f64);
+    let mut dropped = Vec::new();
     for (b, chunk) in users.chunks(hp.batch_size).enumerate() {
+        // Denoising: each input movie left out with probability input_dropout.
+        dropped.clear();
+        let (gu, mu) = model.user_vectors(chunk, &mut |r, i| {
+            let keep = hp.input_dropout == 0.0 || rng.gen::<f64>() >= hp.input_dropout;
+            if !keep {
+                dropped.push((r, i));
+            }
+            keep
+        })?;
         y.clear();
         y.resize(chunk.len() * n_items, 0.0f32);
         let mut count = 0.0f64;
@@ -290,21 +319,29 @@ fn softmax_epoch(
                 }
             }
         }
+        if hp.dropped_targets {
+            // Only what the input lacks is predicted.
+            let mut only = vec![0.0f32; y.len()];
+            count = 0.0;
+            for &(r, i) in &dropped {
+                let k = r * n_items + i as usize;
+                only[k] = y[k];
+                count += y[k] as f64;
+            }
+            y = only;
+        }
         bar.inc(1);
         if count == 0.0 {
             continue;
         }
-        let u = Tensor::from_slice(chunk, chunk.len(), &dev)?;
         let targets = Tensor::from_slice(&y, (chunk.len(), n_items), &dev)?;
-        let (logits, users_sq, items_sq) = model.forward_all(&u)?;
+        let logits = model.forward_all(&gu, &mu)?;
         let nll = (log_softmax_rows(&logits)? * targets)?.sum_all()?.neg()?;
         loss_sum += nll.to_scalar::<f32>()? as f64;
         n_pos += count;
         let mut loss = (nll / count)?;
         if hp.l2 > 0.0 {
-            // Items are in every batch: their penalty is spread over an epoch.
-            let share = chunk.len() as f64 / n_users as f64;
-            let reg = (users_sq + (items_sq * share)?)?;
+            let reg = model.penalty(&gu, &mu, chunk.len() as f64 / n_users as f64)?;
             loss = (loss + (reg * (hp.l2 / chunk.len() as f64))?)?;
         }
         opt.backward_step(&loss)?;
@@ -327,7 +364,16 @@ pub fn train(
     if train.is_empty() {
         return Err(TrainError::NoData);
     }
-    let model = NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?;
+    let model = match hp.user_input {
+        UserInput::Id => NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?,
+        UserInput::History => NeuMf::with_history(
+            n_items,
+            hp.factors,
+            &hp.layers,
+            hp.seed,
+            user_inputs(n_users, train, hp),
+        )?,
+    };
     let mut opt = AdamW::new(
         model.vars(),
         ParamsAdamW {

@@ -6,16 +6,21 @@ use shared::scoring::OnnxModel;
 use trainer::export::export_onnx;
 use trainer::NeuMf;
 
-#[test]
-fn onnx_scores_match_trainer_to_1e5() {
-    // A briefly trained model (not just an initialisation), so weights are non-trivial.
-    let world = shared::data::synthetic::generate(&shared::data::synthetic::SyntheticConfig {
+/// 120 synthetic users, 90 movies.
+fn small_world() -> shared::domain::Dataset {
+    shared::data::synthetic::generate(&shared::data::synthetic::SyntheticConfig {
         users: 120,
         items: 90,
         cold_start_users: 2,
         ..Default::default()
-    });
-    let ds = &world.dataset;
+    })
+    .dataset
+}
+
+#[test]
+fn onnx_scores_match_trainer_to_1e5() {
+    // A briefly trained model (not just an initialisation), so weights are non-trivial.
+    let ds = &small_world();
     let (fit, val) = leave_one_out(&ds.train, ds.n_users(), ds.n_items(), 20, 1, None, 1);
     let hp = shared::artifact::HyperParams {
         factors: 8,
@@ -46,6 +51,49 @@ fn onnx_scores_match_trainer_to_1e5() {
     let spread =
         out.iter().cloned().fold(f32::MIN, f32::max) - out.iter().cloned().fold(f32::MAX, f32::min);
     assert!(spread > 1e-3, "scores are all alike: spread {spread}");
+}
+
+#[test]
+fn a_history_input_model_served_from_its_folded_in_tables_matches_the_network() {
+    use shared::artifact::{HyperParams, Loss, UserInput};
+    let ds = &small_world();
+    let (nu, ni) = (ds.n_users(), ds.n_items());
+    let (fit, val) = leave_one_out(&ds.train, nu, ni, 20, 1, None, 1);
+    let hp = HyperParams {
+        factors: 8,
+        layers: vec![16, 8, 4],
+        epochs: 3,
+        batch_size: 16,
+        learning_rate: 0.01,
+        loss: Loss::Softmax,
+        user_input: UserInput::History,
+        history_half_life: 5.0,
+        input_dropout: 0.5,
+        ..Default::default()
+    };
+    let trained = trainer::train(nu, ni, &fit, Some(&val), &hp, false).unwrap();
+    // Served from every training interaction, the validation holdout included.
+    let inputs = trainer::train::user_inputs(nu, &ds.train, &hp);
+    let network = NeuMf::reading(&trained.weights, inputs.clone()).unwrap();
+    let onnx = export_onnx(&trained.weights.fold_in(&inputs), &[]);
+    let served = OnnxModel::from_bytes(&onnx, nu, ni).unwrap();
+    let items: Vec<u32> = (0..ni as u32).collect();
+    let (mut worst, mut out) = (0f32, Vec::new());
+    for u in 0..nu as u32 {
+        let expect = network.predict(u, &items).unwrap();
+        served.score(u, &mut out).unwrap();
+        for (a, b) in out.iter().zip(&expect) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    assert!(worst < 1e-5, "max |ort − trainer| = {worst}");
+    // Without the validation items folded in, a user's scores differ.
+    let stale = OnnxModel::from_bytes(&export_onnx(&trained.weights, &[]), nu, ni).unwrap();
+    let u = val[0].user;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    stale.score(u, &mut a).unwrap();
+    served.score(u, &mut b).unwrap();
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! data, and the registry's integrity guarantees.
 
 use shared::adapters::local::FolderRegistry;
-use shared::artifact::{History, HyperParams, Loss, HISTORY_FILE, MODEL_FILE};
+use shared::artifact::{History, HyperParams, Loss, UserInput, HISTORY_FILE, MODEL_FILE};
 use shared::data::synthetic::{generate, SyntheticConfig};
 use shared::domain::eval::EvalReport;
 use shared::domain::eval::LooMetrics;
@@ -19,6 +19,13 @@ fn small_world() -> shared::domain::Dataset {
         ..Default::default()
     })
     .dataset
+}
+
+/// An empty folder registry (kept while the folder lives) and [`small_world`].
+fn fixture() -> (tempfile::TempDir, FolderRegistry, shared::domain::Dataset) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = FolderRegistry::new(dir.path());
+    (dir, reg, small_world())
 }
 
 fn quick(seed: u64) -> HyperParams {
@@ -62,21 +69,25 @@ fn ncf(report: &EvalReport) -> (LooMetrics, LooMetrics) {
     }
 }
 
-#[test]
-fn short_training_beats_popularity_and_publishes_a_verifiable_version() {
-    let reg_dir = tempfile::tempdir().unwrap();
-    let reg = FolderRegistry::new(reg_dir.path());
-    let ds = small_world();
-    let out = publish(&reg, &ds, quick(1), Some("t1".into()), false).unwrap();
-
-    // Held-out test data (carved before training): the model beats popularity.
-    let (model, popularity) = ncf(&out.test);
+/// Asserts the test HR@10 beats popularity's; the model's test metrics.
+fn beats_popularity(report: &EvalReport) -> LooMetrics {
+    let (model, popularity) = ncf(report);
     assert!(
         model.hr > popularity.hr,
         "test HR@10 {} vs popularity {}",
         model.hr,
         popularity.hr
     );
+    model
+}
+
+#[test]
+fn short_training_beats_popularity_and_publishes_a_verifiable_version() {
+    let (reg_dir, reg, ds) = fixture();
+    let out = publish(&reg, &ds, quick(1), Some("t1".into()), false).unwrap();
+
+    // Held-out test data (carved before training): the model beats popularity.
+    let model = beats_popularity(&out.test);
     assert!(model.users > 300);
 
     // The manifest is complete and checksums verify.
@@ -128,9 +139,7 @@ fn short_training_beats_popularity_and_publishes_a_verifiable_version() {
 
 #[test]
 fn quality_gate_refuses_a_model_that_does_not_beat_popularity() {
-    let reg_dir = tempfile::tempdir().unwrap();
-    let reg = FolderRegistry::new(reg_dir.path());
-    let ds = small_world();
+    let (_dir, reg, ds) = fixture();
     // A learning rate this small leaves the model at its random initialisation.
     let bad = HyperParams {
         learning_rate: 1e-12,
@@ -156,9 +165,7 @@ fn quality_gate_refuses_a_model_that_does_not_beat_popularity() {
 
 #[test]
 fn bad_hyper_parameters_are_named() {
-    let reg_dir = tempfile::tempdir().unwrap();
-    let reg = FolderRegistry::new(reg_dir.path());
-    let ds = small_world();
+    let (_dir, reg, ds) = fixture();
     let softmax = HyperParams {
         loss: Loss::Softmax,
         ..quick(1)
@@ -189,9 +196,40 @@ fn bad_hyper_parameters_are_named() {
         (
             HyperParams {
                 recency_half_life: -1.0,
-                ..softmax
+                ..softmax.clone()
             },
             "--recency-half-life",
+        ),
+        // The history input is trained with the softmax objective only.
+        (
+            HyperParams {
+                user_input: UserInput::History,
+                ..quick(1)
+            },
+            "--user-input",
+        ),
+        (
+            HyperParams {
+                user_input: UserInput::History,
+                input_dropout: 1.0,
+                ..softmax.clone()
+            },
+            "--input-dropout",
+        ),
+        (
+            HyperParams {
+                history_half_life: 5.0,
+                ..softmax.clone()
+            },
+            "--history-half-life",
+        ),
+        (
+            HyperParams {
+                user_input: UserInput::History,
+                history_half_life: f64::NAN,
+                ..softmax
+            },
+            "--history-half-life",
         ),
     ] {
         let e = publish(&reg, &ds, hp, None, false)
@@ -205,9 +243,7 @@ fn bad_hyper_parameters_are_named() {
 
 #[test]
 fn softmax_training_beats_popularity_through_the_exported_model() {
-    let reg_dir = tempfile::tempdir().unwrap();
-    let reg = FolderRegistry::new(reg_dir.path());
-    let ds = small_world();
+    let (_dir, reg, ds) = fixture();
     let hp = HyperParams {
         loss: Loss::Softmax,
         batch_size: 32,
@@ -217,17 +253,55 @@ fn softmax_training_beats_popularity_through_the_exported_model() {
         ..quick(2)
     };
     let out = publish(&reg, &ds, hp, Some("s1".into()), false).unwrap();
-    let (model, popularity) = ncf(&out.test);
     // Scored through ONNX Runtime on the held-out test set.
-    assert!(
-        model.hr > popularity.hr,
-        "test HR@10 {} vs popularity {}",
-        model.hr,
-        popularity.hr
-    );
+    beats_popularity(&out.test);
     let m = reg.fetch("s1").unwrap().manifest;
     assert_eq!(m.hyperparameters.loss, Loss::Softmax);
     // The loss falls over the epochs.
     let losses: Vec<f64> = out.trained.epochs.iter().map(|e| e.loss).collect();
     assert!(losses.last() < losses.first(), "{losses:?}");
+}
+
+#[test]
+fn history_input_training_beats_popularity_served_from_all_training_movies() {
+    let (_dir, reg, ds) = fixture();
+    let hp = HyperParams {
+        loss: Loss::Softmax,
+        user_input: UserInput::History,
+        history_half_life: 20.0,
+        input_dropout: 0.5,
+        batch_size: 32,
+        learning_rate: 0.01,
+        epochs: 30,
+        patience: 5,
+        refit: false,
+        ..quick(3)
+    };
+    let out = publish(&reg, &ds, hp.clone(), Some("h1".into()), false).unwrap();
+    beats_popularity(&out.test);
+    let art = reg.fetch("h1").unwrap();
+    let m = &art.manifest;
+    assert_eq!(m.hyperparameters.user_input, UserInput::History);
+    assert_eq!(m.hyperparameters.input_dropout, 0.5);
+    // Without a refit the selection run never read the validation movies;
+    // the published tables fold them in: what the network scores reading
+    // every training movie (test held out) is what ONNX Runtime serves.
+    let (train, _) = trainer::pipeline::test_split(&ds);
+    let inputs = trainer::train::user_inputs(ds.n_users(), &train, &hp);
+    let network = trainer::NeuMf::reading(&out.trained.weights, inputs).unwrap();
+    let served =
+        shared::scoring::OnnxModel::load(&art.dir.join(MODEL_FILE), ds.n_users(), ds.n_items())
+            .unwrap();
+    let items: Vec<u32> = (0..ds.n_items() as u32).collect();
+    let mut scores = Vec::new();
+    for u in [0u32, 17, 199] {
+        served.score(u, &mut scores).unwrap();
+        let want = network.predict(u, &items).unwrap();
+        let worst = scores
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "user {u}: {worst}");
+    }
 }
