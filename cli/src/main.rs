@@ -163,24 +163,26 @@ struct TrainArgs {
     #[arg(long, default_value_t = HyperParams::default().batch_size)]
     batch_size: usize,
     /// Training objective: `bce` (each positive and --negatives sampled items,
-    /// --batch-size samples) or `softmax` (each user's movies against the whole
-    /// catalogue, --batch-size users).
+    /// --batch-size samples), `softmax` (each user's movies against the whole
+    /// catalogue, --batch-size users) or `squared` (every movie's score
+    /// regressed to watched 1 / unwatched 0, --batch-size users).
     #[arg(long, default_value_t = HyperParams::default().loss)]
     loss: Loss,
-    /// With --loss softmax: a user's movie counts 0.5^(k/N), k = how many of
+    /// With --loss softmax or squared: a user's movie counts 0.5^(k/N), k = how many of
     /// their movies came later (0: every movie counts 1).
     #[arg(long, default_value_t = 0.0)]
     recency_half_life: f64,
-    /// What the user embedding layer reads: `id` (one free row per user) or
-    /// `history` (the user's weighted movies, one row per movie; needs
-    /// --loss softmax). Served the same either way.
+    /// What the user embedding layer reads: `id` (one free row per user),
+    /// `history` (the user's weighted movies, one row per movie) or
+    /// `id+history` (their sum); the last two need --loss softmax or squared. Served the
+    /// same either way.
     #[arg(long, default_value_t = HyperParams::default().user_input)]
     user_input: UserInput,
-    /// With --user-input history: a movie in the user's input counts
+    /// With a history input: a movie in the user's input counts
     /// 0.5^(k/N), k = how many of their movies came later (0: all count 1).
     #[arg(long, default_value_t = 0.0)]
     history_half_life: f64,
-    /// With --user-input history: share of a user's input movies dropped at
+    /// With a history input: share of a user's input movies dropped at
     /// random in each training step (denoising; 0 to below 1).
     #[arg(long, default_value_t = 0.0)]
     input_dropout: f64,
@@ -188,6 +190,10 @@ struct TrainArgs {
     /// input (predict what the input lacks, not the input itself).
     #[arg(long)]
     dropped_targets: bool,
+    /// With --loss squared: a watched movie's error counts 1 + α times an
+    /// unwatched one's (WMF's confidence weight α).
+    #[arg(long, default_value_t = 0.0)]
+    positive_weight: f64,
     /// Sampled negatives per positive (redrawn every epoch; --loss bce).
     #[arg(long, default_value_t = HyperParams::default().negatives)]
     negatives: usize,
@@ -416,6 +422,7 @@ fn train(a: TrainArgs) -> Result<()> {
         history_half_life: a.history_half_life,
         input_dropout: a.input_dropout,
         dropped_targets: a.dropped_targets,
+        positive_weight: a.positive_weight,
     };
     let progress = !a.quiet;
     let outcome = train_and_publish(

@@ -55,7 +55,7 @@ pub struct HyperParams {
     /// Training objective (older manifests: `bce`).
     #[serde(default)]
     pub loss: Loss,
-    /// With `loss: softmax`, a user's positive counts 0.5^(k / this), k being
+    /// With a whole-catalogue loss, a user's positive counts 0.5^(k / this), k being
     /// how many of the user's movies came strictly later (0: all count 1).
     /// Recent tastes then weigh more in the user's factors; data without
     /// timestamps is unaffected.
@@ -79,6 +79,10 @@ pub struct HyperParams {
     /// the input itself).
     #[serde(default)]
     pub dropped_targets: bool,
+    /// With `loss: squared`, an interaction's squared error counts
+    /// `1 + this` times an unobserved movie's (WMF's confidence α).
+    #[serde(default)]
+    pub positive_weight: f64,
 }
 
 /// What NeuMF's user embedding layer reads (NCF's input feature vector of
@@ -94,6 +98,10 @@ pub enum UserInput {
     /// movies. The export folds each user's training history into the same
     /// per-user tables, so serving is unchanged.
     History,
+    /// Both: a user's embedding is their free row plus the history part
+    /// (as SVD++ adds implicit feedback to a user factor).
+    #[serde(rename = "id+history")]
+    IdHistory,
 }
 
 impl std::str::FromStr for UserInput {
@@ -102,7 +110,10 @@ impl std::str::FromStr for UserInput {
         match s {
             "id" => Ok(UserInput::Id),
             "history" => Ok(UserInput::History),
-            _ => Err(format!("unknown user input {s:?}: use id or history")),
+            "id+history" => Ok(UserInput::IdHistory),
+            _ => Err(format!(
+                "unknown user input {s:?}: use id, history or id+history"
+            )),
         }
     }
 }
@@ -112,6 +123,7 @@ impl std::fmt::Display for UserInput {
         f.write_str(match self {
             UserInput::Id => "id",
             UserInput::History => "history",
+            UserInput::IdHistory => "id+history",
         })
     }
 }
@@ -128,6 +140,20 @@ pub enum Loss {
     /// log-likelihood of a softmax over every item's score (as Mult-VAE's
     /// likelihood); `batch_size` counts users, `negatives` is unused.
     Softmax,
+    /// Each user's interactions against the whole catalogue: the weighted
+    /// squared error of every item's score against 1 (interacted) or 0, an
+    /// interaction weighted `1 + positive_weight` (WMF, Hu et al. 2008; with
+    /// a history input and input dropout, a denoising linear autoencoder's
+    /// loss); `batch_size` counts users.
+    Squared,
+}
+
+impl Loss {
+    /// Whether the loss scores each user against the whole catalogue (no
+    /// sampled negatives).
+    pub fn whole_catalogue(self) -> bool {
+        self != Loss::Bce
+    }
 }
 
 impl std::str::FromStr for Loss {
@@ -136,7 +162,8 @@ impl std::str::FromStr for Loss {
         match s {
             "bce" => Ok(Loss::Bce),
             "softmax" => Ok(Loss::Softmax),
-            _ => Err(format!("unknown loss {s:?}: use bce or softmax")),
+            "squared" => Ok(Loss::Squared),
+            _ => Err(format!("unknown loss {s:?}: use bce, softmax or squared")),
         }
     }
 }
@@ -146,6 +173,7 @@ impl std::fmt::Display for Loss {
         f.write_str(match self {
             Loss::Bce => "bce",
             Loss::Softmax => "softmax",
+            Loss::Squared => "squared",
         })
     }
 }
@@ -176,6 +204,7 @@ impl Default for HyperParams {
             history_half_life: 0.0,
             input_dropout: 0.0,
             dropped_targets: false,
+            positive_weight: 0.0,
         }
     }
 }

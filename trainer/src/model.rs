@@ -34,11 +34,30 @@ pub struct NeuMfWeights {
 }
 
 /// The user embedding layer of a history-input NeuMF: one row per movie
-/// (`[n_items × factors]` and `[n_items × mlp_dim]`, row-major).
+/// (`[n_items × factors]` and `[n_items × mlp_dim]`, row-major), and for a
+/// model reading both the id and the history, the free per-user rows
+/// (`[n_users × …]`) the history part is added to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserContext {
     pub gmf: Vec<f32>,
     pub mlp: Vec<f32>,
+    pub free: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl UserContext {
+    /// The per-user GMF and MLP tables of users reading `inputs`.
+    fn tables(&self, inputs: &Histories, factors: usize, mlp_dim: usize) -> (Vec<f32>, Vec<f32>) {
+        let (mut gmf, mut mlp) = match &self.free {
+            Some((g, m)) => (g.clone(), m.clone()),
+            None => (
+                vec![0.0; inputs.len() * factors],
+                vec![0.0; inputs.len() * mlp_dim],
+            ),
+        };
+        fold_into(&mut gmf, inputs, &self.gmf, factors);
+        fold_into(&mut mlp, inputs, &self.mlp, mlp_dim);
+        (gmf, mlp)
+    }
 }
 
 /// Each user's input feature vector as `(movie, weight)` pairs, the weights
@@ -58,16 +77,15 @@ pub fn history_inputs(seen: &[Vec<u32>], weights: &[Vec<f32>]) -> Histories {
         .collect()
 }
 
-/// `Σ weight · table[movie]` over each user's input: rows of width `dim`.
-fn fold(inputs: &Histories, table: &[f32], dim: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; inputs.len() * dim];
+/// Adds `Σ weight · table[movie]` over each user's input to their row of
+/// `out` (rows of width `dim`).
+fn fold_into(out: &mut [f32], inputs: &Histories, table: &[f32], dim: usize) {
     for (row, input) in out.chunks_mut(dim).zip(inputs) {
         for &(i, w) in input {
             let src = &table[i as usize * dim..(i as usize + 1) * dim];
             row.iter_mut().zip(src).for_each(|(o, s)| *o += w * s);
         }
     }
-    out
 }
 
 impl NeuMfWeights {
@@ -85,25 +103,23 @@ impl NeuMfWeights {
             return self.clone();
         };
         assert_eq!(inputs.len(), self.n_users, "one input per user");
+        let (gmf_user, mlp_user) = ctx.tables(inputs, self.factors, self.mlp_dim());
         NeuMfWeights {
-            gmf_user: fold(inputs, &ctx.gmf, self.factors),
-            mlp_user: fold(inputs, &ctx.mlp, self.mlp_dim()),
+            gmf_user,
+            mlp_user,
             ..self.clone()
         }
     }
 }
 
-/// NeuMF's user embedding layer.
-enum UserTower {
+/// NeuMF's user embedding layer: a user's GMF and MLP embeddings are the
+/// sum of the parts present (at least one).
+struct UserTower {
     /// One free row per user (`[n_users × dim]`).
-    Id { gmf: Var, mlp: Var },
+    free: Option<(Var, Var)>,
     /// One row per movie (`[n_items × dim]`), read through each user's
     /// weighted history.
-    History {
-        gmf: Var,
-        mlp: Var,
-        inputs: Histories,
-    },
+    history: Option<(Var, Var, Histories)>,
 }
 
 /// NeuMF as candle variables, trainable with candle's autodiff.
@@ -145,18 +161,27 @@ impl NeuMf {
 
     /// A freshly initialised network whose user embedding layer reads each
     /// user's weighted history (`inputs`, one per user): one embedding row
-    /// per movie, initialised as [`NeuMf::new`] initialises user rows.
+    /// per movie, initialised as [`NeuMf::new`] initialises user rows; with
+    /// `free_rows`, plus one free row per user, starting at zero.
     pub fn with_history(
         n_items: usize,
         factors: usize,
         layers: &[usize],
         seed: u64,
         inputs: Histories,
+        free_rows: bool,
     ) -> Result<Self> {
-        let mut w = Self::init(inputs.len(), n_items, n_items, factors, layers, seed);
+        let n_users = inputs.len();
+        let mut w = Self::init(n_users, n_items, n_items, factors, layers, seed);
         w.user_context = Some(UserContext {
             gmf: std::mem::take(&mut w.gmf_user),
             mlp: std::mem::take(&mut w.mlp_user),
+            free: free_rows.then(|| {
+                (
+                    vec![0.0; n_users * factors],
+                    vec![0.0; n_users * w.mlp_dim()],
+                )
+            }),
         });
         Self::reading(&w, inputs)
     }
@@ -169,18 +194,27 @@ impl NeuMf {
             .user_context
             .as_ref()
             .ok_or_else(|| candle_core::Error::Msg("not a history-input model".into()))?;
+        let dev = Device::Cpu;
+        let (f, d) = (w.factors, w.mlp_dim());
+        let var = |data: &[f32], rows: usize, dim: usize| Var::from_slice(data, (rows, dim), &dev);
+        let free = match &ctx.free {
+            Some((g, m)) => Some((var(g, inputs.len(), f)?, var(m, inputs.len(), d)?)),
+            None => None,
+        };
+        let history = Some((
+            var(&ctx.gmf, w.n_items, f)?,
+            var(&ctx.mlp, w.n_items, d)?,
+            inputs,
+        ));
         let net = Self::from_weights(&NeuMfWeights {
-            n_users: inputs.len(),
-            gmf_user: ctx.gmf.clone(),
-            mlp_user: ctx.mlp.clone(),
+            gmf_user: Vec::new(),
+            mlp_user: Vec::new(),
             user_context: None,
             ..w.clone()
         })?;
-        let UserTower::Id { gmf, mlp } = net.user else {
-            unreachable!("from_weights builds free user rows")
-        };
         Ok(NeuMf {
-            user: UserTower::History { gmf, mlp, inputs },
+            n_users: w.n_users,
+            user: UserTower { free, history },
             ..net
         })
     }
@@ -252,9 +286,12 @@ impl NeuMf {
             n_items: w.n_items,
             factors: w.factors,
             layers: w.layers.clone(),
-            user: UserTower::Id {
-                gmf: var(&w.gmf_user, (rows, w.factors))?,
-                mlp: var(&w.mlp_user, (rows, d))?,
+            user: UserTower {
+                free: Some((
+                    var(&w.gmf_user, (rows, w.factors))?,
+                    var(&w.mlp_user, (rows, d))?,
+                )),
+                history: None,
             },
             gmf_item: var(&w.gmf_item, (w.n_items, w.factors))?,
             mlp_item: var(&w.mlp_item, (w.n_items, d))?,
@@ -269,19 +306,22 @@ impl NeuMf {
     /// model's per-user tables are folded in from its training inputs.
     pub fn weights(&self) -> Result<NeuMfWeights> {
         let flat = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
-        let (gmf_user, mlp_user, user_context) = match &self.user {
-            UserTower::Id { gmf, mlp } => (flat(gmf)?, flat(mlp)?, None),
-            UserTower::History { gmf, mlp, inputs } => {
+        let free = match &self.user.free {
+            Some((g, m)) => Some((flat(g)?, flat(m)?)),
+            None => None,
+        };
+        let (gmf_user, mlp_user, user_context) = match (&self.user.history, free) {
+            (None, Some((g, m))) => (g, m, None),
+            (Some((gmf, mlp, inputs)), free) => {
                 let ctx = UserContext {
                     gmf: flat(gmf)?,
                     mlp: flat(mlp)?,
+                    free,
                 };
-                (
-                    fold(inputs, &ctx.gmf, self.factors),
-                    fold(inputs, &ctx.mlp, self.layers[0] / 2),
-                    Some(ctx),
-                )
+                let (g, m) = ctx.tables(inputs, self.factors, self.layers[0] / 2);
+                (g, m, Some(ctx))
             }
+            (None, None) => unreachable!("a user tower has a part"),
         };
         Ok(NeuMfWeights {
             n_users: self.n_users,
@@ -305,13 +345,19 @@ impl NeuMf {
 
     /// Every trainable variable, for the optimiser.
     pub fn vars(&self) -> Vec<Var> {
-        let (UserTower::Id { gmf, mlp } | UserTower::History { gmf, mlp, .. }) = &self.user;
-        let mut v = vec![
-            gmf.clone(),
-            self.gmf_item.clone(),
-            mlp.clone(),
-            self.mlp_item.clone(),
-        ];
+        let mut v = vec![self.gmf_item.clone(), self.mlp_item.clone()];
+        let history = self.user.history.as_ref().map(|(g, m, _)| (g, m));
+        for (g, m) in self
+            .user
+            .free
+            .as_ref()
+            .map(|(g, m)| (g, m))
+            .into_iter()
+            .chain(history)
+        {
+            v.push(g.clone());
+            v.push(m.clone());
+        }
         for (w, b) in &self.dense {
             v.push(w.clone());
             v.push(b.clone());
@@ -334,52 +380,62 @@ impl NeuMf {
         users: &[u32],
         keep: &mut dyn FnMut(usize, u32) -> bool,
     ) -> Result<(Tensor, Tensor)> {
-        match &self.user {
-            UserTower::Id { gmf, mlp } => {
+        let free = match &self.user.free {
+            Some((gmf, mlp)) => {
                 let u = Tensor::from_slice(users, users.len(), &self.device)?;
-                Ok((
+                Some((
                     gmf.as_tensor().index_select(&u, 0)?,
                     mlp.as_tensor().index_select(&u, 0)?,
                 ))
             }
-            UserTower::History { gmf, mlp, inputs } => {
-                let n = self.n_items;
-                let mut x = vec![0.0f32; users.len() * n];
-                for (r, (row, &u)) in x.chunks_mut(n).zip(users).enumerate() {
-                    let (mut norm, mut dropped) = (0.0f32, false);
-                    for &(i, w) in &inputs[u as usize] {
-                        if keep(r, i) {
-                            row[i as usize] = w;
-                            norm += w * w;
-                        } else {
-                            dropped = true;
-                        }
-                    }
-                    if dropped && norm > 0.0 {
-                        let k = norm.sqrt().recip();
-                        row.iter_mut().for_each(|v| *v *= k);
-                    }
+            None => None,
+        };
+        let Some((gmf, mlp, inputs)) = &self.user.history else {
+            return Ok(free.expect("a user tower has a part"));
+        };
+        let n = self.n_items;
+        let mut x = vec![0.0f32; users.len() * n];
+        for (r, (row, &u)) in x.chunks_mut(n).zip(users).enumerate() {
+            let (mut norm, mut dropped) = (0.0f32, false);
+            for &(i, w) in &inputs[u as usize] {
+                if keep(r, i) {
+                    row[i as usize] = w;
+                    norm += w * w;
+                } else {
+                    dropped = true;
                 }
-                let x = Tensor::from_vec(x, (users.len(), n), &self.device)?;
-                Ok((x.matmul(gmf.as_tensor())?, x.matmul(mlp.as_tensor())?))
             }
+            if dropped && norm > 0.0 {
+                let k = norm.sqrt().recip();
+                row.iter_mut().for_each(|v| *v *= k);
+            }
+        }
+        let x = Tensor::from_vec(x, (users.len(), n), &self.device)?;
+        let (g, m) = (x.matmul(gmf.as_tensor())?, x.matmul(mlp.as_tensor())?);
+        match free {
+            Some((fg, fm)) => Ok(((fg + g)?, (fm + m)?)),
+            None => Ok((g, m)),
         }
     }
 
-    /// The squared norm the L2 penalty of one batch counts: the batch's free
-    /// user rows, or a `share` of a history-input model's movie rows, plus a
-    /// `share` of the item embeddings (every item is in every batch of the
-    /// softmax objective, so their penalty is spread over an epoch).
-    pub fn penalty(&self, gu: &Tensor, mu: &Tensor, share: f64) -> Result<Tensor> {
-        let items = (self.gmf_item.as_tensor().sqr()?.sum_all()?
-            + self.mlp_item.as_tensor().sqr()?.sum_all()?)?;
-        let users = match &self.user {
-            UserTower::Id { .. } => (gu.sqr()?.sum_all()? + mu.sqr()?.sum_all()?)?,
-            UserTower::History { gmf, mlp, .. } => {
-                ((gmf.as_tensor().sqr()?.sum_all()? + mlp.as_tensor().sqr()?.sum_all()?)? * share)?
-            }
-        };
-        users + (items * share)?
+    /// The squared norm the L2 penalty of one batch counts: the free rows
+    /// of the batch's `users`, and a `share` of the movie rows (a
+    /// history-input model's and the item embeddings: every movie is in every
+    /// batch of the softmax objective, so their penalty is spread over an
+    /// epoch).
+    pub fn penalty(&self, users: &[u32], share: f64) -> Result<Tensor> {
+        let sq = |v: &Var| v.as_tensor().sqr()?.sum_all();
+        let mut movies = (sq(&self.gmf_item)? + sq(&self.mlp_item)?)?;
+        if let Some((g, m, _)) = &self.user.history {
+            movies = ((movies + sq(g)?)? + sq(m)?)?;
+        }
+        let mut total = (movies * share)?;
+        if let Some((g, m)) = &self.user.free {
+            let u = Tensor::from_slice(users, users.len(), &self.device)?;
+            let rows = |v: &Var| v.as_tensor().index_select(&u, 0)?.sqr()?.sum_all();
+            total = ((total + rows(g)?)? + rows(m)?)?;
+        }
+        Ok(total)
     }
 
     /// Logits for aligned per-sample user embeddings and `items`.
@@ -598,7 +654,7 @@ mod tests {
     #[test]
     fn a_history_input_model_folds_into_per_user_tables_served_alike() {
         let inputs = toy_inputs();
-        let net = NeuMf::with_history(6, 3, &[4, 4, 2], 9, inputs.clone()).unwrap();
+        let net = NeuMf::with_history(6, 3, &[4, 4, 2], 9, inputs.clone(), false).unwrap();
         let w = net.weights().unwrap();
         let ctx = w.user_context.clone().expect("history model");
         assert_eq!((ctx.gmf.len(), w.gmf_user.len()), (6 * 3, 4 * 3));
@@ -653,9 +709,56 @@ mod tests {
     }
 
     #[test]
+    fn an_id_and_history_model_adds_its_free_rows_to_the_folded_history() {
+        let inputs = toy_inputs();
+        let net = NeuMf::with_history(6, 3, &[4, 4, 2], 9, inputs.clone(), true).unwrap();
+        let mut w = net.weights().unwrap();
+        let ctx = w.user_context.as_mut().unwrap();
+        let (free_gmf, free_mlp) = ctx.free.as_mut().expect("free rows");
+        // The free rows start at zero: the model starts as the history model.
+        assert!(free_gmf.iter().chain(free_mlp.iter()).all(|v| *v == 0.0));
+        free_gmf
+            .iter_mut()
+            .enumerate()
+            .for_each(|(k, v)| *v = 0.1 * k as f32);
+        free_mlp
+            .iter_mut()
+            .enumerate()
+            .for_each(|(k, v)| *v = -0.05 * k as f32);
+        let folded = w.fold_in(&inputs);
+        let ctx = w.user_context.as_ref().unwrap();
+        // User 1's GMF row: its free row plus movies 1 and 2's rows.
+        for d in 0..3 {
+            let hist: f32 = inputs[1]
+                .iter()
+                .map(|&(i, x)| x * ctx.gmf[i as usize * 3 + d])
+                .sum();
+            let want = 0.1 * (3 + d) as f32 + hist;
+            assert!((folded.gmf_user[3 + d] - want).abs() < 1e-6);
+        }
+        // User 3 has no history: their rows are the free rows alone.
+        assert_eq!(folded.mlp_user[6..8], [-0.3, -0.35]);
+        let network = NeuMf::reading(&w, inputs).unwrap();
+        let served = NeuMf::from_weights(&folded).unwrap();
+        let items: Vec<u32> = (0..6).collect();
+        for u in 0..4 {
+            let (a, b) = (
+                network.predict(u, &items).unwrap(),
+                served.predict(u, &items).unwrap(),
+            );
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+                "{a:?} {b:?}"
+            );
+        }
+        // Training reaches the free rows: the optimiser holds them.
+        assert_eq!(network.vars().len(), 4 + 2 + 2 * 2 + 2);
+    }
+
+    #[test]
     fn dropped_input_movies_are_left_out_and_the_rest_renormalised() {
         let inputs = toy_inputs();
-        let net = NeuMf::with_history(6, 3, &[4, 4, 2], 2, inputs.clone()).unwrap();
+        let net = NeuMf::with_history(6, 3, &[4, 4, 2], 2, inputs.clone(), true).unwrap();
         // Drop movie 2 of user 0 (row 0) and nothing of user 1 (row 1).
         let (gu, mu) = net
             .user_vectors(&[0, 1], &mut |r, i| !(r == 0 && i == 2))

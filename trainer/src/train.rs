@@ -3,7 +3,7 @@
 //! early stopping, and a progress bar per epoch.
 
 use crate::model::{bce_with_logits, history_inputs, labels, Histories, NeuMf, NeuMfWeights};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -79,17 +79,30 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
     if !(0.0..=2.0).contains(&hp.popularity_negatives) {
         return bad("--popularity-negatives must be from 0 (uniform) to 2");
     }
-    if hp.loss == Loss::Softmax && hp.popularity_negatives > 0.0 {
-        return bad("--popularity-negatives applies to --loss bce (softmax scores every item)");
+    if hp.loss.whole_catalogue() && hp.popularity_negatives > 0.0 {
+        return bad(
+            "--popularity-negatives applies to --loss bce (softmax and squared score every item)",
+        );
     }
     if !(hp.recency_half_life >= 0.0 && hp.recency_half_life.is_finite()) {
         return bad("--recency-half-life must be non-negative");
     }
     if hp.loss == Loss::Bce && hp.recency_half_life > 0.0 {
-        return bad("--recency-half-life applies to --loss softmax");
+        return bad("--recency-half-life applies to --loss softmax or squared");
     }
-    if hp.user_input == UserInput::History && hp.loss != Loss::Softmax {
-        return bad("--user-input history needs --loss softmax");
+    if hp.user_input != UserInput::Id && !hp.loss.whole_catalogue() {
+        return bad("--user-input history and id+history need --loss softmax or squared");
+    }
+    if !(hp.positive_weight >= 0.0 && hp.positive_weight.is_finite()) {
+        return bad("--positive-weight must be non-negative");
+    }
+    if hp.loss != Loss::Squared && hp.positive_weight > 0.0 {
+        return bad("--positive-weight applies to --loss squared");
+    }
+    if hp.loss == Loss::Squared && (hp.dropped_targets || hp.young_account_days > 0) {
+        // Both leave some of a user's movies out of the targets, which the
+        // squared loss would regress to 0 as unwatched.
+        return bad("--dropped-targets and --young-account-days apply to --loss bce or softmax");
     }
     if !(hp.history_half_life >= 0.0 && hp.history_half_life.is_finite()) {
         return bad("--history-half-life must be non-negative");
@@ -98,7 +111,9 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
         return bad("--input-dropout must be from 0 to below 1");
     }
     if hp.user_input == UserInput::Id && (hp.history_half_life > 0.0 || hp.input_dropout > 0.0) {
-        return bad("--history-half-life and --input-dropout apply to --user-input history");
+        return bad(
+            "--history-half-life and --input-dropout apply to --user-input history or id+history",
+        );
     }
     if !(0.0..=1.0).contains(&hp.young_account_weight) {
         return bad("--young-account-weight must be from 0 to 1");
@@ -106,8 +121,6 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Trains NeuMF on `train` and keeps the epoch with the best validation HR@10.
-/// Without a validation set it runs `hp.epochs` epochs and keeps the last.
 /// Builds each epoch's samples: every positive (young accounts' kept with
 /// probability `young_account_weight`) followed by `negatives` items the
 /// user never interacted with, drawn uniformly or ∝ (popularity + 1)^β.
@@ -277,11 +290,30 @@ fn log_softmax_rows(x: &Tensor) -> candle_core::Result<Tensor> {
     diff.broadcast_sub(&diff.exp()?.sum_keepdim(1)?.log()?)
 }
 
-/// One epoch of the softmax objective: batches of `hp.batch_size` users, each
-/// user's positives scored against the whole catalogue; returns the mean
-/// negative log-likelihood per positive.
+/// A batch's summed loss of a whole-catalogue objective, from its logits
+/// and targets (`[b × n_items]`; a movie's target is its weight, 0 for
+/// unwatched): softmax, −Σ target · log softmax(logits); squared,
+/// Σ (1 + α·target) (logit − [target > 0])².
+fn catalogue_loss(
+    hp: &HyperParams,
+    logits: &Tensor,
+    targets: &Tensor,
+) -> candle_core::Result<Tensor> {
+    match hp.loss {
+        Loss::Squared => {
+            let observed = targets.gt(0.0)?.to_dtype(DType::F32)?;
+            let confidence = ((targets * hp.positive_weight)? + 1.0)?;
+            ((logits - observed)?.sqr()? * confidence)?.sum_all()
+        }
+        Loss::Softmax | Loss::Bce => (log_softmax_rows(logits)? * targets)?.sum_all()?.neg(),
+    }
+}
+
+/// One epoch of a whole-catalogue objective (softmax or squared): batches
+/// of `hp.batch_size` users, each user's positives scored against the whole
+/// catalogue; returns the mean loss per (weighted) positive.
 #[allow(clippy::too_many_arguments)]
-fn softmax_epoch(
+fn catalogue_epoch(
     model: &NeuMf,
     opt: &mut AdamW,
     seen: &[Vec<u32>],
@@ -336,12 +368,12 @@ fn softmax_epoch(
         }
         let targets = Tensor::from_slice(&y, (chunk.len(), n_items), &dev)?;
         let logits = model.forward_all(&gu, &mu)?;
-        let nll = (log_softmax_rows(&logits)? * targets)?.sum_all()?.neg()?;
-        loss_sum += nll.to_scalar::<f32>()? as f64;
+        let total = catalogue_loss(hp, &logits, &targets)?;
+        loss_sum += total.to_scalar::<f32>()? as f64;
         n_pos += count;
-        let mut loss = (nll / count)?;
+        let mut loss = (total / count)?;
         if hp.l2 > 0.0 {
-            let reg = model.penalty(&gu, &mu, chunk.len() as f64 / n_users as f64)?;
+            let reg = model.penalty(chunk, chunk.len() as f64 / n_users as f64)?;
             loss = (loss + (reg * (hp.l2 / chunk.len() as f64))?)?;
         }
         opt.backward_step(&loss)?;
@@ -352,6 +384,8 @@ fn softmax_epoch(
     Ok(loss_sum / n_pos.max(f64::MIN_POSITIVE))
 }
 
+/// Trains NeuMF on `train` and keeps the epoch with the best validation HR@10.
+/// Without a validation set it runs `hp.epochs` epochs and keeps the last.
 pub fn train(
     n_users: usize,
     n_items: usize,
@@ -366,12 +400,13 @@ pub fn train(
     }
     let model = match hp.user_input {
         UserInput::Id => NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?,
-        UserInput::History => NeuMf::with_history(
+        UserInput::History | UserInput::IdHistory => NeuMf::with_history(
             n_items,
             hp.factors,
             &hp.layers,
             hp.seed,
             user_inputs(n_users, train, hp),
+            hp.user_input == UserInput::IdHistory,
         )?,
     };
     let mut opt = AdamW::new(
@@ -396,7 +431,7 @@ pub fn train(
     // Buffers of the log loss's samples (the softmax objective needs none).
     let n_samples = match hp.loss {
         Loss::Bce => positives.len() * per_pos,
-        Loss::Softmax => 0,
+        Loss::Softmax | Loss::Squared => 0,
     };
     let (mut us, mut is, mut ys) = (
         Vec::with_capacity(n_samples),
@@ -405,7 +440,7 @@ pub fn train(
     );
     let mut order: Vec<usize> = (0..n_samples).collect();
     let weights = match hp.loss {
-        Loss::Softmax => recency_weights(&seen, train, hp.recency_half_life),
+        Loss::Softmax | Loss::Squared => recency_weights(&seen, train, hp.recency_half_life),
         Loss::Bce => Vec::new(),
     };
     let mut users: Vec<u32> = (0..n_users as u32)
@@ -459,9 +494,9 @@ pub fn train(
                 bar.finish_and_clear();
                 loss_sum / us.len() as f64
             }
-            Loss::Softmax => {
+            Loss::Softmax | Loss::Squared => {
                 let bar = epoch_bar(progress, users.len().div_ceil(hp.batch_size), epoch);
-                let loss = softmax_epoch(
+                let loss = catalogue_epoch(
                     &model, &mut opt, &seen, &weights, &mut users, &sampler, hp, &mut rng, &bar,
                 )?;
                 bar.finish_and_clear();
@@ -573,6 +608,35 @@ mod sampler_tests {
         assert!((p[0] - 151.0 / 210.0).abs() < 0.01, "{p:?}");
         assert!((p[1] - 51.0 / 210.0).abs() < 0.01, "{p:?}");
         assert!((p[9] - 1.0 / 210.0).abs() < 0.002, "{p:?}");
+    }
+
+    #[test]
+    fn catalogue_losses_worked_by_hand() {
+        let dev = candle_core::Device::Cpu;
+        let logits = Tensor::new(&[[0.5f32, -1.0, 2.0], [0.0, 0.0, 0.0]], &dev).unwrap();
+        let targets = Tensor::new(&[[1.0f32, 0.0, 0.5], [0.0, 2.0, 0.0]], &dev).unwrap();
+        let loss = |hp: HyperParams| {
+            catalogue_loss(&hp, &logits, &targets)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        // Squared, α = 2: 3·0.25 + 1·1 + 2·1, then 1·0 + 5·1 + 1·0.
+        let squared = HyperParams {
+            loss: Loss::Squared,
+            positive_weight: 2.0,
+            ..HyperParams::default()
+        };
+        assert!((loss(squared) - 8.75).abs() < 1e-5);
+        // Softmax: row 1 −(1·ln p₀ + 0.5·ln p₂), row 2 −2·ln(1/3).
+        let e = [0.5f64.exp(), (-1f64).exp(), 2f64.exp()];
+        let z: f64 = e.iter().sum();
+        let want = -((e[0] / z).ln() + 0.5 * (e[2] / z).ln()) + 2.0 * 3f64.ln();
+        let softmax = HyperParams {
+            loss: Loss::Softmax,
+            ..HyperParams::default()
+        };
+        assert!((loss(softmax) - want).abs() < 1e-5, "{want}");
     }
 
     #[test]

@@ -227,9 +227,28 @@ fn bad_hyper_parameters_are_named() {
             HyperParams {
                 user_input: UserInput::History,
                 history_half_life: f64::NAN,
-                ..softmax
+                ..softmax.clone()
             },
             "--history-half-life",
+        ),
+        // WMF's confidence weight belongs to the squared loss, which cannot
+        // leave a watched movie out of the targets.
+        (
+            HyperParams {
+                positive_weight: 5.0,
+                ..softmax
+            },
+            "--positive-weight",
+        ),
+        (
+            HyperParams {
+                loss: Loss::Squared,
+                user_input: UserInput::History,
+                input_dropout: 0.5,
+                dropped_targets: true,
+                ..quick(1)
+            },
+            "--dropped-targets",
         ),
     ] {
         let e = publish(&reg, &ds, hp, None, false)
@@ -304,4 +323,27 @@ fn history_input_training_beats_popularity_served_from_all_training_movies() {
             .fold(0f32, f32::max);
         assert!(worst < 1e-5, "user {u}: {worst}");
     }
+}
+
+#[test]
+fn squared_loss_training_beats_popularity_through_the_exported_model() {
+    let (_dir, reg, ds) = fixture();
+    let hp = HyperParams {
+        loss: Loss::Squared,
+        positive_weight: 5.0,
+        batch_size: 32,
+        learning_rate: 0.01,
+        epochs: 30,
+        patience: 5,
+        ..quick(4)
+    };
+    let out = publish(&reg, &ds, hp, Some("q1".into()), false).unwrap();
+    beats_popularity(&out.test);
+    let m = reg.fetch("q1").unwrap().manifest;
+    assert_eq!(
+        (m.hyperparameters.loss, m.hyperparameters.positive_weight),
+        (Loss::Squared, 5.0)
+    );
+    let losses: Vec<f64> = out.trained.epochs.iter().map(|e| e.loss).collect();
+    assert!(losses.last() < losses.first(), "{losses:?}");
 }
