@@ -3,7 +3,7 @@
 //! early stopping, and a progress bar per epoch.
 
 use crate::model::{bce_with_logits, history_inputs, labels, Histories, NeuMf, NeuMfWeights};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -98,11 +98,6 @@ pub fn validate(hp: &HyperParams) -> Result<(), TrainError> {
     }
     if hp.loss != Loss::Squared && hp.positive_weight > 0.0 {
         return bad("--positive-weight applies to --loss squared");
-    }
-    if hp.loss == Loss::Squared && (hp.dropped_targets || hp.young_account_days > 0) {
-        // Both leave some of a user's movies out of the targets, which the
-        // squared loss would regress to 0 as unwatched.
-        return bad("--dropped-targets and --young-account-days apply to --loss bce or softmax");
     }
     if !(hp.history_half_life >= 0.0 && hp.history_half_life.is_finite()) {
         return bad("--history-half-life must be non-negative");
@@ -290,23 +285,74 @@ fn log_softmax_rows(x: &Tensor) -> candle_core::Result<Tensor> {
     diff.broadcast_sub(&diff.exp()?.sum_keepdim(1)?.log()?)
 }
 
-/// A batch's summed loss of a whole-catalogue objective, from its logits
-/// and targets (`[b × n_items]`; a movie's target is its weight, 0 for
-/// unwatched): softmax, −Σ target · log softmax(logits); squared,
-/// Σ (1 + α·target) (logit − [target > 0])².
+/// A batch's summed loss of a whole-catalogue objective, from `[b × n_items]`
+/// tensors: the logits, each target's weight (0 elsewhere), 1 where a movie
+/// is a target, and 1 where a cell is scored at all. Softmax:
+/// −Σ weight · log softmax(logits); squared:
+/// Σ scored · (1 + α·weight) (logit − target)².
 fn catalogue_loss(
     hp: &HyperParams,
     logits: &Tensor,
-    targets: &Tensor,
+    weights: &Tensor,
+    observed: &Tensor,
+    counted: &Tensor,
 ) -> candle_core::Result<Tensor> {
     match hp.loss {
         Loss::Squared => {
-            let observed = targets.gt(0.0)?.to_dtype(DType::F32)?;
-            let confidence = ((targets * hp.positive_weight)? + 1.0)?;
+            let confidence = (((weights * hp.positive_weight)? + 1.0)? * counted)?;
             ((logits - observed)?.sqr()? * confidence)?.sum_all()
         }
-        Loss::Softmax | Loss::Bce => (log_softmax_rows(logits)? * targets)?.sum_all()?.neg(),
+        Loss::Softmax | Loss::Bce => (log_softmax_rows(logits)? * weights)?.sum_all()?.neg(),
     }
+}
+
+/// Fills a batch's `[b × n_items]` target buffers for [`catalogue_loss`]
+/// (weights, target indicator, scored indicator) and returns the summed
+/// target weight. Each user's movies are targets at their `weights`; with
+/// `only_dropped`, only the movies `dropped` from the input are. A movie left
+/// out of the targets (still in the input, or a young account's positive
+/// skipped this epoch) is not scored at all, rather than taken as unwatched.
+#[allow(clippy::too_many_arguments)]
+fn batch_targets(
+    users: &[u32],
+    seen: &[Vec<u32>],
+    weights: &[Vec<f32>],
+    dropped: &[(usize, u32)],
+    sampler: &Sampler,
+    only_dropped: bool,
+    rng: &mut ChaCha8Rng,
+    (y, observed, counted): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
+) -> f64 {
+    let n_items = sampler.n_items;
+    let cells = users.len() * n_items;
+    for (buf, v) in [(&mut *y, 0.0), (&mut *observed, 0.0), (&mut *counted, 1.0)] {
+        buf.clear();
+        buf.resize(cells, v);
+    }
+    let mut count = 0.0f64;
+    for (r, &u) in users.iter().enumerate() {
+        for (&i, &w) in seen[u as usize].iter().zip(&weights[u as usize]) {
+            let k = r * n_items + i as usize;
+            y[k] = w;
+            if !only_dropped && sampler.keep(u, rng) {
+                observed[k] = 1.0;
+                count += w as f64;
+            } else {
+                counted[k] = 0.0;
+            }
+        }
+    }
+    if only_dropped {
+        for &(r, i) in dropped {
+            let k = r * n_items + i as usize;
+            if sampler.keep(users[r], rng) {
+                (observed[k], counted[k]) = (1.0, 1.0);
+                count += y[k] as f64;
+            }
+        }
+    }
+    y.iter_mut().zip(observed.iter()).for_each(|(w, o)| *w *= o);
+    count
 }
 
 /// One epoch of a whole-catalogue objective (softmax or squared): batches
@@ -327,7 +373,7 @@ fn catalogue_epoch(
     let dev = model.device().clone();
     let (n_users, n_items) = (model.n_users, model.n_items);
     users.shuffle(rng);
-    let mut y = Vec::new();
+    let (mut y, mut observed, mut counted) = (Vec::new(), Vec::new(), Vec::new());
     let (mut loss_sum, mut n_pos) = (0.0f64, 0.0f64);
     let mut dropped = Vec::new();
     for (b, chunk) in users.chunks(hp.batch_size).enumerate() {
@@ -340,35 +386,29 @@ fn catalogue_epoch(
             }
             keep
         })?;
-        y.clear();
-        y.resize(chunk.len() * n_items, 0.0f32);
-        let mut count = 0.0f64;
-        for (r, &u) in chunk.iter().enumerate() {
-            for (&i, &w) in seen[u as usize].iter().zip(&weights[u as usize]) {
-                if sampler.keep(u, rng) {
-                    y[r * n_items + i as usize] = w;
-                    count += w as f64;
-                }
-            }
-        }
-        if hp.dropped_targets {
-            // Only what the input lacks is predicted.
-            let mut only = vec![0.0f32; y.len()];
-            count = 0.0;
-            for &(r, i) in &dropped {
-                let k = r * n_items + i as usize;
-                only[k] = y[k];
-                count += y[k] as f64;
-            }
-            y = only;
-        }
+        let count = batch_targets(
+            chunk,
+            seen,
+            weights,
+            &dropped,
+            sampler,
+            hp.dropped_targets,
+            rng,
+            (&mut y, &mut observed, &mut counted),
+        );
         bar.inc(1);
         if count == 0.0 {
             continue;
         }
-        let targets = Tensor::from_slice(&y, (chunk.len(), n_items), &dev)?;
+        let shape = (chunk.len(), n_items);
         let logits = model.forward_all(&gu, &mu)?;
-        let total = catalogue_loss(hp, &logits, &targets)?;
+        let total = catalogue_loss(
+            hp,
+            &logits,
+            &Tensor::from_slice(&y, shape, &dev)?,
+            &Tensor::from_slice(&observed, shape, &dev)?,
+            &Tensor::from_slice(&counted, shape, &dev)?,
+        )?;
         loss_sum += total.to_scalar::<f32>()? as f64;
         n_pos += count;
         let mut loss = (total / count)?;
@@ -569,6 +609,7 @@ pub fn train(
 #[cfg(test)]
 mod sampler_tests {
     use super::*;
+    use candle_core::DType;
 
     fn x(user: u32, item: u32, ts: i64) -> Interaction {
         Interaction {
@@ -611,12 +652,54 @@ mod sampler_tests {
     }
 
     #[test]
+    fn batch_targets_score_only_what_is_predicted() {
+        // User 0 watched movies 0, 2, 3 (weights 1, 0.5, 0.25); user 1 movie 1.
+        let seen = vec![vec![0u32, 2, 3], vec![1]];
+        let weights = vec![vec![1.0f32, 0.5, 0.25], vec![1.0]];
+        let train: Vec<Interaction> = [(0, 0), (0, 2), (0, 3), (1, 1)]
+            .iter()
+            .map(|&(u, i)| x(u, i, 0))
+            .collect();
+        let sampler = Sampler::new(2, 5, &train, &HyperParams::default());
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (mut y, mut obs, mut counted) = (Vec::new(), Vec::new(), Vec::new());
+        let mut fill = |only: bool, dropped: &[(usize, u32)]| {
+            let c = batch_targets(
+                &[0, 1],
+                &seen,
+                &weights,
+                dropped,
+                &sampler,
+                only,
+                &mut rng,
+                (&mut y, &mut obs, &mut counted),
+            );
+            (c, y.clone(), obs.clone(), counted.clone())
+        };
+        // Every watched movie is a target; every cell is scored.
+        let (c, y1, o1, s1) = fill(false, &[(0, 2)]);
+        assert_eq!(c, 2.75);
+        assert_eq!(y1, [1.0, 0.0, 0.5, 0.25, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(o1, [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+        assert!(s1.iter().all(|v| *v == 1.0));
+        // Only the dropped movie 2 is predicted; movies 0 and 3, still in the
+        // input, are not scored (nor is user 1's, nothing of theirs dropped).
+        let (c, y2, o2, s2) = fill(true, &[(0, 2)]);
+        assert_eq!(c, 0.5);
+        assert_eq!(y2, [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(o2, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(s2, [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
+    }
+
+    #[test]
     fn catalogue_losses_worked_by_hand() {
         let dev = candle_core::Device::Cpu;
         let logits = Tensor::new(&[[0.5f32, -1.0, 2.0], [0.0, 0.0, 0.0]], &dev).unwrap();
         let targets = Tensor::new(&[[1.0f32, 0.0, 0.5], [0.0, 2.0, 0.0]], &dev).unwrap();
-        let loss = |hp: HyperParams| {
-            catalogue_loss(&hp, &logits, &targets)
+        let observed = targets.gt(0.0).unwrap().to_dtype(DType::F32).unwrap();
+        let all = observed.ones_like().unwrap();
+        let loss = |hp: &HyperParams, counted: &Tensor| {
+            catalogue_loss(hp, &logits, &targets, &observed, counted)
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap() as f64
@@ -627,7 +710,10 @@ mod sampler_tests {
             positive_weight: 2.0,
             ..HyperParams::default()
         };
-        assert!((loss(squared) - 8.75).abs() < 1e-5);
+        assert!((loss(&squared, &all) - 8.75).abs() < 1e-5);
+        // A cell not scored (the first row's third movie) adds nothing.
+        let counted = Tensor::new(&[[1.0f32, 1.0, 0.0], [1.0, 1.0, 1.0]], &dev).unwrap();
+        assert!((loss(&squared, &counted) - 6.75).abs() < 1e-5);
         // Softmax: row 1 −(1·ln p₀ + 0.5·ln p₂), row 2 −2·ln(1/3).
         let e = [0.5f64.exp(), (-1f64).exp(), 2f64.exp()];
         let z: f64 = e.iter().sum();
@@ -636,7 +722,7 @@ mod sampler_tests {
             loss: Loss::Softmax,
             ..HyperParams::default()
         };
-        assert!((loss(softmax) - want).abs() < 1e-5, "{want}");
+        assert!((loss(&softmax, &all) - want).abs() < 1e-5, "{want}");
     }
 
     #[test]

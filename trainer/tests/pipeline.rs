@@ -231,24 +231,13 @@ fn bad_hyper_parameters_are_named() {
             },
             "--history-half-life",
         ),
-        // WMF's confidence weight belongs to the squared loss, which cannot
-        // leave a watched movie out of the targets.
+        // WMF's confidence weight belongs to the squared loss.
         (
             HyperParams {
                 positive_weight: 5.0,
                 ..softmax
             },
             "--positive-weight",
-        ),
-        (
-            HyperParams {
-                loss: Loss::Squared,
-                user_input: UserInput::History,
-                input_dropout: 0.5,
-                dropped_targets: true,
-                ..quick(1)
-            },
-            "--dropped-targets",
         ),
     ] {
         let e = publish(&reg, &ds, hp, None, false)
