@@ -1,6 +1,7 @@
 //! Serving cost of the exported NeuMF graph: scoring the whole catalogue for one
 //! user through ONNX Runtime (`ort`), at the catalogue sizes of ML-100K (1,682),
-//! ML-1M implicit (3,043) and ML-1M (3,706), with the default hyper-parameters.
+//! ML-1M implicit (3,043) and ML-1M (3,706), with the default hyper-parameters,
+//! and at 3,043 items with 256 predictive factors (README's ML-1M quality run).
 //! Besides criterion's estimate, prints the median and p99 over 1,000 users.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -10,9 +11,9 @@ use std::time::Instant;
 use trainer::export::export_onnx;
 use trainer::NeuMf;
 
-fn model(users: usize, items: usize) -> OnnxModel {
+fn model(users: usize, items: usize, factors: usize) -> OnnxModel {
     let hp = HyperParams::default();
-    let w = NeuMf::new(users, items, hp.factors, &hp.layers, 7)
+    let w = NeuMf::new(users, items, factors, &hp.layers, 7)
         .unwrap()
         .weights()
         .unwrap();
@@ -38,13 +39,24 @@ fn percentiles(m: &OnnxModel, users: usize) -> (f64, f64) {
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("score_full_catalogue");
-    for (users, items) in [(943, 1682), (6022, 3043), (6040, 3706)] {
-        let m = model(users, items);
+    let f = HyperParams::default().factors;
+    for (users, items, factors) in [
+        (943, 1682, f),
+        (6022, 3043, f),
+        (6040, 3706, f),
+        (6022, 3043, 256),
+    ] {
+        let m = model(users, items, factors);
         let (p50, p99) = percentiles(&m, users);
-        eprintln!("items={items}: 1,000 users, p50 {p50:.1} µs, p99 {p99:.1} µs");
+        eprintln!("items={items} factors={factors}: 1,000 users, p50 {p50:.1} µs, p99 {p99:.1} µs");
         let mut out = Vec::new();
         let mut u = 0u32;
-        g.bench_function(format!("items_{items}"), |b| {
+        let name = if factors == f {
+            format!("items_{items}")
+        } else {
+            format!("items_{items}_factors_{factors}")
+        };
+        g.bench_function(name, |b| {
             b.iter(|| {
                 u = (u + 1) % users as u32;
                 m.score(u, &mut out).unwrap();
