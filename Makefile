@@ -50,6 +50,7 @@ test: lint cfn unit
 ## bench: criterion benchmarks (graph scoring cost; recommend handler in process; ingest parse+validate+Parquet; audit computation)
 bench: setup
 	cargo bench -p movie-recs-trainer --bench scoring
+	cargo bench -p movie-recs-trainer --bench tower
 	cargo bench -p movie-recs-cli --bench recommend
 	cargo bench -p movie-recs-shared --bench ingest
 	cargo bench -p movie-recs-shared --bench audit

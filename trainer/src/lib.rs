@@ -7,6 +7,7 @@ pub mod model;
 mod onnx_proto;
 pub mod pipeline;
 pub mod simulate;
+pub mod tower;
 pub mod tradeoff;
 pub mod train;
 

@@ -8,6 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use shared::domain::eval::{ScoreError, Scorer};
 
+use crate::tower::PairTower;
+
 /// Plain NeuMF weights, independent of any tensor library: what export reads
 /// and what the best epoch is snapshotted into. Dense weights are `[in, out]`
 /// row-major.
@@ -478,35 +480,41 @@ impl NeuMf {
         let d = self.layers[0] / 2;
         let last = *self.layers.last().expect("layers");
         let out_w = self.out_w.as_tensor();
-        let b = gu.dim(0)?;
         let gi = self.gmf_item.as_tensor();
         let mi = self.mlp_item.as_tensor();
         // GMF: (gu ⊙ h_gmf) · Qᵀ.
         let h_gmf = out_w.narrow(0, 0, f)?.t()?;
         let gmf = gu.broadcast_mul(&h_gmf)?.matmul(&gi.t()?)?;
-        // MLP: relu(mu·W1u + (mi·W1i + b1)) over every (user, item) pair.
+        // MLP: relu(mu·W1u + (mi·W1i + b1)) over every (user, item) pair,
+        // then the rest of the tower, fused (see [`crate::tower`]).
         let (w1, b1) = &self.dense[0];
         let w1 = w1.as_tensor();
-        let l1 = self.layers[1];
         let user_half = mu.matmul(&w1.narrow(0, 0, d)?)?;
         let item_half = mi
             .matmul(&w1.narrow(0, d, d)?)?
             .broadcast_add(b1.as_tensor())?;
-        let mut h = user_half
-            .unsqueeze(1)?
-            .broadcast_add(&item_half.unsqueeze(0)?)?
-            .relu()?
-            .reshape((b * self.n_items, l1))?;
-        for (w, bias) in &self.dense[1..] {
-            h = h
-                .matmul(w.as_tensor())?
-                .broadcast_add(bias.as_tensor())?
-                .relu()?;
-        }
-        let mlp = h
-            .matmul(&out_w.narrow(0, f, last)?)?
-            .reshape((b, self.n_items))?;
+        let tower = PairTower::new(&self.layers[1..]);
+        let dense: Vec<(&Tensor, &Tensor)> = self.dense[1..]
+            .iter()
+            .map(|(w, b)| (w.as_tensor(), b.as_tensor()))
+            .collect();
+        let params = tower.pack(&dense, &out_w.narrow(0, f, last)?)?;
+        let mlp = tower.forward(&user_half, &item_half, &params)?;
         (gmf + mlp)?.broadcast_add(self.out_b.as_tensor())
+    }
+
+    /// Logits of `users` against the whole catalogue, row-major
+    /// `[users × n_items]`, computed a batch of users at a time through
+    /// [`NeuMf::forward_all`] (what validation ranks by).
+    pub fn score_users(&self, users: &[u32]) -> Result<Vec<f32>> {
+        const BATCH: usize = 256;
+        let mut out = Vec::with_capacity(users.len() * self.n_items);
+        for chunk in users.chunks(BATCH) {
+            let (gu, mu) = self.user_vectors(chunk, &mut |_, _| true)?;
+            let logits = self.forward_all(&gu.detach(), &mu.detach())?;
+            out.extend(logits.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
     }
 
     /// Probabilities (sigmoid of the logits) for one user and a list of items.

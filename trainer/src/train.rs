@@ -11,8 +11,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shared::artifact::{HyperParams, Loss, UserInput};
 use shared::domain::dataset::histories;
-use shared::domain::eval::{eval_loo, LooMetrics};
+use shared::domain::eval::{eval_loo, LooMetrics, ScoreError, Scorer};
 use shared::domain::{Interaction, LooCase};
+use std::collections::HashMap;
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -424,6 +425,58 @@ fn catalogue_epoch(
     Ok(loss_sum / n_pos.max(f64::MIN_POSITIVE))
 }
 
+/// Rows of precomputed scores, one per user, served as a [`Scorer`].
+struct ScoreRows<'a> {
+    n_items: usize,
+    rows: &'a [f32],
+    row_of: HashMap<u32, usize>,
+}
+
+impl Scorer for ScoreRows<'_> {
+    fn n_items(&self) -> usize {
+        self.n_items
+    }
+    fn score_all(&self, user: u32, out: &mut Vec<f32>) -> Result<(), ScoreError> {
+        let r = *self
+            .row_of
+            .get(&user)
+            .ok_or_else(|| format!("user {user} was not scored"))?;
+        out.clear();
+        out.extend_from_slice(&self.rows[r * self.n_items..(r + 1) * self.n_items]);
+        Ok(())
+    }
+}
+
+/// Validation HR@10 and NDCG@10 of `model` on `cases`, by the shared
+/// evaluator ([`eval_loo`]), the users scored a few hundred at a time
+/// against the whole catalogue ([`NeuMf::score_users`]) rather than one
+/// call per user: on ML-1M this took validation from about 17 s an epoch
+/// to under 2 s.
+fn validate_model(model: &NeuMf, cases: &[LooCase]) -> Result<LooMetrics, TrainError> {
+    const CASES: usize = 1024;
+    let (mut hr, mut ndcg) = (0.0, 0.0);
+    for chunk in cases.chunks(CASES) {
+        let mut users: Vec<u32> = chunk.iter().map(|c| c.user).collect();
+        users.sort_unstable();
+        users.dedup();
+        let rows = model.score_users(&users)?;
+        let table = ScoreRows {
+            n_items: model.n_items,
+            rows: &rows,
+            row_of: users.iter().enumerate().map(|(r, &u)| (u, r)).collect(),
+        };
+        let m = eval_loo(&table, chunk, 10).map_err(|e| TrainError::Eval(e.to_string()))?;
+        hr += m.hr * chunk.len() as f64;
+        ndcg += m.ndcg * chunk.len() as f64;
+    }
+    let n = cases.len().max(1) as f64;
+    Ok(LooMetrics {
+        users: cases.len(),
+        hr: hr / n,
+        ndcg: ndcg / n,
+    })
+}
+
 /// Trains NeuMF on `train` and keeps the epoch with the best validation HR@10.
 /// Without a validation set it runs `hp.epochs` epochs and keeps the last.
 pub fn train(
@@ -560,7 +613,7 @@ pub fn train(
             });
             continue;
         };
-        let val = eval_loo(&model, cases, 10).map_err(|e| TrainError::Eval(e.to_string()))?;
+        let val = validate_model(&model, cases)?;
         let seconds = start.elapsed().as_secs_f64();
         let improved = best.as_ref().is_none_or(|(_, m, _)| val.hr > m.hr);
         if progress {
@@ -610,6 +663,45 @@ pub fn train(
 mod sampler_tests {
     use super::*;
     use candle_core::DType;
+
+    /// Batched validation ranks exactly as one scoring call per user does,
+    /// across chunk boundaries, with users out of order and repeated.
+    #[test]
+    fn batched_validation_equals_scoring_user_by_user() {
+        let (n_users, n_items) = (1500, 40);
+        let m = NeuMf::new(n_users, n_items, 4, &[8, 4], 3).unwrap();
+        let mut w = m.weights().unwrap();
+        let mut x = 0.41f32;
+        for v in w
+            .gmf_user
+            .iter_mut()
+            .chain(&mut w.gmf_item)
+            .chain(&mut w.mlp_user)
+            .chain(&mut w.mlp_item)
+            .chain(&mut w.out_w)
+        {
+            x = (x * 3.9 * (1.0 - x)).clamp(0.01, 0.99);
+            *v = x - 0.5;
+        }
+        let m = NeuMf::from_weights(&w).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let cases: Vec<LooCase> = (0..1300)
+            .map(|k| LooCase {
+                user: ((k * 7919) % n_users + k % 3) as u32 % n_users as u32,
+                item: rng.gen_range(0..n_items as u32),
+                negatives: (0..20).map(|_| rng.gen_range(0..n_items as u32)).collect(),
+            })
+            .collect();
+        let batched = validate_model(&m, &cases).unwrap();
+        let one_by_one = eval_loo(&m, &cases, 10).unwrap();
+        assert_eq!(batched.users, 1300);
+        assert!(
+            (batched.hr - one_by_one.hr).abs() < 1e-12,
+            "{batched:?} {one_by_one:?}"
+        );
+        assert!((batched.ndcg - one_by_one.ndcg).abs() < 1e-12);
+        assert!(batched.hr > 0.0 && batched.hr < 1.0);
+    }
 
     fn x(user: u32, item: u32, ts: i64) -> Interaction {
         Interaction {
