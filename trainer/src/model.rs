@@ -564,6 +564,33 @@ pub fn labels(values: &[f32], dev: &Device) -> Result<Tensor> {
     Tensor::from_slice(values, values.len(), dev)?.to_dtype(DType::F32)
 }
 
+/// `m` with every weight moved off its tiny initial value (a chaotic but
+/// deterministic sequence in (−0.5, 0.5)), so that every term of the
+/// network counts in a test.
+#[cfg(test)]
+pub(crate) fn spread(m: &NeuMf) -> NeuMf {
+    let mut w = m.weights().unwrap();
+    let mut x = 0.37f32;
+    let mut next = || {
+        x = (x * 3.9 * (1.0 - x)).clamp(0.01, 0.99);
+        x - 0.5
+    };
+    for v in [
+        &mut w.gmf_user,
+        &mut w.gmf_item,
+        &mut w.mlp_user,
+        &mut w.mlp_item,
+    ] {
+        v.iter_mut().for_each(|e| *e = next());
+    }
+    for (wt, b) in &mut w.dense {
+        wt.iter_mut().chain(b.iter_mut()).for_each(|e| *e = next());
+    }
+    w.out_w.iter_mut().for_each(|e| *e = next());
+    w.out_b = 0.2;
+    NeuMf::from_weights(&w).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,28 +627,7 @@ mod tests {
 
     #[test]
     fn whole_catalogue_logits_equal_the_pairwise_network() {
-        let m = NeuMf::new(6, 9, 4, &[10, 6, 3], 11).unwrap();
-        // Move the weights off their tiny initial values so every term counts.
-        let mut w = m.weights().unwrap();
-        let mut x = 0.37f32;
-        let mut next = || {
-            x = (x * 3.9 * (1.0 - x)).clamp(0.01, 0.99);
-            x - 0.5
-        };
-        for v in [
-            &mut w.gmf_user,
-            &mut w.gmf_item,
-            &mut w.mlp_user,
-            &mut w.mlp_item,
-        ] {
-            v.iter_mut().for_each(|e| *e = next());
-        }
-        for (wt, b) in &mut w.dense {
-            wt.iter_mut().chain(b.iter_mut()).for_each(|e| *e = next());
-        }
-        w.out_w.iter_mut().for_each(|e| *e = next());
-        w.out_b = 0.2;
-        let m = NeuMf::from_weights(&w).unwrap();
+        let m = spread(&NeuMf::new(6, 9, 4, &[10, 6, 3], 11).unwrap());
         let (gu, mu) = m.user_vectors(&[4, 0, 2], &mut |_, _| true).unwrap();
         let all = m.forward_all(&gu, &mu).unwrap();
         let all = all.to_vec2::<f32>().unwrap();

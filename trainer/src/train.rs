@@ -669,21 +669,7 @@ mod sampler_tests {
     #[test]
     fn batched_validation_equals_scoring_user_by_user() {
         let (n_users, n_items) = (1500, 40);
-        let m = NeuMf::new(n_users, n_items, 4, &[8, 4], 3).unwrap();
-        let mut w = m.weights().unwrap();
-        let mut x = 0.41f32;
-        for v in w
-            .gmf_user
-            .iter_mut()
-            .chain(&mut w.gmf_item)
-            .chain(&mut w.mlp_user)
-            .chain(&mut w.mlp_item)
-            .chain(&mut w.out_w)
-        {
-            x = (x * 3.9 * (1.0 - x)).clamp(0.01, 0.99);
-            *v = x - 0.5;
-        }
-        let m = NeuMf::from_weights(&w).unwrap();
+        let m = crate::model::spread(&NeuMf::new(n_users, n_items, 4, &[8, 4], 3).unwrap());
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let cases: Vec<LooCase> = (0..1300)
             .map(|k| LooCase {
