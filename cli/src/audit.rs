@@ -9,7 +9,8 @@ use shared::audit::files::{self, Parsed};
 use shared::audit::job::AuditJob;
 use shared::audit::spam::SpamConfig;
 use shared::audit::{audit, report, AuditConfig, AuditInput, AuditReport, Thresholds};
-use shared::config::{Settings, Stores};
+use shared::config::{Role, Settings};
+use shared::wiring::Stores;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -234,11 +235,11 @@ fn from_data_dir(a: &AuditArgs, cfg: &AuditConfig) -> Result<(AuditReport, Vec<S
         .enable_all()
         .build()?;
     let out = rt.block_on(async {
-        let stores = Stores::build(&settings).await?;
+        let stores = Stores::build(Role::Cli, &settings).await?;
         let job = AuditJob {
             config: cfg.clone(),
             catalog,
-            ..stores.audit_job(&settings)
+            ..stores.audit_job(&settings)?
         };
         anyhow::Ok(job.run(to - a.window_minutes * 60_000, to, now).await?)
     })?;

@@ -545,10 +545,41 @@ fn tradeoff(a: TradeoffArgs) -> Result<()> {
     Ok(())
 }
 
+/// The settings of `movie-recs serve`: every store in `--data-dir` (the
+/// environment's store variables are ignored, so a shell set up for the AWS
+/// CLI commands never points the local server at AWS), everything else from
+/// the environment, `--trace-ttl-days` and `--reload-secs` from the flags.
+fn serve_settings(a: &ServeArgs) -> Result<shared::config::Settings> {
+    use shared::config::{vars, Kind};
+    let d = |p: &str| a.data_dir.join(p).display().to_string();
+    let local: std::collections::HashMap<&str, String> = [
+        ("MOVIE_RECS_REGISTRY", d("registry")),
+        ("MOVIE_RECS_DB", d("movie-recs.db")),
+        ("MOVIE_RECS_LAKE", d("lake")),
+        ("MOVIE_RECS_METRICS", d("metrics.jsonl")),
+        ("MOVIE_RECS_REPORTS", d("reports")),
+        ("MOVIE_RECS_TRACE_TTL_DAYS", a.trace_ttl_days.to_string()),
+        ("MOVIE_RECS_RELOAD_SECS", a.reload_secs.max(1).to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let from_data_dir = |k: &str| {
+        local.contains_key(k) || vars::var(k).is_some_and(|v| matches!(v.kind, Kind::Store(_)))
+    };
+    Ok(shared::config::Settings::from_lookup(
+        |k| match from_data_dir(k) {
+            true => local.get(k).cloned(),
+            false if k.starts_with("AWS_LAMBDA_") => None,
+            false => std::env::var(k).ok(),
+        },
+    )?)
+}
+
 fn serve(a: ServeArgs) -> Result<()> {
-    use shared::adapters::local::{FileMetrics, FolderLake, SqliteStore};
-    use shared::http::{router, sync_model, ApiConfig, AppState, SyncOutcome};
-    use shared::ingest::{Ingestor, MetricsSink};
+    use shared::config::Role;
+    use shared::http::serving::{log_sync, spawn_reload_loop};
+    use shared::http::{router, sync_model, AppState};
+    use shared::wiring::Stores;
     use std::sync::Arc;
 
     tracing_subscriber::fmt()
@@ -560,78 +591,43 @@ fn serve(a: ServeArgs) -> Result<()> {
         .init();
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
-    let reg = Arc::new(FolderRegistry::new(a.data_dir.join("registry")));
-    if reg.list_versions()?.is_empty() {
-        eprintln!(
-            "no model in {}: training one on the built-in synthetic data first",
-            reg.root().display()
-        );
-        let ds = shared::data::load("synthetic", &a.synthetic.config())?;
-        let out = train_and_publish(
-            reg.as_ref(),
-            &ds,
-            &TrainOptions {
-                hp: HyperParams::default(),
-                version: None,
-                force: false,
-                progress: true,
-            },
-        )?;
-        eprintln!("published {}", out.manifest.version);
-    }
-    let db = Arc::new(SqliteStore::open(&a.data_dir.join("movie-recs.db"))?);
-    // From the environment: the canary's settings (MOVIE_RECS_CANARY_*,
-    // MOVIE_RECS_ATTRIBUTION_HOURS) and the default policy (MOVIE_RECS_POLICY).
-    let env = shared::config::Settings::from_env()?;
-    let admin_token = std::env::var("MOVIE_RECS_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    let state = Arc::new(
-        AppState::new(
-            None,
-            db.clone(),
-            db.clone(),
-            db.clone(),
-            ApiConfig {
-                function_version: "local".into(),
-                function_name: "local".into(),
-                trace_ttl_secs: a.trace_ttl_days * 86_400,
-                admin_token,
-                iam_authorized: false,
-                emf: false,
-                trace_before_response: false,
-                default_policy: env.policy,
-            },
-        )
-        .with_registry(reg.clone())
-        .with_experiments(shared::canary::job::ExperimentJob {
-            traces: db.clone(),
-            lake: Arc::new(FolderLake::new(a.data_dir.join("lake"))),
-            registry: reg.clone(),
-            rollout: db.clone(),
-            metrics: Arc::new(FileMetrics::new(a.data_dir.join("metrics.jsonl"))),
-            stage: "local".into(),
-            config: env.canary,
-            window_minutes: env.canary_window_minutes,
-            catalog: None,
-        })
-        .with_ingestor(Arc::new(
-            Ingestor::new(
-                Arc::new(FolderLake::new(a.data_dir.join("lake"))),
-                db.clone(),
-                db.clone(),
-            )
-            .with_metrics(MetricsSink::Publisher(Arc::new(FileMetrics::new(
-                a.data_dir.join("metrics.jsonl"),
-            )))),
-        )),
-    );
+    let settings = serve_settings(&a)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let stores = Stores::build(Role::Serve, &settings).await?;
+        let reg = stores.registry()?;
+        if reg.list_versions()?.is_empty() {
+            eprintln!(
+                "no model in {}: training one on the built-in synthetic data first",
+                settings.registry
+            );
+            let ds = shared::data::load("synthetic", &a.synthetic.config())?;
+            let reg2 = reg.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                train_and_publish(
+                    reg2.as_ref(),
+                    &ds,
+                    &TrainOptions {
+                        hp: HyperParams::default(),
+                        version: None,
+                        force: false,
+                        progress: true,
+                    },
+                )
+            })
+            .await??;
+            eprintln!("published {}", out.manifest.version);
+        }
+        let state = Arc::new(
+            AppState::from_stores(&stores, settings.api_config())
+                .with_registry(reg.clone())
+                .with_experiments(stores.experiment_job(&settings)?)
+                .with_ingestor(Arc::new(stores.ingestor(&settings)?)),
+        );
         match sync_model(&state, reg.clone()).await {
-            Ok(SyncOutcome::Loaded(v)) => eprintln!("serving model {v}"),
+            Ok(shared::http::SyncOutcome::Loaded(v)) => eprintln!("serving model {v}"),
             Ok(other) => eprintln!("no model loaded: {other:?}"),
             Err(e) => eprintln!("error: no model loaded: {e}"),
         }
@@ -643,25 +639,15 @@ fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("  curl -s http://{addr}/metrics");
         eprintln!("  curl -s http://{addr}/trace/<X-Request-ID of a response>");
         eprintln!("  curl -s http://{addr}/rollout/status");
-        eprintln!("  curl -s -XPOST http://{addr}/events -d '[{{\"type\":\"watch\",\"user_id\":1,\"movie_id\":2,\"ts\":'$(date +%s000)'}}]'");
+        eprintln!("  curl -s -XPOST http://{addr}/events -H 'Content-Type: application/json' -d '[{{\"type\":\"watch\",\"user_id\":1,\"movie_id\":2,\"ts\":'$(date +%s000)'}}]'");
         if state.config.admin_token.is_none() {
             eprintln!("  (admin routes POST /switch, POST /rollout, POST /experiment/promote: set MOVIE_RECS_ADMIN_TOKEN to enable)");
         }
-        let (st, reg2, every) = (state.clone(), reg.clone(), a.reload_secs.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
-            loop {
-                tick.tick().await;
-                match sync_model(&st, reg2.clone()).await {
-                    Ok(SyncOutcome::Loaded(v)) => tracing::info!(version = %v, "now serving"),
-                    Err(e) => tracing::error!(error = %e, "new version refused; the current one keeps serving"),
-                    _ => {}
-                }
-            }
-        });
+        spawn_reload_loop(state.clone(), reg.clone(), std::time::Duration::from_secs(settings.reload_secs));
         if let (Some(job), every) = (state.experiments.clone(), a.canary_every_minutes) {
             if every > 0 {
                 eprintln!("  automated canary every {every} min: curl -s http://{addr}/experiment/analyze");
+                let (st, reg) = (state.clone(), reg.clone());
                 tokio::spawn(async move {
                     let period = std::time::Duration::from_secs(every * 60);
                     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -675,6 +661,8 @@ fn serve(a: ServeArgs) -> Result<()> {
                                 rationale = %o.report.rationale, applied = o.applied.is_some(), "canary run"),
                             Err(e) => tracing::warn!(target: "canary", error = %e, "canary run failed"),
                         }
+                        // What the canary changed serves from the next request.
+                        log_sync(sync_model(&st, reg.clone()).await);
                     }
                 });
             }
@@ -689,26 +677,28 @@ fn serve(a: ServeArgs) -> Result<()> {
 }
 
 fn rollout(c: RolloutCommand) -> Result<()> {
-    use shared::config::{Settings, Stores};
+    use shared::config::{Role, Settings};
+    use shared::wiring::Stores;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let settings = Settings::from_env()?;
-        let stores = Stores::build(&settings).await?;
+        let stores = Stores::build(Role::Cli, &settings).await?;
+        let rollout = stores.rollout()?;
         match c {
             RolloutCommand::Status => {
-                let s = stores.rollout.state().await?;
+                let s = rollout.state().await?;
                 out(serde_json::to_string_pretty(&s)?);
             }
             RolloutCommand::Switch { version, by } => {
-                let reg = stores.registry.clone();
+                let reg = stores.registry()?;
                 let v = version.clone();
                 tokio::task::spawn_blocking(move || reg.fetch(&v))
                     .await?
                     .with_context(|| format!("version {version} in {}", settings.registry))?;
-                let expected = stores.rollout.state().await?.map_or(0, |s| s.revision);
-                let s = stores.rollout.switch(expected, &version, &by).await?;
+                let expected = rollout.state().await?.map_or(0, |s| s.revision);
+                let s = rollout.switch(expected, &version, &by).await?;
                 eprintln!("now serving {} (revision {})", s.served_version, s.revision);
                 out(serde_json::to_string(&s)?);
             }
@@ -729,12 +719,12 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                     (s, None) => bail!("--candidate is required for --strategy {s}"),
                 };
                 for v in std::iter::once(&primary).chain(candidate.iter()) {
-                    let (reg, v2) = (stores.registry.clone(), v.clone());
+                    let (reg, v2) = (stores.registry()?, v.clone());
                     tokio::task::spawn_blocking(move || reg.fetch(&v2))
                         .await?
                         .with_context(|| format!("version {v} in {}", settings.registry))?;
                 }
-                let previous = stores.rollout.state().await?;
+                let previous = rollout.state().await?;
                 let mut spec = shared::ports::RolloutSpec {
                     strategy,
                     primary_version: primary,
@@ -748,7 +738,7 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                 };
                 shared::http::rollout::name_experiment(&mut spec, previous.as_ref());
                 let expected = previous.map_or(0, |s| s.revision);
-                let s = stores.rollout.set(expected, &spec, &by).await?;
+                let s = rollout.set(expected, &spec, &by).await?;
                 eprintln!(
                     "{} {} (candidate {:?} at {}%), revision {}",
                     s.strategy, s.served_version, s.candidate_version, s.percentage, s.revision
@@ -758,11 +748,11 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                 ))?);
             }
             RolloutCommand::Changes { limit } => {
-                let c = stores.rollout.changes(limit).await?;
+                let c = rollout.changes(limit).await?;
                 out(serde_json::to_string_pretty(&c)?);
             }
             RolloutCommand::Analyze { window_minutes } => {
-                let job = stores.experiment_job(&settings);
+                let job = stores.experiment_job(&settings)?;
                 let r = job
                     .analyze(chrono::Utc::now().timestamp_millis(), window_minutes)
                     .await?;
@@ -774,7 +764,7 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                 window_minutes,
                 by,
             } => {
-                let job = stores.experiment_job(&settings);
+                let job = stores.experiment_job(&settings)?;
                 let minutes = window_minutes.unwrap_or(job.window_minutes);
                 let o = job
                     .run(chrono::Utc::now().timestamp_millis(), minutes, dry_run, &by)

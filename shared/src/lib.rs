@@ -10,6 +10,7 @@
 //! - [`audit`]: fairness, feedback-loop and rating-spam metrics, the scheduled audit.
 //! - [`adapters`]: implementations of the ports (local folder registry, …).
 //! - [`scoring`]: ONNX Runtime sessions that score the catalogue for a user.
+//! - [`config`]: settings from the environment; [`wiring`]: the adapters they select.
 
 pub mod adapters;
 pub mod artifact;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod ingest;
 pub mod ports;
 pub mod scoring;
+pub mod wiring;
 
 /// Git commit of the code this binary was built from (`unknown` outside a checkout).
 pub const GIT_SHA: &str = env!("MOVIE_RECS_GIT_SHA");

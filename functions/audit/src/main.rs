@@ -9,7 +9,8 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use serde_json::Value;
 use shared::audit::job::AuditJob;
-use shared::config::{Settings, Stores};
+use shared::config::{Role, Settings};
+use shared::wiring::Stores;
 use std::sync::Arc;
 
 async fn handle(
@@ -37,8 +38,8 @@ async fn handle(
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
-    let stores = Stores::build(&settings).await?;
-    let job = Arc::new(stores.audit_job(&settings));
+    let stores = Stores::build(Role::Audit, &settings).await?;
+    let job = Arc::new(stores.audit_job(&settings)?);
     let minutes = settings.audit_window_minutes;
     run(service_fn(move |ev| handle(job.clone(), minutes, ev))).await
 }

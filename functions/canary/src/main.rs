@@ -11,7 +11,8 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use serde_json::{json, Value};
 use shared::canary::job::{CanaryError, ExperimentJob};
-use shared::config::{Settings, Stores};
+use shared::config::{Role, Settings};
+use shared::wiring::Stores;
 use std::sync::Arc;
 
 /// Recorded as `updated_by` of the changes this function makes.
@@ -57,7 +58,7 @@ async fn handle(
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
-    let stores = Stores::build(&settings).await?;
-    let job = Arc::new(stores.experiment_job(&settings));
+    let stores = Stores::build(Role::Canary, &settings).await?;
+    let job = Arc::new(stores.experiment_job(&settings)?);
     run(service_fn(move |ev| handle(job.clone(), ev))).await
 }

@@ -12,9 +12,10 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
 use serde_json::Value;
-use shared::config::{Settings, Stores};
+use shared::config::{Role, Settings};
 use shared::http::AppState;
 use shared::ingest::kafka::{records, TopicMap};
+use shared::wiring::Stores;
 use std::sync::Arc;
 
 /// Whether a payload is a Kafka event-source batch.
@@ -59,8 +60,8 @@ async fn handle(
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
-    let stores = Stores::build(&settings).await?;
-    let ingestor = Arc::new(stores.ingestor(&settings));
+    let stores = Stores::build(Role::Ingest, &settings).await?;
+    let ingestor = Arc::new(stores.ingestor(&settings)?);
     let state =
         Arc::new(AppState::from_stores(&stores, settings.api_config()).with_ingestor(ingestor));
     let topics = Arc::new(settings.topics.clone());

@@ -2,15 +2,16 @@
 //! (IAM-authorized in API Gateway). Init: settings and the trace store.
 
 use lambda_http::{run, tracing, Error};
-use shared::config::{Settings, Stores};
+use shared::config::{Role, Settings};
 use shared::http::{trace_router, AppState};
+use shared::wiring::Stores;
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
-    let stores = Stores::build(&settings).await?;
+    let stores = Stores::build(Role::Trace, &settings).await?;
     let state = Arc::new(AppState::from_stores(&stores, settings.api_config()));
     run(trace_router(state)).await
 }

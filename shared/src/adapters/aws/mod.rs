@@ -10,14 +10,84 @@ pub mod emf;
 pub mod provision;
 pub mod s3;
 
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 pub use aws_config::SdkConfig;
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How long one AWS call may take: every client gets connect, read, attempt
+/// and operation timeouts and the standard retry mode (exponential backoff
+/// with full jitter), so a hung endpoint fails a call instead of stalling
+/// whatever waits on it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CallBudget {
+    pub connect: Duration,
+    /// Longest silence while reading a response (covers streamed bodies).
+    pub read: Duration,
+    /// One attempt, until the response is parsed.
+    pub attempt: Duration,
+    /// The whole call, retries included.
+    pub operation: Duration,
+    pub max_attempts: u32,
+}
+
+impl CallBudget {
+    /// Jobs, ingest, rollout changes and the model registry: large objects,
+    /// no one waiting on a request.
+    pub const BACKGROUND: CallBudget = CallBudget {
+        connect: Duration::from_secs(3),
+        read: Duration::from_secs(10),
+        attempt: Duration::from_secs(15),
+        operation: Duration::from_secs(40),
+        max_attempts: 3,
+    };
+    /// A request's own calls (recommend's history read and trace write, the
+    /// trace lookup): small items, a client waiting, so fail fast and let
+    /// the request degrade.
+    pub const INTERACTIVE: CallBudget = CallBudget {
+        connect: Duration::from_millis(500),
+        read: Duration::from_secs(1),
+        attempt: Duration::from_millis(800),
+        operation: Duration::from_secs(2),
+        max_attempts: 2,
+    };
+
+    fn timeouts(self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .read_timeout(self.read)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+
+    fn retries(self) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts)
+            .with_initial_backoff(Duration::from_millis(50))
+            .with_max_backoff(Duration::from_secs(2))
+    }
+
+    /// `cfg` with this budget's timeouts and retries.
+    pub fn apply(self, cfg: &SdkConfig) -> SdkConfig {
+        cfg.to_builder()
+            .timeout_config(self.timeouts())
+            .retry_config(self.retries())
+            .build()
+    }
+}
 
 /// Loads region, credentials and endpoint the SDK's usual way (environment,
-/// profile, container/instance role). `endpoint` overrides `AWS_ENDPOINT_URL`.
+/// profile, container/instance role), with the [`CallBudget::BACKGROUND`]
+/// timeouts and retries. `endpoint` overrides `AWS_ENDPOINT_URL`; service
+/// variables such as `AWS_ENDPOINT_URL_S3` still apply per service.
 pub async fn load_sdk_config(endpoint: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let b = CallBudget::BACKGROUND;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(b.timeouts())
+        .retry_config(b.retries());
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);
     }

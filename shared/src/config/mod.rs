@@ -1,43 +1,19 @@
-//! Configuration from the environment, read once per process, and the
-//! adapters it selects. The same binary runs on AWS (S3, DynamoDB, CloudWatch)
-//! or locally (folders, SQLite, a metrics file); `AWS_ENDPOINT_URL` points the
-//! AWS adapters at an emulator.
-//!
-//! | variable | AWS value | local default |
-//! |---|---|---|
-//! | `MOVIE_RECS_REGISTRY` | `s3://bucket/models` | `.movie-recs/registry` |
-//! | `MOVIE_RECS_MODEL_CACHE` | `/tmp/movie-recs-models` | same |
-//! | `MOVIE_RECS_TRACES_TABLE` | table name | SQLite (`MOVIE_RECS_DB`) |
-//! | `MOVIE_RECS_ROLLOUT_TABLE` | table name | SQLite |
-//! | `MOVIE_RECS_HISTORY_TABLE` | table name | SQLite |
-//! | `MOVIE_RECS_INGEST_TABLE` | table name (idempotency keys, rating windows) | SQLite |
-//! | `MOVIE_RECS_RATE_LIMIT_PER_HOUR` | `20` | `20` |
-//! | `MOVIE_RECS_DEDUP_TTL_DAYS` | `7` | `7` |
-//! | `MOVIE_RECS_TOPIC_SUFFIXES` | `watch=.watch,rate=.rate,reco_response=.reco_responses` | same |
-//! | `MOVIE_RECS_DB` | (unused) | `.movie-recs/movie-recs.db` |
-//! | `MOVIE_RECS_LAKE` | `s3://bucket/lake` | `.movie-recs/lake` |
-//! | `MOVIE_RECS_METRICS` | `cloudwatch` | `.movie-recs/metrics.jsonl` |
-//! | `MOVIE_RECS_REPORTS` | `s3://bucket/reports` | `.movie-recs/reports` |
-//! | `MOVIE_RECS_STAGE` | `dev`, `prod` (the `Stage` metric dimension) | `local` |
-//! | `MOVIE_RECS_AUDIT_WINDOW_MINUTES` | `60` | `60` |
-//! | `MOVIE_RECS_AUDIT_MIN_COVERAGE`, `_MAX_GINI`, `_MAX_TOP_SHARE`, `_MIN_TAIL_SHARE` | `0.40`, `0.35`, `0.30`, `0.70` | same |
-//! | `MOVIE_RECS_TRACE_TTL_DAYS` | `30` | `30` |
-//! | `MOVIE_RECS_ADMIN_TOKEN` | (IAM instead) | unset: admin routes refused |
+//! Configuration from the environment, read once per process and
+//! validated: [`Settings`]. Which variables exist, their defaults and who
+//! reads them is one table, [`vars::VARS`] (docs/configuration.md is checked
+//! against it). Building adapters from settings is [`crate::wiring`]'s job.
 
-use crate::adapters::aws::{self, SdkConfig};
-use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
-use crate::audit::job::AuditJob;
+pub mod vars;
+
+pub use vars::{Kind, Role, Store};
+
 use crate::audit::spam::SpamConfig;
 use crate::audit::{AuditConfig, Thresholds};
 use crate::http::ApiConfig;
 use crate::ingest::kafka::TopicMap;
 use crate::ingest::velocity::Velocity;
-use crate::ingest::{IngestConfig, Ingestor, MetricsSink};
-use crate::ports::{
-    EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore, TraceStore, UserHistory,
-};
+use crate::ingest::IngestConfig;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Settings read from the environment.
 #[derive(Clone, Debug)]
@@ -72,6 +48,10 @@ pub struct Settings {
     pub function_name: String,
     /// Whether this process runs as a Lambda function.
     pub in_lambda: bool,
+    /// Seconds between checks for a new served version.
+    pub reload_secs: u64,
+    /// The variables of [`vars::VARS`] that were set (not defaulted).
+    pub explicit: Vec<&'static str>,
 }
 
 /// A setting that could not be used.
@@ -216,6 +196,12 @@ impl Settings {
             function_version: var("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "local".into()),
             function_name: var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".into()),
             in_lambda: var("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+            reload_secs: positive("MOVIE_RECS_RELOAD_SECS", 30)? as u64,
+            explicit: vars::VARS
+                .iter()
+                .map(|v| v.name)
+                .filter(|n| var(n).is_some())
+                .collect(),
         })
     }
 
@@ -223,7 +209,8 @@ impl Settings {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    fn needs_aws(&self) -> bool {
+    /// Whether any setting selects an AWS adapter (an SDK config is loaded).
+    pub fn needs_aws(&self) -> bool {
         self.registry.starts_with("s3://")
             || self.lake.starts_with("s3://")
             || self.reports.starts_with("s3://")
@@ -257,6 +244,10 @@ impl Settings {
             emf: self.in_lambda,
             trace_before_response: self.in_lambda,
             default_policy: self.policy,
+            reload_every: self
+                .in_lambda
+                .then(|| std::time::Duration::from_secs(self.reload_secs)),
+            reload_secs: self.reload_secs,
         }
     }
 }
@@ -274,172 +265,6 @@ fn parse_ramp(v: &str) -> Result<Vec<f64>, String> {
         ));
     }
     Ok(steps)
-}
-
-/// Every adapter a function may need, built once per process (in Lambda,
-/// during the init phase).
-#[derive(Clone)]
-pub struct Stores {
-    pub registry: Arc<dyn ModelStore>,
-    pub traces: Arc<dyn TraceStore>,
-    pub history: Arc<dyn UserHistory>,
-    pub rollout: Arc<dyn RolloutStore>,
-    pub ingest_state: Arc<dyn IngestState>,
-    pub lake: Arc<dyn EventLake>,
-    /// Where the audit writes its reports (an object store like the lake).
-    pub reports: Arc<dyn EventLake>,
-    pub metrics: Arc<dyn MetricsPublisher>,
-    /// The SDK config, when any AWS adapter is in use.
-    pub sdk: Option<SdkConfig>,
-}
-
-impl Stores {
-    pub async fn build(s: &Settings) -> Result<Self, ConfigError> {
-        let sdk = if s.needs_aws() {
-            Some(aws::load_sdk_config(None).await)
-        } else {
-            None
-        };
-        let ddb = sdk.as_ref().map(aws_sdk_dynamodb::Client::new);
-        let s3 = sdk.as_ref().map(aws::s3_client);
-        // SQLite is opened only if some store is local.
-        let local_needed = s.traces_table.is_none()
-            || s.rollout_table.is_none()
-            || s.history_table.is_none()
-            || s.ingest_table.is_none();
-        let sqlite = if local_needed {
-            if let Some(dir) = s.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| ConfigError {
-                    var: "MOVIE_RECS_DB",
-                    reason: format!("creating {}: {e}", dir.display()),
-                })?;
-            }
-            Some(Arc::new(SqliteStore::open(&s.db).map_err(|e| {
-                ConfigError {
-                    var: "MOVIE_RECS_DB",
-                    reason: e.to_string(),
-                }
-            })?))
-        } else {
-            None
-        };
-        let registry: Arc<dyn ModelStore> = if s.registry.starts_with("s3://") {
-            let (bucket, prefix) =
-                aws::parse_s3_url(&s.registry).map_err(|reason| ConfigError {
-                    var: "MOVIE_RECS_REGISTRY",
-                    reason,
-                })?;
-            Arc::new(aws::s3::S3Registry::new(
-                s3.clone().expect("sdk"),
-                &bucket,
-                &prefix,
-                &s.model_cache,
-            ))
-        } else {
-            Arc::new(FolderRegistry::new(&s.registry))
-        };
-        let objects = |var: &'static str, url: &str| -> Result<Arc<dyn EventLake>, ConfigError> {
-            Ok(if url.starts_with("s3://") {
-                let (bucket, prefix) =
-                    aws::parse_s3_url(url).map_err(|reason| ConfigError { var, reason })?;
-                Arc::new(aws::s3::S3Lake::new(
-                    s3.clone().expect("sdk"),
-                    &bucket,
-                    &prefix,
-                ))
-            } else {
-                Arc::new(FolderLake::new(url))
-            })
-        };
-        let lake = objects("MOVIE_RECS_LAKE", &s.lake)?;
-        let reports = objects("MOVIE_RECS_REPORTS", &s.reports)?;
-        let metrics: Arc<dyn MetricsPublisher> = if s.metrics == "cloudwatch" {
-            Arc::new(aws::cloudwatch::CloudWatchPublisher::new(
-                aws_sdk_cloudwatch::Client::new(sdk.as_ref().expect("sdk")),
-            ))
-        } else {
-            Arc::new(FileMetrics::new(&s.metrics))
-        };
-        let local = || sqlite.clone().expect("sqlite opened when a store is local");
-        let traces: Arc<dyn TraceStore> = match (&s.traces_table, &ddb) {
-            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoTraces::new(c.clone(), t)),
-            _ => local(),
-        };
-        let history: Arc<dyn UserHistory> = match (&s.history_table, &ddb) {
-            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoHistory::new(c.clone(), t)),
-            _ => local(),
-        };
-        let rollout: Arc<dyn RolloutStore> = match (&s.rollout_table, &ddb) {
-            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoRollout::new(c.clone(), t)),
-            _ => local(),
-        };
-        let ingest_state: Arc<dyn IngestState> = match (&s.ingest_table, &ddb) {
-            (Some(t), Some(c)) => Arc::new(aws::dynamo::DynamoIngestState::new(c.clone(), t)),
-            _ => local(),
-        };
-        Ok(Stores {
-            registry,
-            traces,
-            history,
-            rollout,
-            ingest_state,
-            lake,
-            reports,
-            metrics,
-            sdk,
-        })
-    }
-}
-
-impl Stores {
-    /// The audit on these stores.
-    pub fn audit_job(&self, s: &Settings) -> AuditJob {
-        AuditJob {
-            traces: self.traces.clone(),
-            lake: self.lake.clone(),
-            registry: self.registry.clone(),
-            rollout: self.rollout.clone(),
-            metrics: self.metrics.clone(),
-            reports: self.reports.clone(),
-            stage: s.stage.clone(),
-            config: s.audit.clone(),
-            catalog: None,
-        }
-    }
-
-    /// The experiment analysis and automated canary on these stores.
-    pub fn experiment_job(&self, s: &Settings) -> crate::canary::job::ExperimentJob {
-        crate::canary::job::ExperimentJob {
-            traces: self.traces.clone(),
-            lake: self.lake.clone(),
-            registry: self.registry.clone(),
-            rollout: self.rollout.clone(),
-            metrics: self.metrics.clone(),
-            stage: s.stage.clone(),
-            config: s.canary.clone(),
-            window_minutes: s.canary_window_minutes,
-            catalog: None,
-        }
-    }
-
-    /// The ingest pipeline on these stores: metrics as EMF lines in Lambda,
-    /// into the metrics publisher otherwise.
-    pub fn ingestor(&self, s: &Settings) -> Ingestor {
-        let metrics = if s.in_lambda {
-            MetricsSink::Emf {
-                function: s.function_name.clone(),
-            }
-        } else {
-            MetricsSink::Publisher(self.metrics.clone())
-        };
-        Ingestor::new(
-            self.lake.clone(),
-            self.ingest_state.clone(),
-            self.history.clone(),
-        )
-        .with_config(s.ingest_config())
-        .with_metrics(metrics)
-    }
 }
 
 /// The time (epoch ms) of an EventBridge schedule's invocation of `function`;
@@ -466,7 +291,7 @@ mod tests {
 
     #[test]
     fn scheduled_time_of_the_schedule_payload_and_refusals() {
-        let body = include_str!("../../events/audit-schedule.json");
+        let body = include_str!("../../../events/audit-schedule.json");
         let mut e: aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value> =
             serde_json::from_str(body).unwrap();
         let want = e.time.unwrap().timestamp_millis();
@@ -560,23 +385,5 @@ mod tests {
         assert_eq!(s.canary.max_p95_regression, 0.2);
         assert_eq!(s.canary.thresholds.min_catalog_coverage, 0.3);
         assert_eq!(s.canary_window_minutes, 30 * 24 * 60);
-    }
-
-    #[tokio::test]
-    async fn local_stores_build_in_a_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-        let s = settings(&[
-            ("MOVIE_RECS_REGISTRY", &p("reg")),
-            ("MOVIE_RECS_DB", &p("db/m.db")),
-            ("MOVIE_RECS_LAKE", &p("lake")),
-        ])
-        .unwrap();
-        let st = Stores::build(&s).await.unwrap();
-        assert!(st.sdk.is_none());
-        assert!(st.registry.list_versions().unwrap().is_empty());
-        st.history.append(1, &[2], 3).await.unwrap();
-        assert_eq!(st.history.seen(1).await.unwrap(), vec![2]);
-        assert!(dir.path().join("db/m.db").is_file());
     }
 }

@@ -1,0 +1,442 @@
+//! Wiring: builds the adapters a [`Role`] uses from validated [`Settings`],
+//! once per process (in Lambda, during the init phase). Each role builds
+//! only the stores it uses ([`Role::stores`]).
+//!
+//! Inside Lambda every one of those stores must be configured for AWS: a
+//! missing or local value is an init error that names the variable and the
+//! function, never a silent fallback to SQLite or a folder (Lambda's working
+//! directory is read-only; only `/tmp` is writable, and it is not shared).
+//! Locally, a store left unset is a folder or the one SQLite file.
+
+use crate::adapters::aws::{self, CallBudget, SdkConfig};
+use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
+use crate::audit::job::AuditJob;
+use crate::canary::job::ExperimentJob;
+use crate::config::{ConfigError, Role, Settings, Store};
+use crate::ingest::{Ingestor, MetricsSink};
+use crate::ports::{
+    EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore, TraceStore, UserHistory,
+};
+use std::sync::Arc;
+
+/// The adapters one role uses.
+#[derive(Clone)]
+pub struct Stores {
+    pub role: Role,
+    registry: Option<Arc<dyn ModelStore>>,
+    traces: Option<Arc<dyn TraceStore>>,
+    history: Option<Arc<dyn UserHistory>>,
+    rollout: Option<Arc<dyn RolloutStore>>,
+    ingest_state: Option<Arc<dyn IngestState>>,
+    lake: Option<Arc<dyn EventLake>>,
+    reports: Option<Arc<dyn EventLake>>,
+    metrics: Option<Arc<dyn MetricsPublisher>>,
+    /// The SDK config, when any AWS adapter is in use.
+    pub sdk: Option<SdkConfig>,
+}
+
+/// What `store`'s variable holds, if set.
+fn value(s: &Settings, store: Store) -> Option<&str> {
+    match store {
+        Store::Registry => Some(s.registry.as_str()),
+        Store::Lake => Some(s.lake.as_str()),
+        Store::Reports => Some(s.reports.as_str()),
+        Store::Metrics => Some(s.metrics.as_str()),
+        Store::Traces => s.traces_table.as_deref(),
+        Store::History => s.history_table.as_deref(),
+        Store::Rollout => s.rollout_table.as_deref(),
+        Store::IngestState => s.ingest_table.as_deref(),
+    }
+}
+
+/// Whether `store` is configured for AWS (what Lambda requires).
+fn is_aws(s: &Settings, store: Store) -> bool {
+    match (store, value(s, store)) {
+        (Store::Registry | Store::Lake | Store::Reports, Some(v)) => v.starts_with("s3://"),
+        (Store::Metrics, Some(v)) => v == "cloudwatch",
+        (_, v) => v.is_some(),
+    }
+}
+
+/// Inside Lambda: every store of `role` configured for AWS, and the model
+/// cache under `/tmp`.
+pub fn check_lambda(role: Role, s: &Settings) -> Result<(), ConfigError> {
+    for &store in role.stores() {
+        if !is_aws(s, store) {
+            let got = match s.explicit.contains(&store.var()) {
+                true => format!("{:?}", value(s, store).unwrap_or_default()),
+                false => "nothing".into(),
+            };
+            return Err(ConfigError {
+                var: store.var(),
+                reason: format!(
+                    "the {role} function needs its {} here: set {} to {} (got {got}; inside Lambda nothing falls back to a local store)",
+                    store.what(),
+                    store.var(),
+                    store.lambda_form(),
+                ),
+            });
+        }
+    }
+    if role.stores().contains(&Store::Registry) && !s.model_cache.starts_with("/tmp") {
+        return Err(ConfigError {
+            var: "MOVIE_RECS_MODEL_CACHE",
+            reason: format!(
+                "the {role} function can write only under /tmp in Lambda, got {}",
+                s.model_cache.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl Stores {
+    /// Builds the stores `role` uses. In Lambda, [`check_lambda`] first.
+    pub async fn build(role: Role, s: &Settings) -> Result<Self, ConfigError> {
+        if s.in_lambda {
+            check_lambda(role, s)?;
+        }
+        let wants = role.stores();
+        let wanted = |st: Store| wants.contains(&st);
+        let aws_needed = wants.iter().any(|&st| is_aws(s, st));
+        let sdk = match aws_needed {
+            true => Some(aws::load_sdk_config(None).await),
+            false => None,
+        };
+        // A request's own DynamoDB calls fail fast; everything else may wait.
+        let ddb = sdk.as_ref().map(|cfg| {
+            let budget = match role {
+                Role::Recommend | Role::Trace | Role::Serve => CallBudget::INTERACTIVE,
+                _ => CallBudget::BACKGROUND,
+            };
+            aws_sdk_dynamodb::Client::new(&budget.apply(cfg))
+        });
+        let s3 = sdk.as_ref().map(aws::s3_client);
+        // SQLite only for table stores left unset outside Lambda.
+        let table_stores = [
+            Store::Traces,
+            Store::History,
+            Store::Rollout,
+            Store::IngestState,
+        ];
+        let local_tables = table_stores
+            .iter()
+            .any(|&st| wanted(st) && value(s, st).is_none());
+        let sqlite = match local_tables {
+            true => Some(open_sqlite(s)?),
+            false => None,
+        };
+        let local = || sqlite.clone().expect("opened when a table store is local");
+        let table = |st: Store| -> Option<(String, aws_sdk_dynamodb::Client)> {
+            let t = value(s, st)?;
+            Some((t.to_string(), ddb.clone()?))
+        };
+        let objects = |var: &'static str, url: &str| -> Result<Arc<dyn EventLake>, ConfigError> {
+            Ok(match url.starts_with("s3://") {
+                true => {
+                    let (bucket, prefix) =
+                        aws::parse_s3_url(url).map_err(|reason| ConfigError { var, reason })?;
+                    let client = s3.clone().expect("sdk loaded for an s3:// store");
+                    Arc::new(aws::s3::S3Lake::new(client, &bucket, &prefix))
+                }
+                false => Arc::new(FolderLake::new(url)),
+            })
+        };
+        let registry: Option<Arc<dyn ModelStore>> = match wanted(Store::Registry) {
+            false => None,
+            true if s.registry.starts_with("s3://") => {
+                let (bucket, prefix) =
+                    aws::parse_s3_url(&s.registry).map_err(|reason| ConfigError {
+                        var: "MOVIE_RECS_REGISTRY",
+                        reason,
+                    })?;
+                Some(Arc::new(aws::s3::S3Registry::new(
+                    s3.clone().expect("sdk loaded for an s3:// registry"),
+                    &bucket,
+                    &prefix,
+                    &s.model_cache,
+                )))
+            }
+            true => Some(Arc::new(FolderRegistry::new(&s.registry))),
+        };
+        let traces: Option<Arc<dyn TraceStore>> = match wanted(Store::Traces) {
+            false => None,
+            true => Some(match table(Store::Traces) {
+                Some((t, c)) => Arc::new(aws::dynamo::DynamoTraces::new(c, &t)),
+                None => local(),
+            }),
+        };
+        let history: Option<Arc<dyn UserHistory>> = match wanted(Store::History) {
+            false => None,
+            true => Some(match table(Store::History) {
+                Some((t, c)) => Arc::new(aws::dynamo::DynamoHistory::new(c, &t)),
+                None => local(),
+            }),
+        };
+        let rollout: Option<Arc<dyn RolloutStore>> = match wanted(Store::Rollout) {
+            false => None,
+            true => Some(match table(Store::Rollout) {
+                Some((t, c)) => Arc::new(aws::dynamo::DynamoRollout::new(c, &t)),
+                None => local(),
+            }),
+        };
+        let ingest_state: Option<Arc<dyn IngestState>> = match wanted(Store::IngestState) {
+            false => None,
+            true => Some(match table(Store::IngestState) {
+                Some((t, c)) => Arc::new(aws::dynamo::DynamoIngestState::new(c, &t)),
+                None => local(),
+            }),
+        };
+        let lake = match wanted(Store::Lake) {
+            false => None,
+            true => Some(objects("MOVIE_RECS_LAKE", &s.lake)?),
+        };
+        let reports = match wanted(Store::Reports) {
+            false => None,
+            true => Some(objects("MOVIE_RECS_REPORTS", &s.reports)?),
+        };
+        let metrics: Option<Arc<dyn MetricsPublisher>> = match wanted(Store::Metrics) {
+            false => None,
+            true if s.metrics == "cloudwatch" => {
+                let cfg = sdk.as_ref().expect("sdk loaded for cloudwatch");
+                Some(Arc::new(aws::cloudwatch::CloudWatchPublisher::new(
+                    aws_sdk_cloudwatch::Client::new(cfg),
+                )))
+            }
+            true => Some(Arc::new(FileMetrics::new(&s.metrics))),
+        };
+        Ok(Stores {
+            role,
+            registry,
+            traces,
+            history,
+            rollout,
+            ingest_state,
+            lake,
+            reports,
+            metrics,
+            sdk,
+        })
+    }
+
+    fn get<T: ?Sized>(&self, store: Store, slot: &Option<Arc<T>>) -> Result<Arc<T>, ConfigError> {
+        slot.clone().ok_or_else(|| ConfigError {
+            var: store.var(),
+            reason: format!("the {} role does not build the {}", self.role, store.what()),
+        })
+    }
+
+    pub fn registry(&self) -> Result<Arc<dyn ModelStore>, ConfigError> {
+        self.get(Store::Registry, &self.registry)
+    }
+    pub fn traces(&self) -> Result<Arc<dyn TraceStore>, ConfigError> {
+        self.get(Store::Traces, &self.traces)
+    }
+    pub fn history(&self) -> Result<Arc<dyn UserHistory>, ConfigError> {
+        self.get(Store::History, &self.history)
+    }
+    pub fn rollout(&self) -> Result<Arc<dyn RolloutStore>, ConfigError> {
+        self.get(Store::Rollout, &self.rollout)
+    }
+    pub fn ingest_state(&self) -> Result<Arc<dyn IngestState>, ConfigError> {
+        self.get(Store::IngestState, &self.ingest_state)
+    }
+    pub fn lake(&self) -> Result<Arc<dyn EventLake>, ConfigError> {
+        self.get(Store::Lake, &self.lake)
+    }
+    pub fn reports(&self) -> Result<Arc<dyn EventLake>, ConfigError> {
+        self.get(Store::Reports, &self.reports)
+    }
+    pub fn metrics(&self) -> Result<Arc<dyn MetricsPublisher>, ConfigError> {
+        self.get(Store::Metrics, &self.metrics)
+    }
+
+    /// The store handles the HTTP routers share (the ones this role built).
+    pub fn api_stores(&self) -> crate::http::ApiStores {
+        crate::http::ApiStores {
+            traces: self.traces.clone(),
+            history: self.history.clone(),
+            rollout: self.rollout.clone(),
+        }
+    }
+
+    /// The audit on these stores.
+    pub fn audit_job(&self, s: &Settings) -> Result<AuditJob, ConfigError> {
+        Ok(AuditJob {
+            traces: self.traces()?,
+            lake: self.lake()?,
+            registry: self.registry()?,
+            rollout: self.rollout()?,
+            metrics: self.metrics()?,
+            reports: self.reports()?,
+            stage: s.stage.clone(),
+            config: s.audit.clone(),
+            catalog: None,
+        })
+    }
+
+    /// The experiment analysis and automated canary on these stores.
+    pub fn experiment_job(&self, s: &Settings) -> Result<ExperimentJob, ConfigError> {
+        Ok(ExperimentJob {
+            traces: self.traces()?,
+            lake: self.lake()?,
+            registry: self.registry()?,
+            rollout: self.rollout()?,
+            metrics: self.metrics()?,
+            stage: s.stage.clone(),
+            config: s.canary.clone(),
+            window_minutes: s.canary_window_minutes,
+            catalog: None,
+        })
+    }
+
+    /// The ingest pipeline on these stores: metrics as EMF lines in Lambda
+    /// (no API call on the ingest path), into the metrics publisher otherwise.
+    pub fn ingestor(&self, s: &Settings) -> Result<Ingestor, ConfigError> {
+        let metrics = match (s.in_lambda, &self.metrics) {
+            (true, _) => MetricsSink::Emf {
+                function: s.function_name.clone(),
+            },
+            (false, Some(p)) => MetricsSink::Publisher(p.clone()),
+            (false, None) => MetricsSink::None,
+        };
+        Ok(
+            Ingestor::new(self.lake()?, self.ingest_state()?, self.history()?)
+                .with_config(s.ingest_config())
+                .with_metrics(metrics),
+        )
+    }
+}
+
+fn open_sqlite(s: &Settings) -> Result<Arc<SqliteStore>, ConfigError> {
+    let db_err = |reason: String| ConfigError {
+        var: "MOVIE_RECS_DB",
+        reason,
+    };
+    if let Some(dir) = s.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| db_err(format!("creating {}: {e}", dir.display())))?;
+    }
+    SqliteStore::open(&s.db)
+        .map(Arc::new)
+        .map_err(|e| db_err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| m.get(k).cloned()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_stores_build_in_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let s = settings(&[
+            ("MOVIE_RECS_REGISTRY", &p("reg")),
+            ("MOVIE_RECS_DB", &p("db/m.db")),
+            ("MOVIE_RECS_LAKE", &p("lake")),
+        ]);
+        let st = Stores::build(Role::Serve, &s).await.unwrap();
+        assert!(st.sdk.is_none());
+        assert!(st.registry().unwrap().list_versions().unwrap().is_empty());
+        let h = st.history().unwrap();
+        h.append(1, &[2], 3).await.unwrap();
+        assert_eq!(h.seen(1).await.unwrap(), vec![2]);
+        assert!(dir.path().join("db/m.db").is_file());
+    }
+
+    #[tokio::test]
+    async fn a_role_builds_only_its_stores_and_opens_no_database_it_does_not_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let s = settings(&[
+            ("MOVIE_RECS_DB", db.to_str().unwrap()),
+            (
+                "MOVIE_RECS_REGISTRY",
+                dir.path().join("reg").to_str().unwrap(),
+            ),
+        ]);
+        let st = Stores::build(Role::Trace, &s).await.unwrap();
+        assert!(st.traces().is_ok());
+        let e = st.registry().err().unwrap();
+        assert_eq!(e.var, "MOVIE_RECS_REGISTRY");
+        assert!(e.reason.contains("trace role does not build"), "{e}");
+        assert!(st.history().is_err() && st.lake().is_err());
+        // Ingest with every table in DynamoDB opens no SQLite file.
+        let s = settings(&[
+            ("MOVIE_RECS_DB", db.to_str().unwrap()),
+            ("MOVIE_RECS_LAKE", dir.path().join("lake").to_str().unwrap()),
+            ("MOVIE_RECS_INGEST_TABLE", "ingest"),
+            ("MOVIE_RECS_HISTORY_TABLE", "history"),
+        ]);
+        std::fs::remove_file(&db).unwrap();
+        let st = Stores::build(Role::Ingest, &s).await.unwrap();
+        assert!(st.ingest_state().is_ok() && st.sdk.is_some());
+        assert!(!db.exists(), "no store of ingest is local");
+    }
+
+    #[test]
+    fn in_lambda_a_missing_or_local_store_names_its_variable_and_the_function() {
+        let lambda = [("AWS_LAMBDA_FUNCTION_NAME", "movie-recs-dev-recommend")];
+        let full = [
+            ("MOVIE_RECS_REGISTRY", "s3://bkt/models"),
+            ("MOVIE_RECS_TRACES_TABLE", "t"),
+            ("MOVIE_RECS_HISTORY_TABLE", "h"),
+            ("MOVIE_RECS_ROLLOUT_TABLE", "r"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut v: Vec<(&str, &str)> = lambda.to_vec();
+            v.extend_from_slice(extra);
+            settings(&v)
+        };
+        check_lambda(Role::Recommend, &with(&full)).unwrap();
+        for skip in 0..full.len() {
+            let partial: Vec<(&str, &str)> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, p)| *p)
+                .collect();
+            let e = check_lambda(Role::Recommend, &with(&partial)).unwrap_err();
+            assert_eq!(e.var, full[skip].0);
+            assert!(e.reason.contains("the recommend function"), "{e}");
+            assert!(e.reason.contains("got nothing"), "{e}");
+        }
+        // A folder registry is refused too, naming what it got.
+        let mut local = full.to_vec();
+        local[0] = ("MOVIE_RECS_REGISTRY", "models");
+        let e = check_lambda(Role::Recommend, &with(&local)).unwrap_err();
+        assert_eq!(e.var, "MOVIE_RECS_REGISTRY");
+        assert!(
+            e.reason.contains("s3://") && e.reason.contains("\"models\""),
+            "{e}"
+        );
+        // The trace function needs only its table.
+        check_lambda(Role::Trace, &with(&[("MOVIE_RECS_TRACES_TABLE", "t")])).unwrap();
+        let mut ingest = full.to_vec();
+        ingest.push(("MOVIE_RECS_LAKE", "s3://bkt/lake"));
+        let e = check_lambda(Role::Ingest, &with(&ingest)).unwrap_err();
+        assert_eq!(e.var, "MOVIE_RECS_INGEST_TABLE");
+        // Metrics must go to CloudWatch; the cache must be under /tmp.
+        let mut audit = full.to_vec();
+        audit.extend([
+            ("MOVIE_RECS_LAKE", "s3://bkt/lake"),
+            ("MOVIE_RECS_REPORTS", "s3://bkt/reports"),
+        ]);
+        let e = check_lambda(Role::Audit, &with(&audit)).unwrap_err();
+        assert_eq!(e.var, "MOVIE_RECS_METRICS");
+        audit.push(("MOVIE_RECS_METRICS", "cloudwatch"));
+        check_lambda(Role::Audit, &with(&audit)).unwrap();
+        audit.push(("MOVIE_RECS_MODEL_CACHE", "cache"));
+        let e = check_lambda(Role::Audit, &with(&audit)).unwrap_err();
+        assert_eq!(e.var, "MOVIE_RECS_MODEL_CACHE");
+    }
+}
