@@ -161,7 +161,11 @@ async fn recommend_shape_and_seen_exclusion() {
     assert!(!trained.is_empty());
     assert!(items.iter().all(|m| !trained.contains(m)));
     // A movie watched since (user-history store) disappears too.
-    st.history.append(1, &[items[0]], 0).await.unwrap();
+    st.history()
+        .unwrap()
+        .append(1, &[items[0]], 0)
+        .await
+        .unwrap();
     let (_, _, v2, _) = get(&st, "/recommend/1?k=20", None).await;
     let items2: Vec<u64> = v2["items"]
         .as_array()

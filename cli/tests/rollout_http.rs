@@ -595,3 +595,45 @@ async fn arms_can_differ_by_policy_alone() {
     }
     assert!(seen_p && seen_c);
 }
+
+/// A switch made through the serving process applies to its very next
+/// request, and the answer says so; a process that serves nothing (the
+/// rollout function) reports the reload interval instead.
+#[tokio::test]
+async fn a_switch_serves_from_the_next_request_of_the_process_that_took_it() {
+    let st = state(Some(TOKEN));
+    sync_model(&st, registry()).await.unwrap();
+    let served = |v: Value| v["provenance"]["model_version"].as_str().map(String::from);
+    let (_, v) = call(&st, "GET", "/recommend/1?k=3", None, None).await;
+    let before = served(v).unwrap();
+    let other = if before == "a" { "b" } else { "a" };
+    let (code, v) = call(
+        &st,
+        "POST",
+        &format!("/switch?model={other}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["effective_within_s"].as_u64(),
+            v["applied_here"].as_bool()
+        ),
+        (Some(0), Some(true))
+    );
+    let (_, v) = call(&st, "GET", "/recommend/1?k=3", None, None).await;
+    assert_eq!(served(v).as_deref(), Some(other));
+    // No model in this process: the change serves elsewhere, within the interval.
+    let idle = state(Some(TOKEN));
+    let (code, v) = call(&idle, "POST", "/switch?model=a", Some(TOKEN), None).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["effective_within_s"].as_u64(),
+            v["applied_here"].as_bool()
+        ),
+        (Some(5), Some(false))
+    );
+}

@@ -10,7 +10,7 @@
 //! both before anything is stored; a store failure is a 503 and nothing of the
 //! request was acknowledged: retry all of it.
 
-use super::{error, AppState};
+use super::{ApiError, AppState};
 use crate::ingest::{RawRecord, Source};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -35,60 +35,39 @@ pub fn router(state: Arc<AppState>) -> Router {
     super::finish(routes(), state)
 }
 
-async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Response {
-    let Some(ingestor) = st.ingestor.clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_ingest",
-            "this function has no event lake configured",
-        );
-    };
-    let bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request body over {MAX_BODY} bytes"),
-            )
-        }
-    };
-    let records: Vec<&RawValue> = match serde_json::from_slice(&bytes) {
-        Ok(a) => a,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("expected a JSON array of events: {e}"),
-            )
-        }
-    };
+async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let ingestor = st.ingestor.clone().ok_or_else(|| {
+        ApiError::unavailable("no_ingest", "this function has no event lake configured")
+    })?;
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| ApiError::TooLarge {
+            code: "too_large",
+            detail: format!("request body over {MAX_BODY} bytes"),
+        })?;
+    let records: Vec<&RawValue> = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::InvalidBody(format!("expected a JSON array of events: {e}")))?;
     if records.len() > MAX_BATCH {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_records",
-            format!("{} records; at most {MAX_BATCH} per request", records.len()),
-        );
+        return Err(ApiError::TooLarge {
+            code: "too_many_records",
+            detail: format!("{} records; at most {MAX_BATCH} per request", records.len()),
+        });
     }
     let raw: Vec<RawRecord> = records
         .iter()
         .enumerate()
         .map(|(index, r)| RawRecord::new(r.get().as_bytes().to_vec(), Source::Http { index }, None))
         .collect();
-    let report = match ingestor
+    let report = ingestor
         .ingest(&raw, chrono::Utc::now().timestamp_millis())
         .await
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             tracing::error!(error = %e, "ingest failed; nothing acknowledged");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::unavailable(
                 "ingest_unavailable",
                 format!("{e}; nothing of this request was stored, retry all of it"),
-            );
-        }
-    };
+            )
+        })?;
     let code = if report.rejected == 0 {
         StatusCode::ACCEPTED
     } else {
@@ -102,5 +81,5 @@ async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Response 
         .enumerate()
         .map(|(i, r)| r.to_json(i))
         .collect();
-    (code, Json(body)).into_response()
+    Ok((code, Json(body)).into_response())
 }

@@ -5,22 +5,27 @@
 //! [`rollout::router`] and [`events::router`]; [`router`] is all of them (local).
 //! Every response carries `X-Request-ID`; every error is JSON `{"error","detail"}`.
 
+pub mod error;
 pub mod events;
 pub mod metrics;
+mod recommend;
 pub mod rollout;
+pub mod serving;
 
-use crate::ports::{ModelStore, RolloutState, RolloutStore, TraceStore, UserHistory};
+pub use error::ApiError;
+pub use serving::{sync_model, Assignment, Serving, SyncOutcome};
+
+use crate::ports::{ModelStore, RolloutStore, TraceStore, UserHistory};
 use crate::scoring::ServingModel;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::Router;
 use metrics::Metrics;
-use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -50,6 +55,13 @@ pub struct ApiConfig {
     pub trace_before_response: bool,
     /// The re-ranking policy of requests without `?policy=` (`MOVIE_RECS_POLICY`).
     pub default_policy: crate::domain::rerank::Policy,
+    /// Sync what serves from the request path when the last sync is this
+    /// old (Lambda, whose frozen sandboxes run no timers); `None`: only the
+    /// reload loop syncs.
+    pub reload_every: Option<std::time::Duration>,
+    /// Seconds between reloads of the processes that serve (reported as
+    /// `effective_within_s` of a rollout change made here but served elsewhere).
+    pub reload_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -63,107 +75,29 @@ impl Default for ApiConfig {
             emf: false,
             trace_before_response: false,
             default_policy: crate::domain::rerank::DEFAULT_POLICY,
+            reload_every: None,
+            reload_secs: 5,
         }
     }
 }
 
-/// The models serving now and the rollout state that split users between
-/// them: one immutable value, swapped whole. A request takes one handle and
-/// scores with the version its arm names, whatever is swapped in meanwhile.
-#[derive(Clone)]
-pub struct Serving {
-    /// `None` when no rollout state was ever written (the newest version serves).
-    pub rollout: Option<RolloutState>,
-    pub primary: Arc<ServingModel>,
-    /// Loaded under `canary`, `ab_test` and `shadow`.
-    pub candidate: Option<Arc<ServingModel>>,
-}
-
-/// Which model a request gets.
-#[derive(Clone)]
-pub struct Assignment {
-    pub model: Arc<ServingModel>,
-    /// `primary` or `candidate`.
-    pub arm: &'static str,
-    /// The response's `variant`: the arm under `canary` and `ab_test`, else null.
-    pub variant: Option<&'static str>,
-    /// The candidate to score in the shadow of the served list.
-    pub shadow: Option<Arc<ServingModel>>,
-    pub strategy: String,
-    pub experiment_id: Option<String>,
-    /// The arm's re-ranking policy (`name[:key=value]`), if the rollout sets one.
-    pub policy: Option<String>,
-}
-
-impl Serving {
-    /// The arm of `user_id`: a stable hash of (salt, user) into 10,000 buckets.
-    pub fn assign(&self, user_id: u64) -> Assignment {
-        let primary = Assignment {
-            model: self.primary.clone(),
-            arm: "primary",
-            variant: None,
-            shadow: None,
-            strategy: "fixed".into(),
-            experiment_id: None,
-            policy: self.rollout.as_ref().and_then(|r| r.primary_policy.clone()),
-        };
-        let (Some(r), Some(cand)) = (&self.rollout, &self.candidate) else {
-            return Assignment {
-                strategy: self
-                    .rollout
-                    .as_ref()
-                    .map_or_else(|| "fixed".into(), |r| r.strategy.clone()),
-                ..primary
-            };
-        };
-        let salt = r
-            .salt
-            .as_deref()
-            .or(r.experiment_id.as_deref())
-            .unwrap_or_default();
-        let hit = crate::domain::experiment::in_candidate(salt, user_id, r.percentage);
-        let base = Assignment {
-            strategy: r.strategy.clone(),
-            experiment_id: r.experiment_id.clone(),
-            ..primary
-        };
-        match r.strategy.as_str() {
-            "canary" | "ab_test" if hit => Assignment {
-                model: cand.clone(),
-                arm: "candidate",
-                variant: Some("candidate"),
-                policy: r.candidate_policy.clone(),
-                ..base
-            },
-            "canary" | "ab_test" => Assignment {
-                variant: Some("primary"),
-                ..base
-            },
-            "shadow" if hit => Assignment {
-                shadow: Some(cand.clone()),
-                ..base
-            },
-            _ => base,
-        }
-    }
-
-    /// The versions loaded, primary first.
-    pub fn versions(&self) -> Vec<String> {
-        std::iter::once(&self.primary)
-            .chain(self.candidate.iter())
-            .map(|m| m.version().to_string())
-            .collect()
-    }
+/// The store handles the routers use. A function builds only the ones its
+/// routes need ([`crate::wiring::Stores::api_stores`]); a route whose store
+/// is missing answers 503 `not_configured`.
+#[derive(Clone, Default)]
+pub struct ApiStores {
+    pub traces: Option<Arc<dyn TraceStore>>,
+    pub history: Option<Arc<dyn UserHistory>>,
+    pub rollout: Option<Arc<dyn RolloutStore>>,
 }
 
 /// Everything the handlers share. The serving models are one immutable
 /// value, swapped whole when the rollout or a version changes.
 pub struct AppState {
     model: RwLock<Option<Arc<Serving>>>,
-    pub traces: Arc<dyn TraceStore>,
-    pub history: Arc<dyn UserHistory>,
-    pub rollout: Arc<dyn RolloutStore>,
-    /// The model registry, for routes that validate versions (rollout).
+    stores: ApiStores,
+    /// The model registry: routes that validate versions (rollout), and the
+    /// reloads of what serves.
     pub registry: Option<Arc<dyn ModelStore>>,
     /// The ingest pipeline (`POST /events`).
     pub ingestor: Option<Arc<crate::ingest::Ingestor>>,
@@ -171,6 +105,18 @@ pub struct AppState {
     pub experiments: Option<Arc<crate::canary::job::ExperimentJob>>,
     pub metrics: Metrics,
     pub config: ApiConfig,
+    /// Whether a [`sync_model`] of this process is running.
+    pub(crate) syncing: AtomicBool,
+    /// When the last sync started (ms since `started`), for [`Self::sync_if_due`].
+    last_sync_ms: AtomicU64,
+    started: Instant,
+}
+
+fn not_configured(what: &str) -> ApiError {
+    ApiError::unavailable(
+        "not_configured",
+        format!("this function has no {what} configured"),
+    )
 }
 
 impl AppState {
@@ -181,34 +127,39 @@ impl AppState {
         rollout: Arc<dyn RolloutStore>,
         config: ApiConfig,
     ) -> Self {
+        let state = Self::with_stores(
+            ApiStores {
+                traces: Some(traces),
+                history: Some(history),
+                rollout: Some(rollout),
+            },
+            config,
+        );
+        if let Some(m) = model {
+            state.set_model(m);
+        }
+        state
+    }
+
+    /// State over the stores a function built (only those its routes use).
+    pub fn with_stores(stores: ApiStores, config: ApiConfig) -> Self {
         AppState {
-            model: RwLock::new(model.map(|m| {
-                Arc::new(Serving {
-                    rollout: None,
-                    primary: m,
-                    candidate: None,
-                })
-            })),
-            traces,
-            history,
-            rollout,
+            model: RwLock::new(None),
+            stores,
             registry: None,
             ingestor: None,
             experiments: None,
             metrics: Metrics::default(),
             config,
+            syncing: AtomicBool::new(false),
+            last_sync_ms: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
     /// State over the stores the environment configured (Lambda functions).
-    pub fn from_stores(stores: &crate::config::Stores, config: ApiConfig) -> Self {
-        Self::new(
-            None,
-            stores.traces.clone(),
-            stores.history.clone(),
-            stores.rollout.clone(),
-            config,
-        )
+    pub fn from_stores(stores: &crate::wiring::Stores, config: ApiConfig) -> Self {
+        Self::with_stores(stores.api_stores(), config)
     }
 
     pub fn with_registry(mut self, registry: Arc<dyn ModelStore>) -> Self {
@@ -224,6 +175,27 @@ impl AppState {
     pub fn with_experiments(mut self, job: crate::canary::job::ExperimentJob) -> Self {
         self.experiments = Some(Arc::new(job));
         self
+    }
+
+    pub fn traces(&self) -> Result<&Arc<dyn TraceStore>, ApiError> {
+        self.stores
+            .traces
+            .as_ref()
+            .ok_or_else(|| not_configured("trace store"))
+    }
+
+    pub fn history(&self) -> Result<&Arc<dyn UserHistory>, ApiError> {
+        self.stores
+            .history
+            .as_ref()
+            .ok_or_else(|| not_configured("user-history store"))
+    }
+
+    pub fn rollout(&self) -> Result<&Arc<dyn RolloutStore>, ApiError> {
+        self.stores
+            .rollout
+            .as_ref()
+            .ok_or_else(|| not_configured("rollout store"))
     }
 
     /// The primary model serving now.
@@ -249,6 +221,35 @@ impl AppState {
     pub fn set_serving(&self, serving: Serving) {
         *self.model.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(serving));
     }
+
+    /// Starts a background sync when the last one began at least `every`
+    /// ago and none is running. Lambda freezes a sandbox between
+    /// invocations, so its timers stall; this keeps a warm recommend
+    /// function within one reload interval of the rollout store anyway.
+    pub fn sync_if_due(self: &Arc<Self>, every: std::time::Duration) {
+        let Some(registry) = self.registry.clone() else {
+            return;
+        };
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_sync_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < every.as_millis() as u64
+            || self.syncing.load(Ordering::Acquire)
+            || self
+                .last_sync_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let st = self.clone();
+        tokio::spawn(async move { serving::log_sync(sync_model(&st, registry).await) });
+    }
+
+    /// Notes that a sync started now (the reload loop and init call this).
+    pub(crate) fn mark_synced(&self) {
+        self.last_sync_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
 }
 
 /// The request id of the current request (echoed or generated).
@@ -257,19 +258,10 @@ pub struct RequestId(pub String);
 
 /// Fields a handler adds for the request log line and metrics.
 #[derive(Clone, Debug, Default)]
-struct LogFields {
-    user_id: Option<u64>,
-    model_version: Option<String>,
-    fallback: Option<&'static str>,
-}
-
-/// The JSON error body `{"error","detail"}` with a status.
-pub fn error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": error, "detail": detail.into()})),
-    )
-        .into_response()
+pub(crate) struct LogFields {
+    pub(crate) user_id: Option<u64>,
+    pub(crate) model_version: Option<String>,
+    pub(crate) fallback: Option<&'static str>,
 }
 
 /// Accepts an incoming request id of 1–128 characters from `[A-Za-z0-9._:-]`.
@@ -302,20 +294,20 @@ pub fn trace_router(state: Arc<AppState>) -> Router {
 
 fn recommend_routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/recommend/{user_id}", get(recommend))
-        .route("/healthz", get(health))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_page))
+        .route("/recommend/{user_id}", get(recommend::recommend))
+        .route("/healthz", get(recommend::health))
+        .route("/health", get(recommend::health))
+        .route("/metrics", get(recommend::metrics_page))
 }
 
 fn trace_routes() -> Router<Arc<AppState>> {
-    Router::new().route("/trace/{request_id}", get(trace))
+    Router::new().route("/trace/{request_id}", get(recommend::trace))
 }
 
 /// Adds the fallback, request-id/log/metrics middleware and state.
 pub(crate) fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
     routes
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,
@@ -406,326 +398,4 @@ pub fn parse_k(q: &HashMap<String, String>) -> Result<usize, String> {
             "k must be an integer from 1 to {K_MAX}, got {raw:?}"
         )),
     }
-}
-
-async fn recommend(
-    State(st): State<Arc<AppState>>,
-    Extension(RequestId(rid)): Extension<RequestId>,
-    Path(user): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let start = Instant::now();
-    let (user_id, k) = match (parse_user_id(&user), parse_k(&q)) {
-        (Ok(u), Ok(k)) => (u, k),
-        (Err(d), _) | (_, Err(d)) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
-    };
-    let arm_policy = |arm: &Assignment| {
-        arm.policy
-            .as_deref()
-            .and_then(|p| crate::domain::rerank::Policy::from_spec(p, K_MAX).ok())
-            .unwrap_or(st.config.default_policy)
-            .for_k(k)
-    };
-    let policy = match q.get("policy") {
-        None => None,
-        Some(name) => match crate::domain::rerank::Policy::parse(name, &q, k) {
-            Ok(p) => Some(p),
-            Err(d) => return error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
-        },
-    };
-    let Some(serving) = st.serving() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_model",
-            "no model version is loaded",
-        );
-    };
-    let arm = serving.assign(user_id);
-    let policy = policy.unwrap_or_else(|| arm_policy(&arm));
-    let model = arm.model.clone();
-    let seen = st.history.seen(user_id).await.unwrap_or_else(|e| {
-        st.metrics.history_read_failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(request_id = %rid, error = %e, "user history unavailable; excluding training history only");
-        Vec::new()
-    });
-    let ranked = match model.recommend_with(user_id, k, &seen, policy) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(request_id = %rid, error = %e, "scoring failed");
-            // Failed requests are traced too: an arm's error rate comes from them.
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            let trace = json!({
-                "request_id": rid,
-                "timestamp": now_ms,
-                "model_version": model.version(),
-                "latency_ms": start.elapsed().as_secs_f64() * 1e3,
-                "strategy": arm.strategy,
-                "arm": arm.arm,
-                "experiment_id": arm.experiment_id,
-                "user_id": user_id,
-                "k": k,
-                "variant": arm.variant,
-                "status": 500,
-                "error": "scoring_failed",
-                "path": format!("/recommend/{user}"),
-                "stored_at": now_ms,
-            });
-            let write = put_trace(st.clone(), rid.clone(), trace, now_ms);
-            if st.config.trace_before_response {
-                write.await;
-            } else {
-                tokio::spawn(write);
-            }
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "scoring_failed",
-                "the model could not score this request",
-            );
-        }
-    };
-    let m = &model.manifest;
-    let items: Vec<u64> = ranked
-        .items
-        .iter()
-        .map(|(i, _)| m.items[*i as usize].movie_id)
-        .collect();
-    let recs: Vec<Value> = ranked
-        .items
-        .iter()
-        .map(|(i, s)| {
-            let it = &m.items[*i as usize];
-            json!({"movie_id": it.movie_id, "title": it.title, "genres": it.genres, "score": s})
-        })
-        .collect();
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let provenance = json!({
-        "request_id": rid,
-        "timestamp": now_ms,
-        "model_name": m.name,
-        "model_version": m.version,
-        "model_sha256": m.model_sha256().unwrap_or_default(),
-        "git_sha": m.git_sha,
-        "data_snapshot_id": m.data.snapshot_id,
-        "function_version": st.config.function_version,
-        "latency_ms": start.elapsed().as_secs_f64() * 1e3,
-        "fallback": ranked.fallback,
-        "strategy": arm.strategy,
-        "arm": arm.arm,
-        "experiment_id": arm.experiment_id,
-        "policy": policy.name(),
-        "policy_params": policy.params(),
-    });
-    let body = json!({
-        "user_id": user_id,
-        "model": m.version,
-        "items": items,
-        "recommendations": recs,
-        "variant": arm.variant,
-        "provenance": provenance,
-    });
-    // The trace is written after the response is on its way.
-    let mut trace = provenance.as_object().cloned().unwrap_or_default();
-    trace.insert("user_id".into(), json!(user_id));
-    trace.insert("k".into(), json!(k));
-    trace.insert("items".into(), json!(items));
-    trace.insert("variant".into(), json!(arm.variant));
-    trace.insert("status".into(), json!(200));
-    trace.insert("path".into(), json!(format!("/recommend/{user}")));
-    trace.insert("stored_at".into(), json!(now_ms));
-    let write = {
-        let (store, rid2) = (st.clone(), rid.clone());
-        let shadow = arm.shadow.clone();
-        async move {
-            // The candidate's list under shadow: recorded, never served.
-            if let Some(c) = shadow {
-                let list = c.recommend(user_id, k, &seen).map(|r| {
-                    r.items
-                        .iter()
-                        .map(|(i, _)| c.manifest.items[*i as usize].movie_id)
-                        .collect::<Vec<u64>>()
-                });
-                trace.insert(
-                    "shadow".into(),
-                    match list {
-                        Ok(items) => json!({"model_version": c.version(), "items": items}),
-                        Err(e) => json!({"model_version": c.version(), "error": e.to_string()}),
-                    },
-                );
-            }
-            put_trace(store, rid2, Value::Object(trace), now_ms).await;
-        }
-    };
-    if st.config.trace_before_response {
-        // Lambda freezes the sandbox once the response is sent, so a write
-        // left running would stall until the next invocation (or be lost).
-        write.await;
-    } else {
-        tokio::spawn(write);
-    }
-    let mut resp = Json(body).into_response();
-    resp.extensions_mut().insert(LogFields {
-        user_id: Some(user_id),
-        model_version: Some(m.version.clone()),
-        fallback: ranked.fallback,
-    });
-    resp
-}
-
-/// Stores a trace written at `now_ms`; a failure is logged and counted,
-/// never passed on.
-async fn put_trace(st: Arc<AppState>, rid: String, trace: Value, now_ms: i64) {
-    let expires = now_ms / 1000 + st.config.trace_ttl_secs;
-    if let Err(e) = st.traces.put(&rid, &trace, expires).await {
-        st.metrics
-            .trace_write_failures
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(request_id = %rid, error = %e, "trace write failed");
-    }
-}
-
-async fn trace(State(st): State<Arc<AppState>>, Path(request_id): Path<String>) -> Response {
-    if !well_formed_request_id(&request_id) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            "request_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-        );
-    }
-    let now = chrono::Utc::now().timestamp();
-    match st.traces.get(&request_id, now).await {
-        Ok(Some(t)) => Json(t).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no trace for request {request_id} (unknown or expired)"),
-        ),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
-    }
-}
-
-async fn health(State(st): State<Arc<AppState>>) -> Response {
-    let serving = st.serving();
-    let model = serving.as_ref().map(|s| s.primary.clone());
-    let traces = match st.traces.ping().await {
-        Ok(()) => "ok".to_string(),
-        Err(e) => format!("error: {e}"),
-    };
-    let rollout = match st.rollout.state().await {
-        Ok(Some(s)) => json!(s),
-        Ok(None) => json!({"strategy": "fixed", "served_version": null}),
-        Err(e) => json!({"error": e.to_string()}),
-    };
-    let body = json!({
-        "status": if model.is_some() { "ok" } else { "unavailable" },
-        "model_loaded": model.is_some(),
-        "serving_versions": serving.as_ref().map(|s| s.versions()).unwrap_or_default(),
-        "rollout": rollout,
-        "stores": {"traces": traces},
-    });
-    let code = if model.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
-}
-
-async fn metrics_page(State(st): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        st.metrics.render(),
-    )
-        .into_response()
-}
-
-/// Outcome of [`sync_model`].
-#[derive(Debug, PartialEq)]
-pub enum SyncOutcome {
-    /// What serves is what the rollout state names (the primary version).
-    Unchanged(String),
-    /// New versions or a new split were verified, loaded and swapped in
-    /// (the primary version).
-    Loaded(String),
-    /// Nothing to load (empty registry).
-    NoVersion,
-}
-
-/// Makes what serves match the rollout state: its primary version (or,
-/// when no state was written, the newest in the registry) and, under
-/// canary, A/B and shadow, its candidate; both loaded before either serves.
-/// A version that fails verification or loading is refused with the reason,
-/// and whatever was serving keeps serving. Loaded versions are reused.
-/// Registry I/O and model loading run on the blocking pool.
-pub async fn sync_model(
-    st: &AppState,
-    registry: Arc<dyn ModelStore>,
-) -> Result<SyncOutcome, String> {
-    let rollout = st.rollout.state().await.map_err(|e| e.to_string())?;
-    let current = st.serving();
-    if let (Some(cur), Some(r)) = (&current, &rollout) {
-        if cur.rollout.as_ref() == Some(r) {
-            return Ok(SyncOutcome::Unchanged(cur.primary.version().to_string()));
-        }
-    }
-    type Loaded = (SyncOutcome, Option<Serving>);
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
-        let primary = match rollout.as_ref().map(|r| r.served_version.clone()) {
-            Some(v) => v,
-            None => match registry.list_versions().map_err(|e| e.to_string())?.pop() {
-                Some(v) => v,
-                None => return Ok((SyncOutcome::NoVersion, None)),
-            },
-        };
-        let candidate = rollout
-            .as_ref()
-            .filter(|r| r.strategy != "fixed")
-            .and_then(|r| r.candidate_version.clone());
-        if rollout.is_none()
-            && current
-                .as_ref()
-                .is_some_and(|c| c.rollout.is_none() && c.primary.version() == primary)
-        {
-            return Ok((SyncOutcome::Unchanged(primary), None));
-        }
-        let loaded: Vec<Arc<ServingModel>> = current
-            .iter()
-            .flat_map(|c| std::iter::once(c.primary.clone()).chain(c.candidate.clone()))
-            .collect();
-        let load = |v: &str| -> Result<Arc<ServingModel>, String> {
-            if let Some(m) = loaded.iter().find(|m| m.version() == v) {
-                return Ok(m.clone());
-            }
-            let art = registry.fetch(v).map_err(|e| e.to_string())?;
-            Ok(Arc::new(
-                ServingModel::load(&art).map_err(|e| format!("version {v}: {e}"))?,
-            ))
-        };
-        let primary_model = load(&primary)?;
-        // A policy experiment may run one version in both arms.
-        let candidate_model = match candidate.as_deref() {
-            Some(c) if c == primary => Some(primary_model.clone()),
-            Some(c) => Some(load(c)?),
-            None => None,
-        };
-        let serving = Serving {
-            primary: primary_model,
-            candidate: candidate_model,
-            rollout,
-        };
-        Ok((SyncOutcome::Loaded(primary), Some(serving)))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let (outcome, serving) = outcome;
-    if let Some(serving) = serving {
-        st.set_serving(serving);
-    }
-    Ok(outcome)
 }

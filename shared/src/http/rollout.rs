@@ -21,10 +21,9 @@
 //! roll back, keep the primary or ramp) unless `dry_run`; without
 //! `window_minutes` it judges the whole experiment.
 
-use super::{error, AppState};
-use crate::ports::{RolloutSpec, RolloutState, StoreError};
+use super::{ApiError, AppState};
+use crate::ports::{RolloutSpec, RolloutState};
 use axum::extract::{Query, Request, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -52,26 +51,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     super::finish(routes(), state)
 }
 
-/// Why an admin request is refused: 401 without credentials, 403 with wrong ones.
-#[derive(Debug, PartialEq)]
-pub struct Denied {
-    pub status: StatusCode,
-    pub detail: &'static str,
-}
-
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        let code = if self.status == StatusCode::UNAUTHORIZED {
-            "unauthorized"
-        } else {
-            "forbidden"
-        };
-        error(self.status, code, self.detail)
-    }
-}
-
-/// Who is calling an admin route.
-pub fn authorize(st: &AppState, req: &Request) -> Result<String, Denied> {
+/// Who is calling an admin route: 401 without credentials, 403 with wrong ones.
+pub fn authorize(st: &AppState, req: &Request) -> Result<String, ApiError> {
     if let Some(Caller(arn)) = req.extensions().get::<Caller>() {
         return Ok(arn.clone());
     }
@@ -80,40 +61,25 @@ pub fn authorize(st: &AppState, req: &Request) -> Result<String, Denied> {
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let deny = |status, detail| Err(Denied { status, detail });
     match (&st.config.admin_token, bearer) {
-        (_, None) if st.config.iam_authorized => deny(
-            StatusCode::UNAUTHORIZED,
+        (_, None) if st.config.iam_authorized => Err(ApiError::Unauthorized(
             "admin routes need an IAM-signed request",
-        ),
-        (_, None) => deny(
-            StatusCode::UNAUTHORIZED,
+        )),
+        (_, None) => Err(ApiError::Unauthorized(
             "admin routes need Authorization: Bearer <MOVIE_RECS_ADMIN_TOKEN>",
-        ),
-        (None, Some(_)) => deny(
-            StatusCode::FORBIDDEN,
+        )),
+        (None, Some(_)) => Err(ApiError::Forbidden(
             "admin routes are disabled: no MOVIE_RECS_ADMIN_TOKEN is configured",
-        ),
+        )),
         (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => {
             Ok("token".into())
         }
-        (Some(_), Some(_)) => deny(StatusCode::FORBIDDEN, "wrong admin token"),
+        (Some(_), Some(_)) => Err(ApiError::Forbidden("wrong admin token")),
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::Conflict { .. } => error(StatusCode::CONFLICT, "conflict", e.to_string()),
-        StoreError::Unavailable { .. } => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
-    }
 }
 
 /// The state as clients read it: the fields, plus `served_version`
@@ -134,16 +100,16 @@ pub fn status_json(s: &RolloutState) -> Value {
     })
 }
 
-async fn status(State(st): State<Arc<AppState>>) -> Response {
-    match st.rollout.state().await {
-        Ok(Some(s)) => {
+async fn status(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(match st.rollout()?.state().await? {
+        Some(s) => {
             let mut v = status_json(&s);
             if let Some(serving) = st.serving() {
                 v["serving_versions"] = json!(serving.versions());
             }
-            Json(v).into_response()
+            v
         }
-        Ok(None) => Json(json!({
+        None => json!({
             "strategy": "fixed",
             "primary_version": null,
             "candidate_version": null,
@@ -154,66 +120,45 @@ async fn status(State(st): State<Arc<AppState>>) -> Response {
             "served_version": null,
             "revision": 0,
             "detail": "no version was switched to: recommend serves the newest in the registry",
-        }))
-        .into_response(),
-        Err(e) => store_error(e),
-    }
+        }),
+    }))
 }
 
 async fn changes(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
+) -> Result<Json<Value>, ApiError> {
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 20,
         Some(Ok(l)) if (1..=500).contains(&l) => l,
         Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                "limit must be an integer from 1 to 500",
-            )
+            return Err(ApiError::InvalidParameter(
+                "limit must be an integer from 1 to 500".into(),
+            ))
         }
     };
-    match st.rollout.changes(limit).await {
-        Ok(c) => Json(json!({"changes": c})).into_response(),
-        Err(e) => store_error(e),
-    }
+    let c = st.rollout()?.changes(limit).await?;
+    Ok(Json(json!({"changes": c})))
 }
 
 /// Checks that `version` exists in the registry and every checksum verifies.
-async fn verify_version(st: &AppState, version: &str) -> Result<(), Response> {
-    let Some(reg) = st.registry.clone() else {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
+async fn verify_version(st: &AppState, version: &str) -> Result<(), ApiError> {
+    use crate::ports::RegistryError as R;
+    let reg = st.registry.clone().ok_or_else(|| {
+        ApiError::unavailable(
             "no_registry",
             "this function has no model registry configured",
-        ));
-    };
+        )
+    })?;
     let v = version.to_string();
     match tokio::task::spawn_blocking(move || reg.fetch(&v)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e @ crate::ports::RegistryError::NotFound(_)))
-        | Ok(Err(e @ crate::ports::RegistryError::InvalidVersion(_))) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            e.to_string(),
-        )),
-        Ok(Err(e @ crate::ports::RegistryError::Artifact { .. })) => Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "artifact_invalid",
-            e.to_string(),
-        )),
-        Ok(Err(e)) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "registry_unavailable",
-            e.to_string(),
-        )),
-        Err(e) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        )),
+        Ok(Err(e @ (R::NotFound(_) | R::InvalidVersion(_)))) => {
+            Err(ApiError::InvalidParameter(e.to_string()))
+        }
+        Ok(Err(e @ R::Artifact { .. })) => Err(ApiError::ArtifactInvalid(e.to_string())),
+        Ok(Err(e)) => Err(ApiError::unavailable("registry_unavailable", e.to_string())),
+        Err(e) => Err(ApiError::internal("internal", e.to_string())),
     }
 }
 
@@ -242,27 +187,48 @@ pub fn name_experiment(spec: &mut RolloutSpec, previous: Option<&RolloutState>) 
     }
 }
 
+/// When a written change serves: at once in this process when it serves
+/// requests itself (it syncs before answering), else (the rollout function,
+/// whose change the recommend function reads) within the reload interval.
+async fn take_effect(st: &AppState) -> Value {
+    let serves_here = st.serving().is_some();
+    match (serves_here, st.registry.clone()) {
+        (true, Some(reg)) => {
+            let out = super::sync_model(st, reg).await;
+            let applied = matches!(
+                out,
+                Ok(super::SyncOutcome::Loaded(_)) | Ok(super::SyncOutcome::Unchanged(_))
+            );
+            if !applied {
+                tracing::warn!(outcome = ?out, "the change did not apply here yet; the reload loop retries it");
+            }
+            json!({
+                "effective_within_s": if applied { 0 } else { st.config.reload_secs },
+                "applied_here": applied,
+            })
+        }
+        _ => json!({"effective_within_s": st.config.reload_secs, "applied_here": false}),
+    }
+}
+
 /// Writes `spec` with a guarded write over the state just read.
-async fn apply(st: &AppState, mut spec: RolloutSpec, caller: &str) -> Response {
-    let previous = match st.rollout.state().await {
-        Ok(s) => s,
-        Err(e) => return store_error(e),
-    };
+async fn apply(st: &AppState, mut spec: RolloutSpec, caller: &str) -> Result<Response, ApiError> {
+    let rollout = st.rollout()?;
+    let previous = rollout.state().await?;
     name_experiment(&mut spec, previous.as_ref());
     let expected = previous.as_ref().map_or(0, |s| s.revision);
-    match st.rollout.set(expected, &spec, caller).await {
-        Ok(now) => {
-            tracing::info!(target: "audit", caller, strategy = %now.strategy, primary = %now.served_version,
-                candidate = ?now.candidate_version, percentage = now.percentage, revision = now.revision, "rollout changed");
-            Json(json!({
-                "state": now,
-                "previous": previous,
-                "status": status_json(&now),
-            }))
-            .into_response()
-        }
-        Err(e) => store_error(e),
-    }
+    let now = rollout.set(expected, &spec, caller).await?;
+    tracing::info!(target: "audit", caller, strategy = %now.strategy, primary = %now.served_version,
+        candidate = ?now.candidate_version, percentage = now.percentage, revision = now.revision, "rollout changed");
+    let effect = take_effect(st).await;
+    Ok(Json(json!({
+        "state": now,
+        "previous": previous,
+        "status": status_json(&now),
+        "effective_within_s": effect["effective_within_s"],
+        "applied_here": effect["applied_here"],
+    }))
+    .into_response())
 }
 
 /// Verifies `version`, then makes it the only served one, its lists
@@ -272,10 +238,8 @@ async fn apply_fixed(
     version: &str,
     policy: Option<String>,
     caller: &str,
-) -> Response {
-    if let Err(r) = verify_version(st, version).await {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    verify_version(st, version).await?;
     apply(
         st,
         RolloutSpec::fixed(version).with_primary_policy(policy),
@@ -288,137 +252,85 @@ async fn switch(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
-) -> Response {
-    let caller = match authorize(&st, &req) {
-        Ok(c) => c,
-        Err(d) => return d.into_response(),
-    };
-    let Some(version) = q.get("model").filter(|v| !v.is_empty()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            "model is required: POST /switch?model=VERSION",
-        );
-    };
+) -> Result<Response, ApiError> {
+    let caller = authorize(&st, &req)?;
+    let version = q.get("model").filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::InvalidParameter("model is required: POST /switch?model=VERSION".into())
+    })?;
     apply_fixed(&st, version, None, &caller).await
 }
 
 /// Strategies `POST /rollout` accepts.
 pub const STRATEGIES: [&str; 4] = ["fixed", "canary", "ab_test", "shadow"];
 
-async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response {
-    let caller = match authorize(&st, &req) {
-        Ok(c) => c,
-        Err(d) => return d.into_response(),
-    };
-    let bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "body over 64 KiB",
-            )
-        }
-    };
+/// The optional re-ranking policy of one arm (`name[:key=value]`), normalised.
+fn arm_policy(body: &Value, key: &str) -> Result<Option<String>, ApiError> {
+    match &body[key] {
+        Value::Null => Ok(None),
+        Value::String(spec) => crate::domain::rerank::Policy::from_spec(spec, super::K_MAX)
+            .map(|p| Some(p.spec()))
+            .map_err(|d| ApiError::InvalidParameter(format!("{key}: {d}"))),
+        other => Err(ApiError::InvalidParameter(format!(
+            "{key} must be a string like \"slots:slots=3\", got {other}"
+        ))),
+    }
+}
+
+async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let caller = authorize(&st, &req)?;
+    let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| ApiError::TooLarge {
+            code: "too_large",
+            detail: "body over 64 KiB".into(),
+        })?;
     let body: Value = match serde_json::from_slice(&bytes) {
         Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                "expected a JSON object {\"strategy\",\"primary_version\",\"candidate_version\",\"percentage\"}",
-            )
-        }
+        _ => return Err(ApiError::InvalidBody(
+            "expected a JSON object {\"strategy\",\"primary_version\",\"candidate_version\",\"percentage\"}".into(),
+        )),
     };
     let strategy = body["strategy"].as_str().unwrap_or("");
     if !STRATEGIES.contains(&strategy) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            format!(
-                "strategy must be one of {STRATEGIES:?}, got {}",
-                body["strategy"]
-            ),
-        );
+        return Err(ApiError::InvalidParameter(format!(
+            "strategy must be one of {STRATEGIES:?}, got {}",
+            body["strategy"]
+        )));
     }
-    let Some(primary) = body["primary_version"].as_str() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            "primary_version is required",
-        );
-    };
-    // Optional re-ranking policies per arm (`name[:key=value]`).
-    let mut policies = [None, None];
-    for (slot, key) in policies
-        .iter_mut()
-        .zip(["primary_policy", "candidate_policy"])
-    {
-        match &body[key] {
-            Value::Null => {}
-            Value::String(spec) => {
-                match crate::domain::rerank::Policy::from_spec(spec, crate::http::K_MAX) {
-                    Ok(p) => *slot = Some(p.spec()),
-                    Err(d) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "invalid_parameter",
-                            format!("{key}: {d}"),
-                        )
-                    }
-                }
-            }
-            other => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
-                    format!("{key} must be a string like \"slots:slots=3\", got {other}"),
-                )
-            }
-        }
-    }
-    let [primary_policy, candidate_policy] = policies;
+    let primary = body["primary_version"]
+        .as_str()
+        .ok_or_else(|| ApiError::InvalidParameter("primary_version is required".into()))?;
+    let primary_policy = arm_policy(&body, "primary_policy")?;
+    let candidate_policy = arm_policy(&body, "candidate_policy")?;
     if strategy == "fixed" {
         return apply_fixed(&st, primary, primary_policy, &caller).await;
     }
-    let Some(candidate) = body["candidate_version"].as_str() else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            format!("candidate_version is required for {strategy}"),
-        );
-    };
-    match body["percentage"].as_f64() {
-        Some(p) if (0.0..=100.0).contains(&p) => {}
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                format!(
-                    "percentage must be a number from 0 to 100, got {}",
-                    body["percentage"]
-                ),
-            )
-        }
-    }
+    let candidate = body["candidate_version"].as_str().ok_or_else(|| {
+        ApiError::InvalidParameter(format!("candidate_version is required for {strategy}"))
+    })?;
+    let percentage = body["percentage"]
+        .as_f64()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "percentage must be a number from 0 to 100, got {}",
+                body["percentage"]
+            ))
+        })?;
     if candidate == primary && primary_policy == candidate_policy {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_parameter",
-            "candidate_version must differ from primary_version (or the arms' policies must differ)",
-        );
+        return Err(ApiError::InvalidParameter(
+            "candidate_version must differ from primary_version (or the arms' policies must differ)"
+                .into(),
+        ));
     }
     for v in [primary, candidate] {
-        if let Err(r) = verify_version(&st, v).await {
-            return r;
-        }
+        verify_version(&st, v).await?;
     }
     let spec = RolloutSpec {
         strategy: strategy.into(),
         primary_version: primary.into(),
         candidate_version: Some(candidate.into()),
-        percentage: body["percentage"].as_f64().unwrap_or(0.0),
+        percentage,
         experiment_id: None,
         salt: None,
         primary_policy,
@@ -428,107 +340,88 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Response 
     apply(&st, spec, &caller).await
 }
 
-fn canary_error(e: crate::canary::job::CanaryError) -> Response {
-    use crate::canary::job::CanaryError as E;
-    match e {
-        E::NoRollout => error(StatusCode::CONFLICT, "no_experiment", e.to_string()),
-        E::Window(d) => error(StatusCode::BAD_REQUEST, "invalid_parameter", d),
-        E::Store(s) => store_error(s),
-        E::Lake(_) | E::Catalog(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
+impl From<crate::canary::job::CanaryError> for ApiError {
+    fn from(e: crate::canary::job::CanaryError) -> Self {
+        use crate::canary::job::CanaryError as E;
+        match e {
+            E::NoRollout => ApiError::NoExperiment(e.to_string()),
+            E::Window(d) => ApiError::InvalidParameter(d),
+            E::Store(s) => s.into(),
+            E::Lake(_) | E::Catalog(_) => ApiError::unavailable("store_unavailable", e.to_string()),
+        }
     }
 }
 
-/// `window_minutes` (1 to 43,200), else `default`; the error is the 400 detail.
-fn window_minutes(q: &HashMap<String, String>, default: i64) -> Result<i64, String> {
+/// `window_minutes` (1 to 43,200), else `default`.
+fn window_minutes(q: &HashMap<String, String>, default: i64) -> Result<i64, ApiError> {
     let max = crate::canary::job::MAX_WINDOW_MINUTES;
     match q.get("window_minutes").map(|w| w.parse::<i64>()) {
         None => Ok(default),
         Some(Ok(w)) if (1..=max).contains(&w) => Ok(w),
-        Some(_) => Err(format!("window_minutes must be an integer from 1 to {max}")),
+        Some(_) => Err(ApiError::InvalidParameter(format!(
+            "window_minutes must be an integer from 1 to {max}"
+        ))),
     }
 }
 
-fn bad_window(detail: String) -> Response {
-    error(StatusCode::BAD_REQUEST, "invalid_parameter", detail)
-}
-
-fn no_experiments() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no_experiments",
-        "this function has no experiment analysis configured",
-    )
+fn experiments(st: &AppState) -> Result<Arc<crate::canary::job::ExperimentJob>, ApiError> {
+    st.experiments.clone().ok_or_else(|| {
+        ApiError::unavailable(
+            "no_experiments",
+            "this function has no experiment analysis configured",
+        )
+    })
 }
 
 async fn analyze(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let Some(job) = st.experiments.clone() else {
-        return no_experiments();
-    };
-    let minutes = match window_minutes(&q, 60) {
-        Ok(m) => m,
-        Err(d) => return bad_window(d),
-    };
-    match job
+) -> Result<Response, ApiError> {
+    let job = experiments(&st)?;
+    let minutes = window_minutes(&q, 60)?;
+    let report = job
         .analyze(chrono::Utc::now().timestamp_millis(), minutes)
-        .await
-    {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => canary_error(e),
-    }
+        .await?;
+    Ok(Json(report).into_response())
 }
 
 async fn promote(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
-) -> Response {
-    let caller = match authorize(&st, &req) {
-        Ok(c) => c,
-        Err(d) => return d.into_response(),
-    };
-    let Some(job) = st.experiments.clone() else {
-        return no_experiments();
-    };
-    let minutes = match window_minutes(&q, job.window_minutes) {
-        Ok(m) => m,
-        Err(d) => return bad_window(d),
-    };
+) -> Result<Response, ApiError> {
+    let caller = authorize(&st, &req)?;
+    let job = experiments(&st)?;
+    let minutes = window_minutes(&q, job.window_minutes)?;
     let dry_run = match q.get("dry_run").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
         Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                format!("dry_run must be true or false, got {other:?}"),
-            )
+            return Err(ApiError::InvalidParameter(format!(
+                "dry_run must be true or false, got {other:?}"
+            )))
         }
     };
-    match job
+    let out = job
         .run(
             chrono::Utc::now().timestamp_millis(),
             minutes,
             dry_run,
             &caller,
         )
-        .await
-    {
-        Ok(out) => Json(json!({
-            "action": out.report.action,
-            "rationale": out.report.rationale,
-            "dry_run": dry_run,
-            "applied": out.applied.is_some(),
-            "status": out.applied.as_ref().map(status_json),
-            "report": out.report,
-        }))
-        .into_response(),
-        Err(e) => canary_error(e),
-    }
+        .await?;
+    let effect = match out.applied.is_some() {
+        true => take_effect(&st).await,
+        false => json!({"effective_within_s": null, "applied_here": false}),
+    };
+    Ok(Json(json!({
+        "action": out.report.action,
+        "rationale": out.report.rationale,
+        "dry_run": dry_run,
+        "applied": out.applied.is_some(),
+        "status": out.applied.as_ref().map(status_json),
+        "effective_within_s": effect["effective_within_s"],
+        "report": out.report,
+    }))
+    .into_response())
 }

@@ -1,0 +1,249 @@
+//! What serves: the loaded model versions and the rollout state that splits
+//! users between them ([`Serving`], swapped whole), and [`sync_model`], which
+//! makes it match the rollout store. A sync is bounded in time and never
+//! runs twice at once, so a hung registry call cannot stop later reloads.
+
+use super::AppState;
+use crate::ports::{ModelStore, RolloutState};
+use crate::scoring::ServingModel;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a sync may take (registry listing, manifest, files, ONNX load)
+/// before the reload loop gives up on it and tries again next tick.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The models serving now and the rollout state that split users between
+/// them: one immutable value, swapped whole. A request takes one handle and
+/// scores with the version its arm names, whatever is swapped in meanwhile.
+#[derive(Clone)]
+pub struct Serving {
+    /// `None` when no rollout state was ever written (the newest version serves).
+    pub rollout: Option<RolloutState>,
+    pub primary: Arc<ServingModel>,
+    /// Loaded under `canary`, `ab_test` and `shadow`.
+    pub candidate: Option<Arc<ServingModel>>,
+}
+
+/// Which model a request gets.
+#[derive(Clone)]
+pub struct Assignment {
+    pub model: Arc<ServingModel>,
+    /// `primary` or `candidate`.
+    pub arm: &'static str,
+    /// The response's `variant`: the arm under `canary` and `ab_test`, else null.
+    pub variant: Option<&'static str>,
+    /// The candidate to score in the shadow of the served list.
+    pub shadow: Option<Arc<ServingModel>>,
+    pub strategy: String,
+    pub experiment_id: Option<String>,
+    /// The arm's re-ranking policy (`name[:key=value]`), if the rollout sets one.
+    pub policy: Option<String>,
+}
+
+impl Serving {
+    /// The arm of `user_id`: a stable hash of (salt, user) into 10,000 buckets.
+    pub fn assign(&self, user_id: u64) -> Assignment {
+        let primary = Assignment {
+            model: self.primary.clone(),
+            arm: "primary",
+            variant: None,
+            shadow: None,
+            strategy: "fixed".into(),
+            experiment_id: None,
+            policy: self.rollout.as_ref().and_then(|r| r.primary_policy.clone()),
+        };
+        let (Some(r), Some(cand)) = (&self.rollout, &self.candidate) else {
+            return Assignment {
+                strategy: self
+                    .rollout
+                    .as_ref()
+                    .map_or_else(|| "fixed".into(), |r| r.strategy.clone()),
+                ..primary
+            };
+        };
+        let salt = r
+            .salt
+            .as_deref()
+            .or(r.experiment_id.as_deref())
+            .unwrap_or_default();
+        let hit = crate::domain::experiment::in_candidate(salt, user_id, r.percentage);
+        let base = Assignment {
+            strategy: r.strategy.clone(),
+            experiment_id: r.experiment_id.clone(),
+            ..primary
+        };
+        match r.strategy.as_str() {
+            "canary" | "ab_test" if hit => Assignment {
+                model: cand.clone(),
+                arm: "candidate",
+                variant: Some("candidate"),
+                policy: r.candidate_policy.clone(),
+                ..base
+            },
+            "canary" | "ab_test" => Assignment {
+                variant: Some("primary"),
+                ..base
+            },
+            "shadow" if hit => Assignment {
+                shadow: Some(cand.clone()),
+                ..base
+            },
+            _ => base,
+        }
+    }
+
+    /// The versions loaded, primary first.
+    pub fn versions(&self) -> Vec<String> {
+        std::iter::once(&self.primary)
+            .chain(self.candidate.iter())
+            .map(|m| m.version().to_string())
+            .collect()
+    }
+}
+
+/// Outcome of [`sync_model`].
+#[derive(Debug, PartialEq)]
+pub enum SyncOutcome {
+    /// What serves is what the rollout state names (the primary version).
+    Unchanged(String),
+    /// New versions or a new split were verified, loaded and swapped in
+    /// (the primary version).
+    Loaded(String),
+    /// Nothing to load (empty registry).
+    NoVersion,
+    /// Another sync of this process is still running; this one did nothing.
+    Busy,
+}
+
+/// Clears the in-flight flag when a sync ends, however it ends.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Makes what serves match the rollout state: its primary version (or,
+/// when no state was written, the newest in the registry) and, under
+/// canary, A/B and shadow, its candidate; both loaded before either serves.
+/// A version that fails verification or loading is refused with the reason,
+/// and whatever was serving keeps serving. Loaded versions are reused.
+/// Registry I/O and model loading run on the blocking pool; at most one
+/// sync runs at a time per process ([`SyncOutcome::Busy`] otherwise), and
+/// a sync gives up after [`SYNC_TIMEOUT`].
+pub async fn sync_model(
+    st: &AppState,
+    registry: Arc<dyn ModelStore>,
+) -> Result<SyncOutcome, String> {
+    if st
+        .syncing
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Ok(SyncOutcome::Busy);
+    }
+    let guard = InFlight(&st.syncing);
+    st.mark_synced();
+    let out = tokio::time::timeout(SYNC_TIMEOUT, sync_once(st, registry))
+        .await
+        .map_err(|_| format!("sync gave up after {} s", SYNC_TIMEOUT.as_secs()))?;
+    drop(guard);
+    out
+}
+
+async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncOutcome, String> {
+    let rollout = st
+        .rollout()
+        .map_err(|e| e.to_string())?
+        .state()
+        .await
+        .map_err(|e| e.to_string())?;
+    let current = st.serving();
+    if let (Some(cur), Some(r)) = (&current, &rollout) {
+        if cur.rollout.as_ref() == Some(r) {
+            return Ok(SyncOutcome::Unchanged(cur.primary.version().to_string()));
+        }
+    }
+    type Loaded = (SyncOutcome, Option<Serving>);
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
+        let primary = match rollout.as_ref().map(|r| r.served_version.clone()) {
+            Some(v) => v,
+            None => match registry.list_versions().map_err(|e| e.to_string())?.pop() {
+                Some(v) => v,
+                None => return Ok((SyncOutcome::NoVersion, None)),
+            },
+        };
+        let candidate = rollout
+            .as_ref()
+            .filter(|r| r.strategy != "fixed")
+            .and_then(|r| r.candidate_version.clone());
+        if rollout.is_none()
+            && current
+                .as_ref()
+                .is_some_and(|c| c.rollout.is_none() && c.primary.version() == primary)
+        {
+            return Ok((SyncOutcome::Unchanged(primary), None));
+        }
+        let loaded: Vec<Arc<ServingModel>> = current
+            .iter()
+            .flat_map(|c| std::iter::once(c.primary.clone()).chain(c.candidate.clone()))
+            .collect();
+        let load = |v: &str| -> Result<Arc<ServingModel>, String> {
+            if let Some(m) = loaded.iter().find(|m| m.version() == v) {
+                return Ok(m.clone());
+            }
+            let art = registry.fetch(v).map_err(|e| e.to_string())?;
+            Ok(Arc::new(
+                ServingModel::load(&art).map_err(|e| format!("version {v}: {e}"))?,
+            ))
+        };
+        let primary_model = load(&primary)?;
+        // A policy experiment may run one version in both arms.
+        let candidate_model = match candidate.as_deref() {
+            Some(c) if c == primary => Some(primary_model.clone()),
+            Some(c) => Some(load(c)?),
+            None => None,
+        };
+        let serving = Serving {
+            primary: primary_model,
+            candidate: candidate_model,
+            rollout,
+        };
+        Ok((SyncOutcome::Loaded(primary), Some(serving)))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let (outcome, serving) = outcome;
+    if let Some(serving) = serving {
+        st.set_serving(serving);
+    }
+    Ok(outcome)
+}
+
+/// Syncs every `every` from now on, in the background, logging what changed.
+/// (In Lambda a frozen sandbox runs no timers; [`super::AppState::sync_if_due`]
+/// also syncs from the request path.)
+pub fn spawn_reload_loop(st: Arc<AppState>, registry: Arc<dyn ModelStore>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            log_sync(sync_model(&st, registry.clone()).await);
+        }
+    });
+}
+
+/// Logs a sync's outcome: a new version as info, a refusal as an error.
+pub fn log_sync(out: Result<SyncOutcome, String>) {
+    match out {
+        Ok(SyncOutcome::Loaded(v)) => tracing::info!(version = %v, "now serving"),
+        Err(e) => tracing::error!(error = %e, "new version refused; the current one keeps serving"),
+        Ok(SyncOutcome::Busy) => tracing::debug!("a sync is still running"),
+        Ok(_) => {}
+    }
+}
