@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Python-packaged tools the tests drive into .tools/venv (ignored by git):
 # moto_server (local S3/DynamoDB/EventBridge), cargo-lambda (Lambda runtime emulator),
-# cfn-lint and aws-sam-cli (template checks). Idempotent: re-running with the same pins does nothing.
+# cfn-lint, checkov and aws-sam-cli (template checks). Idempotent: re-running with the same pins does nothing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="$ROOT/.tools/venv"
@@ -14,12 +14,17 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$PINS" ]]; then
   echo "$PINS" > "$STAMP"
 fi
 
-# aws-sam-cli in a venv of its own (kept apart so the two tool sets' pins never fight): `sam validate --lint`.
-SAM_VENV="$ROOT/.tools/sam-venv"
-SAM_PIN="aws-sam-cli==1.170.0"
-if [[ ! -f "$SAM_VENV/.pins" || "$(cat "$SAM_VENV/.pins")" != "$SAM_PIN" ]]; then
-  echo "installing $SAM_PIN into $SAM_VENV" >&2
-  python3 -m venv "$SAM_VENV"
-  "$SAM_VENV/bin/pip" install --quiet --disable-pip-version-check "$SAM_PIN"
-  echo "$SAM_PIN" > "$SAM_VENV/.pins"
-fi
+# A tool in a venv of its own (kept apart so the tool sets' pins never fight).
+own_venv() {
+  local venv="$ROOT/.tools/$1" pin="$2"
+  if [[ ! -f "$venv/.pins" || "$(cat "$venv/.pins")" != "$pin" ]]; then
+    echo "installing $pin into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$pin"
+    echo "$pin" > "$venv/.pins"
+  fi
+}
+
+# checkov (template security scan), and aws-sam-cli for `sam validate --lint`.
+own_venv checkov-venv "checkov==3.3.30"
+own_venv sam-venv "aws-sam-cli==1.170.0"

@@ -21,21 +21,7 @@ fn main() {
     let t0 = Instant::now();
     let stack = LambdaStack::start();
     let started = t0.elapsed().as_secs_f64();
-    let template: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::repo_root().join("events/recommend.json")).unwrap(),
-    )
-    .unwrap();
-    let event = |user: u64| {
-        let mut e = template.clone();
-        e["path"] = format!("/recommend/{user}").into();
-        e["pathParameters"]["user_id"] = user.to_string().into();
-        e["headers"].as_object_mut().unwrap().remove("X-Request-ID");
-        e["multiValueHeaders"]
-            .as_object_mut()
-            .unwrap()
-            .remove("X-Request-ID");
-        serde_json::to_vec(&e).unwrap()
-    };
+    let event = LambdaStack::recommend_event;
     let s = Instant::now();
     let (code, _) = stack.invoke_raw("recommend", &event(1));
     assert_eq!(code, 200);
@@ -44,8 +30,9 @@ fn main() {
     let init_ms = strip_ansi(&log)
         .lines()
         .find(|l| l.contains("model loaded"))
-        .and_then(|l| l.split("init_ms=").nth(1))
-        .and_then(|r| r.split_whitespace().next())
+        // JSON logs (the template's LogFormat): "init_ms":169.8
+        .and_then(|l| l.split("\"init_ms\":").nth(1))
+        .and_then(|r| r.split([',', '}']).next())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or("?".to_string(), |v| format!("{v:.1}"));
     let n = 2000;

@@ -6,13 +6,18 @@
 
 mod common;
 
-use common::{api_response, sdk_config, LambdaStack};
+use common::{api_response, sdk_config, LambdaStack, StackOptions};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 #[test]
 fn functions_answer_their_events_under_the_lambda_emulator() {
-    let stack = LambdaStack::start();
+    // The audit window as a deployment parameter (the schedule payload's
+    // events lie up to 2 hours before it).
+    let stack = LambdaStack::start_with(StackOptions {
+        params: vec![("AuditWindowMinutes", "120".into())],
+        ..Default::default()
+    });
 
     // recommend: a ranked list from the model fetched from S3, with provenance.
     let r = stack.invoke("recommend", "recommend.json");
@@ -26,14 +31,14 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
     assert_eq!(body["items"].as_array().unwrap().len(), 5);
     let p = &body["provenance"];
     assert_eq!(p["model_version"], "demo-1");
-    assert_eq!(p["function_version"], "1");
+    assert_eq!(p["function_version"], "$LATEST");
     assert_eq!(p["request_id"], "sam-local-request-1");
     assert!(p["model_sha256"].as_str().unwrap().len() == 64);
     assert!(p["fallback"].is_null());
-    // The model came through the /tmp cache, verified.
+    // The model came through the function's /tmp cache, verified.
     assert!(stack
-        .cache
-        .path()
+        .function_tmp("recommend")
+        .join("movie-recs-models")
         .join(&stack.names.bucket)
         .join("models/demo-1/model.onnx")
         .is_file());
@@ -41,7 +46,7 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
     let emf = stack.function("recommend").output();
     assert!(
         emf.lines().any(|l| l.contains("\"CloudWatchMetrics\"")
-            && l.contains("\"Function\":\"recommend\"")
+            && l.contains("\"Function\":\"movie-recs-dev-recommend\"")
             && l.contains("\"Route\":\"/recommend/{user_id}\"")),
         "{emf}"
     );
@@ -115,8 +120,13 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
         "{c}"
     );
     assert_eq!(c["published"], 2, "{c}");
-    let m = std::fs::read_to_string(stack.cache.path().join("canary-metrics.jsonl")).unwrap();
-    assert!(m.contains("\"CanaryRollback\""), "{m}");
+    // Through the real CloudWatch adapter to the stand-in endpoint.
+    let m = stack.cloudwatch.data();
+    assert!(
+        m.iter()
+            .any(|d| d["name"] == "CanaryRollback" && d["namespace"] == "MovieRecs"),
+        "{m:?}"
+    );
 
     // ingest: HTTP with a per-record result; Kafka batches from MSK and self-managed.
     let (code, body) = api_response(&stack.invoke("ingest", "events.json"));
@@ -197,20 +207,20 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
         assert!(keys.contains(&k), "{k} not in {keys:?}");
     }
     assert!(keys.contains(&"reports/audit/latest.json".to_string()));
-    let metrics = std::fs::read_to_string(stack.cache.path().join("audit-metrics.jsonl")).unwrap();
-    let cov: Vec<serde_json::Value> = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let before: usize = 2; // the canary's two data points above
+    let metrics = stack.cloudwatch.data();
+    let cov: Vec<&serde_json::Value> = metrics
+        .iter()
         .filter(|m| m["name"] == "CatalogCoverage")
         .collect();
     assert_eq!(
         cov[0]["dimensions"],
-        json!({"Stage": "test", "model_version": "all", "variant": "all"})
+        json!({"Stage": "dev", "model_version": "all", "variant": "all"})
     );
     assert_eq!(cov[1]["dimensions"]["model_version"], "demo-1");
     assert_eq!(
         a["published"].as_u64(),
-        Some(metrics.lines().count() as u64)
+        Some((metrics.len() - before) as u64)
     );
     // The window ending now holds the traces of the recommend calls above,
     // read through the traces table's time index.
@@ -244,6 +254,8 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
         "{code} {text}"
     );
     assert!(text.contains("Scheduled Event"), "{text}");
+    // No function wrote in its (read-only) working directory.
+    stack.assert_working_directories_untouched();
 }
 
 /// The items of a fresh recommend call for user 1 (the model is deterministic).

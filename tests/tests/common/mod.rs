@@ -3,6 +3,10 @@
 //! process ends, whatever way it ends.
 #![allow(dead_code)]
 
+pub mod cloudwatch;
+pub mod proxy;
+pub mod template;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -63,8 +67,49 @@ impl Server {
         port: u16,
         name: &str,
     ) -> Server {
+        Self::spawn_in(program, args, envs, None, port, name)
+    }
+
+    /// [`Server::spawn`] with `cwd` as the working directory.
+    pub fn spawn_in(
+        program: &Path,
+        args: &[&str],
+        envs: &[(&str, String)],
+        cwd: Option<&Path>,
+        port: u16,
+        name: &str,
+    ) -> Server {
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Self::launch(program, args, &envs, false, cwd, port, name)
+    }
+
+    /// Like [`Server::spawn`], with exactly `envs` as the environment (nothing
+    /// inherited from the test process) and `cwd` as the working directory.
+    pub fn spawn_clean(
+        program: &Path,
+        args: &[&str],
+        envs: &[(String, String)],
+        cwd: Option<&Path>,
+        port: u16,
+        name: &str,
+    ) -> Server {
+        Self::launch(program, args, envs, true, cwd, port, name)
+    }
+
+    fn launch(
+        program: &Path,
+        args: &[&str],
+        envs: &[(String, String)],
+        clean: bool,
+        cwd: Option<&Path>,
+        port: u16,
+        name: &str,
+    ) -> Server {
         let log = std::env::temp_dir().join(format!("movie-recs-{name}-{port}.log"));
-        let mut cmd = Command::new("sh");
+        let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(r#"prog="$1"; shift; "$prog" "$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; sleep 0.2; kill -9 "$pid" 2>/dev/null; wait"#)
             .arg("sh")
@@ -73,8 +118,12 @@ impl Server {
             .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
-        for (k, v) in envs {
-            cmd.env(k, v);
+        if clean {
+            cmd.env_clear();
+        }
+        cmd.envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
         }
         let child = cmd
             .spawn()
@@ -256,22 +305,115 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The six functions running against one Lambda runtime emulator
-/// (`cargo lambda watch --only-lambda-apis`), configured for moto.
+/// The functions running against one Lambda runtime emulator
+/// (`cargo lambda watch --only-lambda-apis`), each started as Lambda would
+/// start it: with exactly the environment template.yaml gives it (resolved
+/// for moto and the CloudWatch stand-in, plus what the Lambda service sets),
+/// from an empty, read-only working directory, with its own `/tmp` and the
+/// ONNX Runtime layer at `/opt/lib`. The sandbox is a private mount
+/// namespace (`unshare`); where that is not allowed the function runs in an
+/// empty folder that is checked to stay empty, with the layer's library
+/// path pointed at the repo's copy.
 pub struct LambdaStack {
     pub moto: Server,
     pub watch: Server,
+    pub cloudwatch: cloudwatch::CloudWatch,
+    /// By binary name (`recommend`, ...).
     pub functions: Vec<(String, Server)>,
+    /// Binary name -> the function's name in the template (`movie-recs-dev-recommend`).
+    pub function_names: std::collections::HashMap<String, String>,
+    /// Binary name -> the environment it was started with.
+    pub environments: std::collections::HashMap<String, std::collections::BTreeMap<String, String>>,
     pub names: shared::adapters::aws::provision::Names,
-    pub cache: tempfile::TempDir,
+    /// Per-function `task/` (working directory) and `tmp/` (its /tmp).
+    pub root: tempfile::TempDir,
+    /// Whether the functions run in the mount-namespace sandbox.
+    pub sandboxed: bool,
+    /// The fault proxy of [`StackOptions::s3_proxy_for`].
+    pub proxy: Option<proxy::FaultProxy>,
 }
 
 pub const FUNCTIONS: [&str; 6] = ["recommend", "trace", "rollout", "ingest", "audit", "canary"];
+
+/// What a test changes about a stack: template parameters (as `sam deploy
+/// --parameter-overrides` would) and, per function, emulator plumbing such
+/// as `AWS_ENDPOINT_URL_S3` through a fault proxy. Never a MOVIE_RECS_ variable.
+#[derive(Default)]
+pub struct StackOptions {
+    pub params: Vec<(&'static str, String)>,
+    pub plumbing: Vec<(&'static str, &'static str, String)>,
+    /// Routes this function's S3 calls through a [`proxy::FaultProxy`] to moto.
+    pub s3_proxy_for: Option<&'static str>,
+}
+
+/// The script that starts a function in its sandbox: args are the layer's
+/// library folder, the function's /tmp, its working directory and the binary.
+const SANDBOX: &str = r#"set -e
+mount -t tmpfs tmpfs /opt
+mkdir /opt/lib
+mount --bind "$1" /opt/lib
+mount --bind "$3" "$3"
+mount -o remount,bind,ro "$3"
+mount --bind "$2" /tmp
+cd "$3"
+exec "$4""#;
+
+/// Whether a private mount namespace can be made here (root with CAP_SYS_ADMIN).
+pub fn sandbox_available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs tmpfs /opt")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The emulator plumbing every function gets: moto's endpoint for S3 and
+/// DynamoDB, the CloudWatch stand-in, dummy credentials, the runtime API.
+fn plumbing(moto: &str, cloudwatch: &str, runtime_api: String) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = aws_env(moto)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    v.push(("AWS_ENDPOINT_URL_CLOUDWATCH".into(), cloudwatch.into()));
+    v.push(("AWS_LAMBDA_RUNTIME_API".into(), runtime_api));
+    v.push((
+        "PATH".into(),
+        "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+    ));
+    v
+}
+
+/// A resolver for template.yaml over `names`, with `params` overridden.
+pub fn resolver<'a>(
+    tpl: &'a template::Template,
+    names: &shared::adapters::aws::provision::Names,
+    params: &[(&'static str, String)],
+) -> template::Resolver<'a> {
+    let mut r = template::Resolver::new(tpl)
+        .with_physical("DataBucket", &names.bucket)
+        .with_physical("TracesTable", &names.traces_table)
+        .with_physical("RolloutTable", &names.rollout_table)
+        .with_physical("HistoryTable", &names.history_table)
+        .with_physical("IngestTable", &names.ingest_table);
+    for (k, v) in params {
+        r = r.with_param(k, v.clone());
+    }
+    r
+}
 
 impl LambdaStack {
     /// moto with the stack's resources and version `demo-1` published by
     /// `movie-recs train --registry s3://…`, then the emulator and functions.
     pub fn start() -> LambdaStack {
+        Self::start_with(StackOptions::default())
+    }
+
+    pub fn start_with(opts: StackOptions) -> LambdaStack {
         let moto = moto();
         let names = names("fn");
         let env = aws_env(&moto.url());
@@ -320,7 +462,7 @@ impl LambdaStack {
         assert_eq!(published, "demo-1");
 
         let port = free_port();
-        let watch = Server::spawn(
+        let watch = Server::spawn_in(
             &tool("cargo-lambda"),
             &[
                 "lambda",
@@ -332,63 +474,109 @@ impl LambdaStack {
                 &port.to_string(),
             ],
             &[],
+            None,
             port,
             "watch",
         );
         wait_for_port(port, "cargo lambda watch", Duration::from_secs(60));
-        let cache = tempfile::tempdir().unwrap();
-        let functions = FUNCTIONS
-            .iter()
-            .map(|f| {
-                let mut e = env.clone();
-                e.extend([
-                    (
-                        "AWS_LAMBDA_RUNTIME_API",
-                        format!("http://127.0.0.1:{port}/.rt/{f}"),
-                    ),
-                    ("AWS_LAMBDA_FUNCTION_NAME", f.to_string()),
-                    ("AWS_LAMBDA_FUNCTION_VERSION", "1".into()),
-                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024".into()),
-                    ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true".into()),
-                    ("MOVIE_RECS_REGISTRY", registry.clone()),
-                    ("MOVIE_RECS_MODEL_CACHE", cache.path().display().to_string()),
-                    ("MOVIE_RECS_TRACES_TABLE", names.traces_table.clone()),
-                    ("MOVIE_RECS_ROLLOUT_TABLE", names.rollout_table.clone()),
-                    ("MOVIE_RECS_HISTORY_TABLE", names.history_table.clone()),
-                    ("MOVIE_RECS_INGEST_TABLE", names.ingest_table.clone()),
-                    ("MOVIE_RECS_LAKE", format!("s3://{}/lake", names.bucket)),
-                    ("MOVIE_RECS_METRICS", "cloudwatch".into()),
-                    (
-                        "MOVIE_RECS_REPORTS",
-                        format!("s3://{}/reports", names.bucket),
-                    ),
-                    ("MOVIE_RECS_STAGE", "test".into()),
-                    ("MOVIE_RECS_AUDIT_WINDOW_MINUTES", "120".into()),
-                ]);
-                if matches!(*f, "audit" | "canary" | "rollout") {
-                    // moto does not speak CloudWatch's CBOR protocol: the
-                    // data points of the functions that publish go to a
-                    // file here, `<function>-metrics.jsonl` (the CloudWatch
-                    // adapter is tested with aws-smithy-mocks).
-                    e.push((
-                        "MOVIE_RECS_METRICS",
-                        cache
-                            .path()
-                            .join(format!("{f}-metrics.jsonl"))
+        let cloudwatch = cloudwatch::CloudWatch::start();
+        let root = tempfile::Builder::new()
+            .prefix("stack-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let tpl = template::Template::load();
+        let res = resolver(&tpl, &names, &opts.params);
+        let sandboxed = sandbox_available();
+        let proxy = opts
+            .s3_proxy_for
+            .map(|_| proxy::FaultProxy::start(moto.port));
+        let layer = repo_root().join(".tools/onnxruntime");
+        let mut function_names = std::collections::HashMap::new();
+        let mut environments = std::collections::HashMap::new();
+        let mut functions = Vec::new();
+        for f in FUNCTIONS {
+            let def = tpl.function_by_binary(f);
+            let name = res.reference(&def.logical_id).unwrap();
+            let mut e = res.environment(&def.logical_id);
+            e.extend(res.lambda_environment(&def.logical_id));
+            let fn_env = e.clone();
+            e.extend(plumbing(
+                &moto.url(),
+                &cloudwatch.url(),
+                // The emulator routes by cargo binary name (its own plumbing);
+                // the function's name, as Lambda reports it, is the template's.
+                format!("http://127.0.0.1:{port}/.rt/{f}"),
+            ));
+            if let (Some(via), Some(p)) = (opts.s3_proxy_for, &proxy) {
+                if via == f {
+                    e.insert("AWS_ENDPOINT_URL_S3".into(), p.url());
+                }
+            }
+            for (func, k, v) in &opts.plumbing {
+                if *func == f {
+                    e.insert(k.to_string(), v.clone());
+                }
+            }
+            let (task, tmp) = (
+                root.path().join(f).join("task"),
+                root.path().join(f).join("tmp"),
+            );
+            std::fs::create_dir_all(&task).unwrap();
+            std::fs::create_dir_all(&tmp).unwrap();
+            let bin = workspace_bin(f);
+            let envs: Vec<(String, String)> = e.into_iter().collect();
+            let s = if sandboxed {
+                Server::spawn_clean(
+                    Path::new("unshare"),
+                    &[
+                        "--mount",
+                        "--propagation",
+                        "private",
+                        "sh",
+                        "-c",
+                        SANDBOX,
+                        "sandbox",
+                        layer.to_str().unwrap(),
+                        tmp.to_str().unwrap(),
+                        task.to_str().unwrap(),
+                        bin.to_str().unwrap(),
+                    ],
+                    &envs,
+                    None,
+                    port,
+                    f,
+                )
+            } else {
+                // No namespace: the layer's path cannot exist, so point at
+                // the repo's copy of the same library.
+                let mut envs = envs;
+                envs.retain(|(k, _)| k != "ORT_DYLIB_PATH");
+                if fn_env.contains_key("ORT_DYLIB_PATH") {
+                    envs.push((
+                        "ORT_DYLIB_PATH".into(),
+                        layer
+                            .join(shared::scoring::ORT_LIBRARY)
                             .display()
                             .to_string(),
                     ));
                 }
-                let s = Server::spawn(&workspace_bin(f), &[], &e, port, f);
-                (f.to_string(), s)
-            })
-            .collect();
+                Server::spawn_clean(&bin, &[], &envs, Some(&task), port, f)
+            };
+            function_names.insert(f.to_string(), name);
+            environments.insert(f.to_string(), fn_env);
+            functions.push((f.to_string(), s));
+        }
         LambdaStack {
             moto,
             watch,
+            cloudwatch,
             functions,
+            function_names,
+            environments,
             names,
-            cache,
+            root,
+            sandboxed,
+            proxy,
         }
     }
 
@@ -396,29 +584,89 @@ impl LambdaStack {
         &self.functions.iter().find(|(n, _)| n == name).unwrap().1
     }
 
-    /// `cargo lambda invoke NAME --data-file events/FILE`: the function's JSON answer.
+    /// The function's /tmp, as the host sees it (`/tmp` itself without the sandbox).
+    pub fn function_tmp(&self, name: &str) -> PathBuf {
+        match self.sandboxed {
+            true => self.root.path().join(name).join("tmp"),
+            false => PathBuf::from("/tmp"),
+        }
+    }
+
+    /// Whether every function's working directory is still empty.
+    pub fn assert_working_directories_untouched(&self) {
+        for f in FUNCTIONS {
+            let task = self.root.path().join(f).join("task");
+            let left: Vec<_> = std::fs::read_dir(&task)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{f} wrote in its working directory: {left:?}"
+            );
+        }
+    }
+
+    /// The function's name as the template gives it (what Lambda reports).
+    pub fn function_name(&self, name: &str) -> &str {
+        self.function_names
+            .get(name)
+            .unwrap_or_else(|| panic!("no function {name}"))
+    }
+
+    /// Invokes the function with `events/FILE` over the emulator's Invoke
+    /// API (what `cargo lambda invoke --data-file` does): its JSON answer.
     pub fn invoke(&self, name: &str, event_file: &str) -> serde_json::Value {
-        let out = Command::new(tool("cargo-lambda"))
-            .args(["lambda", "invoke", name, "-A", "127.0.0.1", "-P"])
-            .arg(self.watch.port.to_string())
-            .arg("--data-file")
-            .arg(repo_root().join("events").join(event_file))
-            .args(["--output-format", "json"])
+        let payload = std::fs::read(repo_root().join("events").join(event_file)).unwrap();
+        let (code, out) = self.invoke_raw(name, &payload);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
+            panic!(
+                "{name}: not JSON ({e}): {}\nfunction output:\n{}",
+                String::from_utf8_lossy(&out),
+                self.function(name).output()
+            )
+        });
+        assert!(
+            code == 200 && v.get("errorType").is_none(),
+            "invoking {name} with {event_file}: {code} {v}\nfunction output:\n{}",
+            self.function(name).output()
+        );
+        v
+    }
+
+    /// `events/recommend.json` for `user`, without its X-Request-ID (a fresh
+    /// id per request).
+    pub fn recommend_event(user: u64) -> Vec<u8> {
+        let mut e: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(repo_root().join("events/recommend.json")).unwrap(),
+        )
+        .unwrap();
+        e["path"] = format!("/recommend/{user}").into();
+        e["pathParameters"]["user_id"] = user.to_string().into();
+        for h in ["headers", "multiValueHeaders"] {
+            e[h].as_object_mut().unwrap().remove("X-Request-ID");
+        }
+        serde_json::to_vec(&e).unwrap()
+    }
+
+    /// Publishes `version` (a small synthetic model) to the stack's registry
+    /// in moto, as `movie-recs train` does.
+    pub fn publish(&self, version: &str, seed: u64) {
+        let registry = format!("s3://{}/models", self.names.bucket);
+        let out = Command::new(workspace_bin("movie-recs"))
+            .args(["train", "--registry", &registry, "--version", version])
+            .args(["--synthetic-users", "300", "--synthetic-items", "200"])
+            .args(["--epochs", "1", "--quiet", "--force", "--seed"])
+            .arg(seed.to_string())
+            .envs(aws_env(&self.moto.url()))
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "invoking {name} with {event_file}: {}\n{}\nfunction output:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.function(name).output()
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{name}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
     }
 
     /// Invokes with a raw payload over the emulator's Invoke API.
