@@ -85,7 +85,9 @@ impl StoreError {
 #[async_trait::async_trait]
 pub trait TraceStore: Send + Sync {
     /// Stores `trace` (a JSON object with a `timestamp` in epoch ms) under
-    /// `request_id` until `expires_at` (epoch s).
+    /// `request_id` until `expires_at` (epoch s), unless an unexpired trace
+    /// is stored under that id already: then [`StoreError::Conflict`] and the
+    /// first trace stays (a client cannot overwrite another response's trace).
     async fn put(
         &self,
         request_id: &str,
@@ -284,6 +286,10 @@ pub trait EventLake: Send + Sync {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RateWindow {
     pub entries: Vec<(i64, String)>,
+    /// `(arrival time ms, event key)` of the ratings admitted from live
+    /// sources within the last span: the limit by arrival time.
+    #[serde(default)]
+    pub arrivals: Vec<(i64, String)>,
     pub revision: u64,
 }
 

@@ -232,13 +232,14 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
     let (code, out) = stack.invoke_raw("audit", payload.as_bytes());
     let now_audit: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(code, 200, "{now_audit}");
-    // recommend.json ran twice with one request id: one trace of 5 movies.
+    // recommend.json ran twice with one request id: the second got a fresh
+    // id, so two traces of 5 movies (of the same list).
     assert_eq!(
         (
             now_audit["requests"].as_u64(),
             now_audit["exposures"].as_u64()
         ),
-        (Some(1), Some(5)),
+        (Some(2), Some(10)),
         "{now_audit}"
     );
     assert_eq!(now_audit["catalog_coverage"], 5.0 / 200.0);
@@ -259,8 +260,18 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
 }
 
 /// The items of a fresh recommend call for user 1 (the model is deterministic).
+/// It reuses recommend.json's X-Request-ID, whose trace exists: the answer
+/// comes under a fresh id, says which one it replaced, and the first trace stays.
 fn body_items(stack: &LambdaStack) -> serde_json::Value {
-    let (_, body) = api_response(&stack.invoke("recommend", "recommend.json"));
+    let r = stack.invoke("recommend", "recommend.json");
+    let (_, body) = api_response(&r);
+    let fresh = r["multiValueHeaders"]["x-request-id"][0].as_str().unwrap();
+    assert_ne!(fresh, "sam-local-request-1", "{r}");
+    assert_eq!(
+        r["multiValueHeaders"]["x-request-id-replaced"][0], "sam-local-request-1",
+        "{r}"
+    );
+    assert_eq!(body["provenance"]["request_id"], fresh);
     body["items"].clone()
 }
 

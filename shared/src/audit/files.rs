@@ -100,29 +100,14 @@ fn reject(r: Rejection) -> String {
 /// An exposure from a stored trace (`items`, `timestamp` in epoch ms);
 /// `None` unless it is a served (status 200, or no status) list.
 pub fn exposure_from_trace(t: &Value) -> Option<Exposure> {
-    let status = t.get("status").and_then(Value::as_u64).unwrap_or(200);
-    if status != 200 {
-        return None;
-    }
+    let t = crate::domain::trace::Trace::read(t).filter(|t| t.ok())?;
     Some(Exposure {
-        request_id: t
-            .get("request_id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        user_id: t.get("user_id")?.as_u64()?,
-        model_version: t
-            .get("model_version")
-            .or_else(|| t.get("model"))?
-            .as_str()?
-            .to_string(),
-        variant: t.get("variant").and_then(Value::as_str).map(str::to_string),
-        ts_ms: t.get("timestamp").and_then(Value::as_i64)?,
-        movie_ids: t
-            .get("items")?
-            .as_array()?
-            .iter()
-            .map(Value::as_u64)
-            .collect::<Option<Vec<u64>>>()?,
+        request_id: Some(t.request_id),
+        user_id: t.user_id,
+        model_version: t.model_version,
+        variant: t.variant,
+        ts_ms: t.timestamp,
+        movie_ids: t.items,
     })
 }
 

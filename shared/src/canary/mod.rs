@@ -258,40 +258,32 @@ pub struct ExperimentReport {
 
 /// One traced request, as the analysis reads it.
 #[derive(Clone, Debug, PartialEq)]
-struct Traced<'a> {
-    arm: &'a str,
+struct Traced {
+    arm: String,
     user_id: u64,
     ts_ms: i64,
     ok: bool,
     latency_ms: Option<f64>,
     items: Vec<u64>,
-    model_version: Option<&'a str>,
+    model_version: Option<String>,
     shadow: Option<Vec<u64>>,
 }
 
-fn ids(v: Option<&Value>) -> Option<Vec<u64>> {
-    v?.as_array()?.iter().map(Value::as_u64).collect()
-}
-
 /// The request a trace records, when it belongs to `experiment_id`.
-fn traced<'a>(t: &'a Value, experiment_id: Option<&str>) -> Option<Traced<'a>> {
-    if t.get("experiment_id").and_then(Value::as_str) != experiment_id {
+fn traced(t: &Value, experiment_id: Option<&str>) -> Option<Traced> {
+    let t = crate::domain::trace::Trace::read(t)?;
+    if t.experiment_id.as_deref() != experiment_id {
         return None;
     }
-    let status = t.get("status").and_then(Value::as_u64).unwrap_or(200);
     Some(Traced {
-        arm: t
-            .get("arm")
-            .or_else(|| t.get("variant"))
-            .and_then(Value::as_str)
-            .unwrap_or("primary"),
-        user_id: t.get("user_id")?.as_u64()?,
-        ts_ms: t.get("timestamp")?.as_i64()?,
-        ok: status == 200,
-        latency_ms: t.get("latency_ms").and_then(Value::as_f64),
-        items: ids(t.get("items")).unwrap_or_default(),
-        model_version: t.get("model_version").and_then(Value::as_str),
-        shadow: ids(t.get("shadow").and_then(|s| s.get("items"))),
+        ok: t.ok(),
+        arm: t.arm,
+        user_id: t.user_id,
+        ts_ms: t.timestamp,
+        latency_ms: t.latency_ms,
+        items: t.items,
+        model_version: Some(t.model_version),
+        shadow: t.shadow.and_then(|s| s.items),
     })
 }
 
@@ -358,7 +350,7 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         let a = arms.entry(r.arm.to_string()).or_default();
         a.requests += 1;
         a.errors += (!r.ok) as u64;
-        if let Some(v) = r.model_version {
+        if let Some(v) = &r.model_version {
             if !a.model_versions.iter().any(|x| x == v) {
                 a.model_versions.push(v.to_string());
             }
@@ -380,7 +372,7 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         a.conversion_rate = ratio(a.conversions, a.lists);
         let mut lat: Vec<f64> = rows
             .iter()
-            .filter(|r| r.ok && r.arm == name)
+            .filter(|r| r.ok && r.arm == *name)
             .filter_map(|r| r.latency_ms)
             .collect();
         // Sorts `lat`, which the interval's order statistics then read.

@@ -6,5 +6,6 @@ pub mod experiment;
 pub mod ranking;
 pub mod rerank;
 pub mod split;
+pub mod trace;
 
 pub use dataset::{DataFormat, Dataset, Interaction, ItemMeta, LooCase, TestSet};

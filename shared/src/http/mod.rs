@@ -7,9 +7,12 @@
 
 pub mod error;
 pub mod events;
+pub mod lambda;
+pub mod limit;
 pub mod metrics;
 mod recommend;
 pub mod rollout;
+pub mod server;
 pub mod serving;
 
 pub use error::ApiError;
@@ -62,6 +65,9 @@ pub struct ApiConfig {
     /// Seconds between reloads of the processes that serve (reported as
     /// `effective_within_s` of a rollout change made here but served elsewhere).
     pub reload_secs: u64,
+    /// `POST /events` needs the admin credentials (the local server on a
+    /// non-loopback address; in AWS, API Gateway's IAM authorizer).
+    pub events_need_admin: bool,
 }
 
 impl Default for ApiConfig {
@@ -77,6 +83,7 @@ impl Default for ApiConfig {
             default_policy: crate::domain::rerank::DEFAULT_POLICY,
             reload_every: None,
             reload_secs: 5,
+            events_need_admin: false,
         }
     }
 }
@@ -256,6 +263,19 @@ impl AppState {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// Marks a request whose id the client chose (`X-Request-ID`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientRequestId;
+
+/// The id a handler answered under, when it is not the request's (the
+/// client's id named another response's trace): the middleware sends it as
+/// `X-Request-ID` and the client's as `X-Request-ID-Replaced`.
+#[derive(Clone, Debug)]
+pub struct ServedRequestId(pub String);
+
+/// The header that names a client's request id this response did not take.
+pub const REPLACED_REQUEST_ID_HEADER: &str = "x-request-id-replaced";
+
 /// Fields a handler adds for the request log line and metrics.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LogFields {
@@ -295,7 +315,7 @@ pub fn trace_router(state: Arc<AppState>) -> Router {
 fn recommend_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/recommend/{user_id}", get(recommend::recommend))
-        .route("/healthz", get(recommend::health))
+        .route("/healthz", get(recommend::healthz))
         .route("/health", get(recommend::health))
         .route("/metrics", get(recommend::metrics_page))
 }
@@ -321,13 +341,16 @@ async fn request_context(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let rid = req
+    let client = req
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|s| well_formed_request_id(s))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .map(str::to_string);
+    if client.is_some() {
+        req.extensions_mut().insert(ClientRequestId);
+    }
+    let asked = client.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -335,8 +358,19 @@ async fn request_context(
         .unwrap_or_else(|| "unmatched".into());
     let path = req.uri().path().to_string();
     let method = req.method().to_string();
-    req.extensions_mut().insert(RequestId(rid.clone()));
+    req.extensions_mut().insert(RequestId(asked.clone()));
     let mut resp = next.run(req).await;
+    let served = resp.extensions().get::<ServedRequestId>().cloned();
+    let rid = match served {
+        Some(ServedRequestId(served)) if served != asked => {
+            if let Ok(v) = HeaderValue::from_str(&asked) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static(REPLACED_REQUEST_ID_HEADER), v);
+            }
+            served
+        }
+        _ => asked,
+    };
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), v);

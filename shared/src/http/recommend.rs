@@ -2,7 +2,8 @@
 //! `GET /trace/{request_id}`, `GET /healthz`, `GET /metrics`.
 
 use super::{parse_k, parse_user_id, well_formed_request_id, ApiError, AppState, Assignment};
-use super::{LogFields, RequestId, K_MAX};
+use super::{ClientRequestId, LogFields, RequestId, ServedRequestId, K_MAX};
+use crate::domain::trace::{ShadowList, Trace};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,7 +15,8 @@ use std::time::Instant;
 
 pub(super) async fn recommend(
     State(st): State<Arc<AppState>>,
-    Extension(RequestId(rid)): Extension<RequestId>,
+    Extension(RequestId(client_rid)): Extension<RequestId>,
+    from_client: Option<Extension<ClientRequestId>>,
     Path(user): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -41,6 +43,16 @@ pub(super) async fn recommend(
     let serving = st
         .serving()
         .ok_or_else(|| ApiError::unavailable("no_model", "no model version is loaded"))?;
+    // A client-chosen id that already names a trace gets a fresh one: the
+    // first trace stays. (In Lambda the conditional write below finds out,
+    // with no extra read.)
+    let mut rid = client_rid.clone();
+    if from_client.is_some() && !st.config.trace_before_response {
+        let now_s = chrono::Utc::now().timestamp();
+        if let Ok(Some(_)) = st.traces()?.get(&rid, now_s).await {
+            rid = uuid::Uuid::new_v4().to_string();
+        }
+    }
     let arm = serving.assign(user_id);
     let policy = policy.unwrap_or_else(|| arm_policy(&arm));
     let model = arm.model.clone();
@@ -49,46 +61,93 @@ pub(super) async fn recommend(
         tracing::warn!(request_id = %rid, error = %e, "user history unavailable; excluding training history only");
         Vec::new()
     });
+    let m = &model.manifest;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut trace = Trace {
+        request_id: rid.clone(),
+        timestamp: now_ms,
+        model_version: m.version.clone(),
+        model_name: Some(m.name.clone()),
+        model_sha256: m.model_sha256().map(str::to_string),
+        git_sha: Some(m.git_sha.clone()),
+        data_snapshot_id: Some(m.data.snapshot_id.clone()),
+        function_version: Some(st.config.function_version.clone()),
+        latency_ms: None,
+        fallback: None,
+        strategy: arm.strategy.clone(),
+        arm: arm.arm.to_string(),
+        experiment_id: arm.experiment_id.clone(),
+        variant: arm.variant.map(str::to_string),
+        policy: Some(policy.name().to_string()),
+        policy_params: json!(policy.params()),
+        user_id,
+        k,
+        items: Vec::new(),
+        status: 200,
+        error: None,
+        path: format!("/recommend/{user}"),
+        stored_at: now_ms,
+        shadow: None,
+        replaced_request_id: (rid != client_rid).then(|| client_rid.clone()),
+    };
     let ranked = match model.recommend_with(user_id, k, &seen, policy) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "scoring failed");
             // Failed requests are traced too: an arm's error rate comes from them.
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            let trace = json!({
-                "request_id": rid,
-                "timestamp": now_ms,
-                "model_version": model.version(),
-                "latency_ms": start.elapsed().as_secs_f64() * 1e3,
-                "strategy": arm.strategy,
-                "arm": arm.arm,
-                "experiment_id": arm.experiment_id,
-                "user_id": user_id,
-                "k": k,
-                "variant": arm.variant,
-                "status": 500,
-                "error": "scoring_failed",
-                "path": format!("/recommend/{user}"),
-                "stored_at": now_ms,
-            });
-            let write = put_trace(st.clone(), rid.clone(), trace, now_ms);
-            if st.config.trace_before_response {
-                write.await;
-            } else {
-                tokio::spawn(write);
-            }
-            return Err(ApiError::internal(
-                "scoring_failed",
-                "the model could not score this request",
-            ));
+            trace.latency_ms = Some(start.elapsed().as_secs_f64() * 1e3);
+            trace.status = 500;
+            trace.error = Some("scoring_failed".into());
+            let rid = match st.config.trace_before_response {
+                true => write_trace(&st, trace).await,
+                false => {
+                    let (st2, id) = (st.clone(), trace.request_id.clone());
+                    tokio::spawn(async move { write_trace(&st2, trace).await });
+                    id
+                }
+            };
+            let mut resp =
+                ApiError::internal("scoring_failed", "the model could not score this request")
+                    .into_response();
+            resp.extensions_mut().insert(ServedRequestId(rid));
+            return Ok(resp);
         }
     };
-    let m = &model.manifest;
-    let items: Vec<u64> = ranked
+    trace.items = ranked
         .items
         .iter()
         .map(|(i, _)| m.items[*i as usize].movie_id)
         .collect();
+    trace.fallback = ranked.fallback.map(str::to_string);
+    trace.latency_ms = Some(start.elapsed().as_secs_f64() * 1e3);
+    // The candidate's list under shadow: recorded, never served.
+    let shadow = arm.shadow.clone();
+    let trace = if st.config.trace_before_response {
+        // Lambda freezes the sandbox once the response is sent, so a write
+        // left running would stall until the next invocation (or be lost).
+        if let Some(c) = &shadow {
+            trace.shadow = Some(shadow_list(c, user_id, k, &seen));
+        }
+        let rid = write_trace(&st, trace.clone()).await;
+        Trace {
+            replaced_request_id: (rid != trace.request_id)
+                .then(|| trace.request_id.clone())
+                .or(trace.replaced_request_id.clone()),
+            request_id: rid,
+            ..trace
+        }
+    } else {
+        let (st2, mut t) = (st.clone(), trace.clone());
+        tokio::spawn(async move {
+            if let Some(c) = &shadow {
+                t.shadow = Some(shadow_list(c, user_id, k, &seen));
+            }
+            if let Err(e) = store_trace(&st2, &t).await {
+                count_failure(&st2, &t.request_id, &e);
+            }
+        });
+        trace
+    };
     let recs: Vec<Value> = ranked
         .items
         .iter()
@@ -97,17 +156,16 @@ pub(super) async fn recommend(
             json!({"movie_id": it.movie_id, "title": it.title, "genres": it.genres, "score": s})
         })
         .collect();
-    let now_ms = chrono::Utc::now().timestamp_millis();
     let provenance = json!({
-        "request_id": rid,
-        "timestamp": now_ms,
+        "request_id": trace.request_id,
+        "timestamp": trace.timestamp,
         "model_name": m.name,
         "model_version": m.version,
-        "model_sha256": m.model_sha256().unwrap_or_default(),
+        "model_sha256": trace.model_sha256,
         "git_sha": m.git_sha,
         "data_snapshot_id": m.data.snapshot_id,
         "function_version": st.config.function_version,
-        "latency_ms": start.elapsed().as_secs_f64() * 1e3,
+        "latency_ms": trace.latency_ms,
         "fallback": ranked.fallback,
         "strategy": arm.strategy,
         "arm": arm.arm,
@@ -118,75 +176,81 @@ pub(super) async fn recommend(
     let body = json!({
         "user_id": user_id,
         "model": m.version,
-        "items": items,
+        "items": trace.items,
         "recommendations": recs,
         "variant": arm.variant,
         "provenance": provenance,
     });
-    // The trace is written after the response is on its way.
-    let mut trace = provenance.as_object().cloned().unwrap_or_default();
-    trace.insert("user_id".into(), json!(user_id));
-    trace.insert("k".into(), json!(k));
-    trace.insert("items".into(), json!(items));
-    trace.insert("variant".into(), json!(arm.variant));
-    trace.insert("status".into(), json!(200));
-    trace.insert("path".into(), json!(format!("/recommend/{user}")));
-    trace.insert("stored_at".into(), json!(now_ms));
-    let write = {
-        let (store, rid2) = (st.clone(), rid.clone());
-        let shadow = arm.shadow.clone();
-        async move {
-            // The candidate's list under shadow: recorded, never served.
-            if let Some(c) = shadow {
-                let list = c.recommend(user_id, k, &seen).map(|r| {
-                    r.items
-                        .iter()
-                        .map(|(i, _)| c.manifest.items[*i as usize].movie_id)
-                        .collect::<Vec<u64>>()
-                });
-                trace.insert(
-                    "shadow".into(),
-                    match list {
-                        Ok(items) => json!({"model_version": c.version(), "items": items}),
-                        Err(e) => json!({"model_version": c.version(), "error": e.to_string()}),
-                    },
-                );
-            }
-            put_trace(store, rid2, Value::Object(trace), now_ms).await;
-        }
-    };
-    if st.config.trace_before_response {
-        // Lambda freezes the sandbox once the response is sent, so a write
-        // left running would stall until the next invocation (or be lost).
-        write.await;
-    } else {
-        tokio::spawn(write);
-    }
     let mut resp = Json(body).into_response();
     resp.extensions_mut().insert(LogFields {
         user_id: Some(user_id),
         model_version: Some(m.version.clone()),
         fallback: ranked.fallback,
     });
+    resp.extensions_mut()
+        .insert(ServedRequestId(trace.request_id.clone()));
     Ok(resp)
 }
 
-/// Stores a trace written at `now_ms`; a failure is logged and counted,
-/// never passed on.
-async fn put_trace(st: Arc<AppState>, rid: String, trace: Value, now_ms: i64) {
-    let expires = now_ms / 1000 + st.config.trace_ttl_secs;
-    let written = match st.traces() {
-        Ok(t) => t
-            .put(&rid, &trace, expires)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = written {
-        st.metrics
-            .trace_write_failures
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(request_id = %rid, error = %e, "trace write failed");
+fn shadow_list(
+    c: &crate::scoring::ServingModel,
+    user_id: u64,
+    k: usize,
+    seen: &[u64],
+) -> ShadowList {
+    match c.recommend(user_id, k, seen) {
+        Ok(r) => ShadowList {
+            model_version: c.version().to_string(),
+            items: Some(
+                r.items
+                    .iter()
+                    .map(|(i, _)| c.manifest.items[*i as usize].movie_id)
+                    .collect(),
+            ),
+            error: None,
+        },
+        Err(e) => ShadowList {
+            model_version: c.version().to_string(),
+            items: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+async fn store_trace(st: &AppState, t: &Trace) -> Result<(), crate::ports::StoreError> {
+    let expires = t.stored_at / 1000 + st.config.trace_ttl_secs;
+    st.traces()
+        .map_err(|e| crate::ports::StoreError::unavailable("traces", e))?
+        .put(&t.request_id, &t.to_value(), expires)
+        .await
+}
+
+fn count_failure(st: &AppState, rid: &str, e: &crate::ports::StoreError) {
+    st.metrics
+        .trace_write_failures
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(request_id = %rid, error = %e, "trace write failed");
+}
+
+/// Writes `t`: when its id is taken (a client reused another response's
+/// X-Request-ID), once more under a fresh id; the first trace stays.
+/// Returns the id the trace is stored under; a failure is logged and
+/// counted, never passed on.
+async fn write_trace(st: &AppState, mut t: Trace) -> String {
+    match store_trace(st, &t).await {
+        Ok(()) => t.request_id,
+        Err(crate::ports::StoreError::Conflict { .. }) => {
+            let taken = std::mem::replace(&mut t.request_id, uuid::Uuid::new_v4().to_string());
+            t.replaced_request_id = Some(taken);
+            if let Err(e) = store_trace(st, &t).await {
+                count_failure(st, &t.request_id, &e);
+            }
+            t.request_id
+        }
+        Err(e) => {
+            count_failure(st, &t.request_id, &e);
+            t.request_id
+        }
     }
 }
 
@@ -208,7 +272,33 @@ pub(super) async fn trace(
     }
 }
 
-pub(super) async fn health(State(st): State<Arc<AppState>>) -> Response {
+/// `GET /healthz`, public: status and the versions serving, nothing else.
+pub(super) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    let serving = st.serving();
+    let body = json!({
+        "status": if serving.is_some() { "ok" } else { "unavailable" },
+        "model_loaded": serving.is_some(),
+        "serving_versions": serving.as_ref().map(|s| s.versions()).unwrap_or_default(),
+    });
+    let code = match serving {
+        Some(_) => axum::http::StatusCode::OK,
+        None => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, Json(body)).into_response()
+}
+
+/// `GET /health`: the full view (rollout state with its salt and who
+/// changed it, stores), for operators only (IAM in AWS, the admin token
+/// locally).
+pub(super) async fn health(
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    super::rollout::authorize(&st, &req)?;
+    Ok(health_view(&st).await)
+}
+
+async fn health_view(st: &AppState) -> Response {
     let serving = st.serving();
     let model = serving.as_ref().map(|s| s.primary.clone());
     let traces = match st.traces() {

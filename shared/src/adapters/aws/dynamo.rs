@@ -99,10 +99,19 @@ impl TraceStore for DynamoTraces {
                 "time_bucket",
                 s(format!("{}#{}", hour_bucket(ts), shard_of(request_id))),
             )
+            // One PutItem, no read: an unexpired trace under this id stays.
+            .condition_expression("attribute_not_exists(request_id) OR expires_at <= :now")
+            .expression_attribute_values(":now", n(chrono::Utc::now().timestamp()))
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::unavailable("traces", sdk_error(e)))
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => StoreError::Conflict {
+                    store: "traces",
+                    reason: format!("a trace of request {request_id} is stored already"),
+                },
+                _ => StoreError::unavailable("traces", sdk_error(e)),
+            })
     }
 
     async fn get(
@@ -423,6 +432,8 @@ impl IngestState for DynamoIngestState {
         Ok(RateWindow {
             entries: serde_json::from_str(get_s(&item, "entries").unwrap_or("[]"))
                 .map_err(|e| StoreError::unavailable("ingest_state", e))?,
+            arrivals: serde_json::from_str(get_s(&item, "arrivals").unwrap_or("[]"))
+                .map_err(|e| StoreError::unavailable("ingest_state", e))?,
             revision: get_n(&item, "revision").unwrap_or(0),
         })
     }
@@ -437,6 +448,10 @@ impl IngestState for DynamoIngestState {
             .item(
                 "entries",
                 s(serde_json::to_string(&w.entries).expect("pairs")),
+            )
+            .item(
+                "arrivals",
+                s(serde_json::to_string(&w.arrivals).expect("pairs")),
             )
             .item("revision", n(w.revision + 1))
             .item(

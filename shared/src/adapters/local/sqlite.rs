@@ -84,6 +84,20 @@ impl SqliteStore {
                     .map_err(err("sqlite"))?;
             }
         }
+        // Databases from before the arrival-time limit lack its column.
+        let has_arrivals: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('rate_windows') WHERE name = 'arrivals'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err("sqlite"))?;
+        if has_arrivals == 0 {
+            conn.execute_batch(
+                "ALTER TABLE rate_windows ADD COLUMN arrivals TEXT NOT NULL DEFAULT '[]';",
+            )
+            .map_err(err("sqlite"))?;
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS rollout_changes (revision INTEGER PRIMARY KEY, body TEXT NOT NULL);",
         )
@@ -132,14 +146,27 @@ impl TraceStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (rid, body) = (request_id.to_string(), trace.to_string());
         let ts = trace["timestamp"].as_i64().unwrap_or(0);
-        self.run("traces", move |c| {
-            c.execute(
-                "INSERT OR REPLACE INTO traces (request_id, body, expires_at, ts_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![rid, body, expires_at, ts],
-            )
-            .map(|_| ())
-        })
-        .await
+        let now = chrono::Utc::now().timestamp();
+        let rid2 = rid.clone();
+        let changed = self
+            .run("traces", move |c| {
+                // An expired trace under the id may be replaced; a live one stays.
+                c.execute(
+                    "INSERT INTO traces (request_id, body, expires_at, ts_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(request_id) DO UPDATE SET body = excluded.body,
+                        expires_at = excluded.expires_at, ts_ms = excluded.ts_ms
+                     WHERE traces.expires_at <= ?5",
+                    params![rid2, body, expires_at, ts, now],
+                )
+            })
+            .await?;
+        match changed {
+            0 => Err(StoreError::Conflict {
+                store: "traces",
+                reason: format!("a trace of request {rid} is stored already"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     async fn get(
@@ -269,21 +296,24 @@ impl IngestState for SqliteStore {
     }
 
     async fn rate_window(&self, user_id: u64) -> Result<RateWindow, StoreError> {
-        let row: Option<(String, i64)> = self
+        let row: Option<(String, String, i64)> = self
             .run("ingest_state", move |c| {
                 c.query_row(
-                    "SELECT entries, revision FROM rate_windows WHERE user_id = ?1",
+                    "SELECT entries, arrivals, revision FROM rate_windows WHERE user_id = ?1",
                     params![user_id as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
             })
             .await?;
+        let json = |s: &str| {
+            serde_json::from_str(s).map_err(|e| StoreError::unavailable("ingest_state", e))
+        };
         match row {
             None => Ok(RateWindow::default()),
-            Some((entries, revision)) => Ok(RateWindow {
-                entries: serde_json::from_str(&entries)
-                    .map_err(|e| StoreError::unavailable("ingest_state", e))?,
+            Some((entries, arrivals, revision)) => Ok(RateWindow {
+                entries: json(&entries)?,
+                arrivals: json(&arrivals)?,
                 revision: revision as u64,
             }),
         }
@@ -291,6 +321,7 @@ impl IngestState for SqliteStore {
 
     async fn save_rate_window(&self, user_id: u64, w: &RateWindow) -> Result<(), StoreError> {
         let entries = serde_json::to_string(&w.entries).expect("pairs serialise");
+        let arrivals = serde_json::to_string(&w.arrivals).expect("pairs serialise");
         let expected = w.revision as i64;
         let changed = self
             .run("ingest_state", move |c| {
@@ -307,8 +338,8 @@ impl IngestState for SqliteStore {
                     return Ok(false);
                 }
                 tx.execute(
-                    "INSERT OR REPLACE INTO rate_windows (user_id, entries, revision) VALUES (?1, ?2, ?3)",
-                    params![user_id as i64, entries, expected + 1],
+                    "INSERT OR REPLACE INTO rate_windows (user_id, entries, arrivals, revision) VALUES (?1, ?2, ?3, ?4)",
+                    params![user_id as i64, entries, arrivals, expected + 1],
                 )?;
                 tx.commit()?;
                 Ok(true)
