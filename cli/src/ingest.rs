@@ -94,6 +94,7 @@ fn read_records(a: &IngestArgs) -> Result<Vec<RawRecord>> {
             })
             .collect()),
         FormatArg::Avro => {
+            shared::events::avro::limit_allocations();
             let reader = apache_avro::Reader::new(&bytes[..])
                 .with_context(|| format!("{label}: not an Avro object container file"))?;
             let hint = match hint {

@@ -71,7 +71,8 @@ async fn a_batch_gets_a_result_per_record_and_a_retry_is_a_duplicate() {
         (&json!(3), &json!(2))
     );
     let r = &body["results"];
-    assert_eq!(r[1]["key"], "event:r-41");
+    // Namespaced by source and caller: no one else can pre-empt this id.
+    assert_eq!(r[1]["key"], "http:local:event:r-41");
     assert_eq!(r[2]["field"], "rating");
     assert_eq!(r[4]["field"], "record");
     assert_eq!(r[3]["type"], "reco_response");

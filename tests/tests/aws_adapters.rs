@@ -347,7 +347,10 @@ fn experiment_job_analyses_and_promotes_on_aws() {
                 let w = serde_json::json!({"type": "watch", "user_id": u, "movie_id": items[1], "ts": ts + 60_000});
                 watches.push(RawRecord::new(
                     w.to_string().into_bytes(),
-                    Source::Http { index: 0 },
+                    Source::Http {
+                        index: 0,
+                        caller: "test".into(),
+                    },
                     None,
                 ));
             }

@@ -33,6 +33,7 @@ async fn dynamo_ingest_state_keys_expire_and_windows_are_guarded() {
     assert_eq!(st.rate_window(9).await.unwrap(), RateWindow::default());
     let w = RateWindow {
         entries: vec![(5, "a".into())],
+        arrivals: vec![(7, "a".into())],
         revision: 0,
     };
     st.save_rate_window(9, &w).await.unwrap();
@@ -41,8 +42,13 @@ async fn dynamo_ingest_state_keys_expire_and_windows_are_guarded() {
     assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
     let got = st.rate_window(9).await.unwrap();
     assert_eq!((got.entries.clone(), got.revision), (w.entries.clone(), 1));
+    assert_eq!(
+        got.arrivals, w.arrivals,
+        "the arrival-time window is stored too"
+    );
     let next = RateWindow {
         entries: vec![(5, "a".into()), (6, "b".into())],
+        arrivals: Vec::new(),
         revision: 1,
     };
     st.save_rate_window(9, &next).await.unwrap();
@@ -101,7 +107,8 @@ fn the_pipeline_on_s3_and_dynamodb_feeds_training_from_the_lake() {
             Arc::new(DynamoIngestState::new(ddb, &ingest_table)),
             history.clone(),
         );
-        let now = 1_795_000_000_000;
+        // A day after the first watch: within the age bound of live sources.
+        let now = 1_790_000_000_000 + 86_400_000;
         let mut accepted = 0;
         for chunk in records.chunks(2000) {
             let r = ingestor.ingest(chunk, now).await.unwrap();

@@ -41,6 +41,10 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub rate_limit_per_hour: usize,
     pub dedup_ttl_days: i64,
+    /// Live events older than this are refused.
+    pub max_event_age_days: i64,
+    /// One HTTP request's events span at most this much event time.
+    pub max_request_spread_hours: i64,
     pub topics: TopicMap,
     /// `AWS_LAMBDA_FUNCTION_VERSION` (`$LATEST`, `7`), or `local`.
     pub function_version: String,
@@ -192,6 +196,8 @@ impl Settings {
             admin_token: var("MOVIE_RECS_ADMIN_TOKEN"),
             rate_limit_per_hour: positive("MOVIE_RECS_RATE_LIMIT_PER_HOUR", 20)? as usize,
             dedup_ttl_days: positive("MOVIE_RECS_DEDUP_TTL_DAYS", 7)?,
+            max_event_age_days: positive("MOVIE_RECS_MAX_EVENT_AGE_DAYS", 7)?,
+            max_request_spread_hours: positive("MOVIE_RECS_MAX_REQUEST_SPREAD_HOURS", 6)?,
             topics,
             function_version: var("AWS_LAMBDA_FUNCTION_VERSION").unwrap_or_else(|| "local".into()),
             function_name: var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".into()),
@@ -229,6 +235,8 @@ impl Settings {
                 span_ms: 3_600_000,
             },
             dedup_ttl_secs: self.dedup_ttl_days * 86_400,
+            max_age_ms: self.max_event_age_days * 86_400_000,
+            max_request_spread_ms: self.max_request_spread_hours * 3_600_000,
             ..IngestConfig::default()
         }
     }
@@ -248,6 +256,7 @@ impl Settings {
                 .in_lambda
                 .then(|| std::time::Duration::from_secs(self.reload_secs)),
             reload_secs: self.reload_secs,
+            events_need_admin: false,
         }
     }
 }

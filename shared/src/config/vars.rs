@@ -371,6 +371,27 @@ pub const VARS: &[Var] = &[
         roles: &[Serve],
     },
     Var {
+        name: "MOVIE_RECS_CLIENT_RATE_LIMIT",
+        default: "`0` (no limit)",
+        doc: "`movie-recs serve --client-rate-limit`: requests per minute per client address (429 with `Retry-After` beyond).",
+        kind: Kind::Local,
+        roles: &[Serve],
+    },
+    Var {
+        name: "MOVIE_RECS_MAX_EVENT_AGE_DAYS",
+        default: "`7`",
+        doc: "HTTP and Kafka events older than this at arrival are refused with the reason (files may backfill).",
+        kind: Kind::Setting,
+        roles: &[Ingest, Serve, Cli],
+    },
+    Var {
+        name: "MOVIE_RECS_MAX_REQUEST_SPREAD_HOURS",
+        default: "`6`",
+        doc: "One `POST /events` request's events may span this many hours of event time; later ones are refused.",
+        kind: Kind::Setting,
+        roles: &[Ingest, Serve, Cli],
+    },
+    Var {
         name: "MOVIE_RECS_GIT_SHA",
         default: "`git rev-parse HEAD` at build time",
         doc: "The commit recorded in manifests and provenance (build time).",

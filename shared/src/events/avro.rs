@@ -52,7 +52,19 @@ pub fn schema_id(bytes: &[u8]) -> Option<u32> {
 }
 
 /// Decodes and checks one Confluent-framed record of type `t`.
+/// Most apache-avro may allocate for one length it decodes (a string, an
+/// array, a block): a record's own length prefix cannot ask for hundreds of
+/// MiB (the crate's default is 512 MiB). Records are at most 1 MiB; container
+/// files' blocks stay well under this.
+pub const MAX_ALLOCATION_BYTES: usize = 8 * 1024 * 1024;
+
+/// Sets [`MAX_ALLOCATION_BYTES`] (once per process, before any decoding).
+pub fn limit_allocations() {
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
+}
+
 pub fn parse_confluent(bytes: &[u8], t: EventType, now_ms: i64) -> Result<Parsed, Rejection> {
+    limit_allocations();
     if bytes.len() < 5 {
         return Err(Rejection::new(
             "avro",

@@ -62,8 +62,9 @@ pub enum Source {
         partition: i64,
         offset: i64,
     },
-    /// The `index`-th record of a `POST /events` body.
-    Http { index: usize },
+    /// The `index`-th record of a `POST /events` body, from `caller` (the
+    /// IAM principal in AWS; `token` or `local` on the local server).
+    Http { index: usize, caller: String },
     /// Line (or Avro record) `line`, from 1, of a file.
     File { path: String, line: usize },
 }
@@ -98,7 +99,9 @@ impl Source {
                 partition,
                 offset,
             } => json!({"kind": "kafka", "topic": topic, "partition": partition, "offset": offset}),
-            Source::Http { index } => json!({"kind": "http", "index": index}),
+            Source::Http { index, caller } => {
+                json!({"kind": "http", "index": index, "caller": caller})
+            }
             Source::File { path, line } => json!({"kind": "file", "path": path, "line": line}),
         }
     }
@@ -134,6 +137,15 @@ pub struct IngestConfig {
     pub velocity: Velocity,
     /// How long idempotency keys are kept.
     pub dedup_ttl_secs: i64,
+    /// Live sources (HTTP, Kafka): events older than this at arrival are
+    /// refused with the reason (files may backfill any age).
+    pub max_age_ms: i64,
+    /// One HTTP request's events may span at most this much event time;
+    /// later ones are refused (this bounds the lake objects a request writes).
+    pub max_request_spread_ms: i64,
+    /// One HTTP request may rate for at most this many users (each costs a
+    /// rate-window read and write); ratings of more are refused.
+    pub max_rating_users_per_request: usize,
 }
 
 impl Default for IngestConfig {
@@ -142,6 +154,9 @@ impl Default for IngestConfig {
             encoding: Encoding::Auto,
             velocity: Velocity::default(),
             dedup_ttl_secs: 7 * 86_400,
+            max_age_ms: 7 * 86_400_000,
+            max_request_spread_ms: 6 * 3_600_000,
+            max_rating_users_per_request: 100,
         }
     }
 }
@@ -322,20 +337,32 @@ fn sha_hex(parts: impl IntoIterator<Item = impl AsRef<[u8]>>) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// The idempotency key of a record.
+/// The namespace of a source's idempotency keys: one source (or, over
+/// HTTP, one caller) cannot pre-empt another's records by sending their ids first.
+fn namespace(source: &Source) -> String {
+    match source {
+        Source::Kafka { .. } => "kafka".into(),
+        Source::File { .. } => "file".into(),
+        Source::Http { caller, .. } => format!("http:{caller}"),
+    }
+}
+
+/// The idempotency key of a record: the client's id (`event_id`, or a
+/// response's `request_id`) within its source's namespace, else the
+/// source coordinates, else (HTTP) a hash of the bytes within the caller's.
 fn key_of(r: &RawRecord, parsed: Option<&Parsed>) -> String {
     if let Some(p) = parsed {
         if let Some(id) = &p.event_id {
-            return format!("event:{id}");
+            return format!("{}:event:{id}", namespace(&r.source));
         }
         if let Event::RecoResponse(e) = &p.event {
             if let Some(rid) = &e.request_id {
-                return format!("request:{rid}");
+                return format!("{}:request:{rid}", namespace(&r.source));
             }
         }
     }
     match &r.source {
-        Source::Http { .. } => format!("http:{}", sha_hex([&r.bytes])),
+        Source::Http { .. } => format!("{}:{}", namespace(&r.source), sha_hex([&r.bytes])),
         s => s.label(),
     }
 }
@@ -359,12 +386,13 @@ async fn admit_ratings(
     velocity: Velocity,
     user: u64,
     cands: &[(i64, String)],
+    arrival_ms: Option<i64>,
 ) -> Result<Vec<bool>, IngestError> {
     for _ in 0..5 {
         let mut w = state.rate_window(user).await?;
-        let before = w.entries.clone();
-        let admitted = velocity.admit(&mut w.entries, cands);
-        if w.entries == before {
+        let before = w.clone();
+        let admitted = velocity.admit_window(&mut w, cands, arrival_ms);
+        if w.entries == before.entries && w.arrivals == before.arrivals {
             return Ok(admitted);
         }
         match state.save_rate_window(user, &w).await {
@@ -424,6 +452,65 @@ impl Ingestor {
         self
     }
 
+    /// Refuses, with the reason, what live sources may not send: events older
+    /// than the age bound (HTTP and Kafka), and in one HTTP request events
+    /// older than the spread bound before its newest event, or ratings for
+    /// more users than the request may touch. Files may backfill anything.
+    fn bound(&self, records: &[RawRecord], parsed: &mut [Result<Parsed, Rejection>], now_ms: i64) {
+        let c = &self.config;
+        let hours = |ms: i64| ms as f64 / 3_600_000.0;
+        for (r, p) in records.iter().zip(parsed.iter_mut()) {
+            let old = matches!(&p, Ok(e) if now_ms - e.event.ts_ms() > c.max_age_ms);
+            if old && !matches!(r.source, Source::File { .. }) {
+                *p = Err(Rejection::new(
+                    "ts",
+                    format!(
+                        "older than {} days; live sources send events as they happen (backfill with movie-recs ingest --file)",
+                        c.max_age_ms / 86_400_000
+                    ),
+                ));
+            }
+        }
+        if !records
+            .iter()
+            .any(|r| matches!(r.source, Source::Http { .. }))
+        {
+            return;
+        }
+        // Anchored at the newest event: a client sending what just happened
+        // keeps it, whatever older events it mixes in.
+        let Some(newest) = parsed.iter().flatten().map(|e| e.event.ts_ms()).max() else {
+            return;
+        };
+        let mut users: BTreeSet<u64> = BTreeSet::new();
+        for p in parsed.iter_mut() {
+            let Ok(e) = p else { continue };
+            if e.event.ts_ms() < newest - c.max_request_spread_ms {
+                *p = Err(Rejection::new(
+                    "ts",
+                    format!(
+                        "more than {} hours before this request's newest event; send events of different times in separate requests",
+                        hours(c.max_request_spread_ms)
+                    ),
+                ));
+                continue;
+            }
+            if let Event::Rate(r) = &e.event {
+                if !users.contains(&r.user_id) && users.len() >= c.max_rating_users_per_request {
+                    *p = Err(Rejection::new(
+                        "user_id",
+                        format!(
+                            "one request may rate for at most {} users; send the rest in another request",
+                            c.max_rating_users_per_request
+                        ),
+                    ));
+                    continue;
+                }
+                users.insert(r.user_id);
+            }
+        }
+    }
+
     /// Runs the pipeline on one batch and emits its metrics. On `Err` nothing
     /// was acknowledged and the whole batch must be retried.
     pub async fn ingest(&self, records: &[RawRecord], now_ms: i64) -> Result<Report, IngestError> {
@@ -445,14 +532,20 @@ impl Ingestor {
 
     async fn run(&self, records: &[RawRecord], now_ms: i64) -> Result<Report, IngestError> {
         let now_s = now_ms.div_euclid(1000);
-        // 1. Parse.
-        let parsed: Vec<Result<Parsed, Rejection>> =
+        // 1. Parse, and hold live sources to their bounds.
+        let mut parsed: Vec<Result<Parsed, Rejection>> =
             records.iter().map(|r| self.parse(r, now_ms)).collect();
         let keys: Vec<String> = records
             .iter()
             .zip(&parsed)
             .map(|(r, p)| key_of(r, p.as_ref().ok()))
             .collect();
+        self.bound(records, &mut parsed, now_ms);
+        // Live ratings count by arrival too, so back-dating refills nothing.
+        let live = records
+            .first()
+            .is_some_and(|r| !matches!(r.source, Source::File { .. }));
+        let arrival_ms = live.then_some(now_ms);
         // 2. Deduplicate.
         let seen = self.state.seen_keys(&keys, now_s).await?;
         let mut in_batch = HashSet::new();
@@ -502,7 +595,8 @@ impl Ingestor {
                 (self.state.clone(), self.config.velocity, permits.clone());
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await.expect("semaphore open");
-                let admitted = admit_ratings(state.as_ref(), velocity, user, &cands).await;
+                let admitted =
+                    admit_ratings(state.as_ref(), velocity, user, &cands, arrival_ms).await;
                 (user, idx, admitted)
             });
         }
@@ -715,7 +809,14 @@ mod tests {
     }
 
     fn http(i: usize, v: Value) -> RawRecord {
-        RawRecord::new(v.to_string().into_bytes(), Source::Http { index: i }, None)
+        RawRecord::new(
+            v.to_string().into_bytes(),
+            Source::Http {
+                index: i,
+                caller: "test".into(),
+            },
+            None,
+        )
     }
 
     fn kafka(topic: &str, offset: i64, bytes: Vec<u8>, hint: Option<EventType>) -> RawRecord {
@@ -934,6 +1035,109 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_source_can_pre_empt_another_ones_event_ids() {
+        let f = fixture(0);
+        let with_id =
+            json!({"type": "watch", "user_id": 1, "movie_id": 2, "ts": NOW, "event_id": "k-1"});
+        // An HTTP caller posts the id first ...
+        let r = f
+            .ingestor
+            .ingest(&[http(0, with_id.clone())], NOW)
+            .await
+            .unwrap();
+        assert_eq!(r.accepted, 1);
+        // ... the genuine Kafka record with that id is still taken,
+        let k = kafka("movies.watch", 7, with_id.to_string().into_bytes(), None);
+        let r = f
+            .ingestor
+            .ingest(std::slice::from_ref(&k), NOW)
+            .await
+            .unwrap();
+        assert_eq!((r.accepted, r.duplicates), (1, 0));
+        assert_eq!(r.results[0].key, "kafka:event:k-1");
+        // and another HTTP caller's id lives in its own namespace; a retry
+        // from the same source is still a duplicate.
+        let other = RawRecord {
+            source: Source::Http {
+                index: 0,
+                caller: "arn:aws:iam::1:role/other".into(),
+            },
+            ..http(0, with_id.clone())
+        };
+        assert_eq!(f.ingestor.ingest(&[other], NOW).await.unwrap().accepted, 1);
+        assert_eq!(f.ingestor.ingest(&[k], NOW).await.unwrap().duplicates, 1);
+        assert_eq!(
+            f.ingestor
+                .ingest(&[http(0, with_id)], NOW)
+                .await
+                .unwrap()
+                .duplicates,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn live_sources_are_held_to_age_spread_and_fan_out_bounds() {
+        let f = fixture(0);
+        let day = 86_400_000;
+        let watch =
+            |user: u64, ts: i64| json!({"type": "watch", "user_id": user, "movie_id": 2, "ts": ts});
+        // At the age bound: taken; a millisecond older: refused, naming ts.
+        let r = f
+            .ingestor
+            .ingest(
+                &[
+                    http(0, watch(1, NOW - 7 * day)),
+                    http(1, watch(1, NOW - 7 * day - 1)),
+                ],
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.accepted, r.rejected), (1, 1));
+        assert!(matches!(&r.results[1].outcome, Outcome::Rejected(j) if j.field == "ts"));
+        // Kafka: the same age bound; a file may backfill anything.
+        let old = watch(2, NOW - 30 * day).to_string().into_bytes();
+        let r = f
+            .ingestor
+            .ingest(&[kafka("movies.watch", 1, old.clone(), None)], NOW)
+            .await
+            .unwrap();
+        assert_eq!(r.rejected, 1);
+        let file = RawRecord::new(
+            old,
+            Source::File {
+                path: "f".into(),
+                line: 1,
+            },
+            None,
+        );
+        assert_eq!(f.ingestor.ingest(&[file], NOW).await.unwrap().accepted, 1);
+        // One request spans at most 6 hours before its newest event.
+        let h = 3_600_000;
+        let r = f
+            .ingestor
+            .ingest(
+                &[
+                    http(0, watch(3, NOW)),
+                    http(1, watch(3, NOW - 6 * h)),
+                    http(2, watch(3, NOW - 6 * h - 1)),
+                ],
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert_eq!((r.accepted, r.rejected), (2, 1));
+        // Ratings for at most 100 users per request.
+        let many: Vec<_> = (0..101)
+            .map(|u| http(u, rate(1000 + u as u64, 1, NOW)))
+            .collect();
+        let r = f.ingestor.ingest(&many, NOW).await.unwrap();
+        assert_eq!((r.accepted, r.rejected), (100, 1));
+        assert!(matches!(&r.results[100].outcome, Outcome::Rejected(j) if j.field == "user_id"));
+    }
+
+    #[tokio::test]
     async fn velocity_quarantines_the_excess_and_keeps_it_out_of_history() {
         let f = fixture(0);
         let mut cfg = IngestConfig::default();
@@ -1019,7 +1223,7 @@ mod tests {
         for r in &back {
             let i: usize = r.event_id.as_ref().unwrap()[3..].parse().unwrap();
             assert_eq!(r.event, events[i]);
-            assert_eq!(r.event_key, format!("id-{i}").replace("id-", "event:id-"));
+            assert_eq!(r.event_key, format!("http:test:event:id-{i}"));
         }
         let ds = crate::data::load_dir(f.dir.path()).unwrap();
         assert_eq!(ds.format, crate::domain::DataFormat::Lake);

@@ -74,6 +74,44 @@ impl Velocity {
     }
 }
 
+impl Velocity {
+    /// [`Self::admit`] on a stored window, and when `arrival_ms` is given
+    /// (live sources) also by arrival time: at most `limit` new ratings of
+    /// the user may arrive in any `span`, whatever times they claim, so
+    /// back-dated ratings cannot refill a window. A redelivered rating (its
+    /// key already admitted) is admitted again without counting twice.
+    pub fn admit_window(
+        &self,
+        w: &mut crate::ports::RateWindow,
+        candidates: &[(i64, String)],
+        arrival_ms: Option<i64>,
+    ) -> Vec<bool> {
+        let Some(now) = arrival_ms else {
+            return self.admit(&mut w.entries, candidates);
+        };
+        w.arrivals.retain(|(t, _)| *t > now - self.span_ms);
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by(|&a, &b| candidates[a].cmp(&candidates[b]));
+        let mut out = vec![false; candidates.len()];
+        for i in order {
+            let (ts, key) = &candidates[i];
+            let known = |e: &[(i64, String)]| e.iter().any(|(_, k)| k == key);
+            if known(&w.entries) || known(&w.arrivals) {
+                out[i] = true;
+            } else if w.arrivals.len() < self.limit && self.fits(&w.entries, *ts) {
+                w.entries.push((*ts, key.clone()));
+                w.arrivals.push((now, key.clone()));
+                out[i] = true;
+            }
+        }
+        if let Some(newest) = w.entries.iter().map(|e| e.0).max() {
+            w.entries.retain(|(t, _)| *t > newest - 2 * self.span_ms);
+        }
+        w.entries.sort();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +173,40 @@ mod tests {
         let before = w.clone();
         assert_eq!(v.admit(&mut w, &[c(300, 3), c(100, 1), c(200, 2)]), got);
         assert_eq!(w, before);
+    }
+
+    #[test]
+    fn back_dated_ratings_count_by_arrival_at_its_boundaries() {
+        let v = Velocity::default();
+        let mut w = crate::ports::RateWindow::default();
+        let now = 100 * H;
+        // One rating now, then 60 stamped three hours ago, all arriving now.
+        assert_eq!(v.admit_window(&mut w, &[c(now, 0)], Some(now)), vec![true]);
+        let back: Vec<_> = (1..=60).map(|i| c(now - 3 * H + i as i64, i)).collect();
+        let got = v.admit_window(&mut w, &back, Some(now + 1000));
+        assert_eq!(
+            got.iter().filter(|a| **a).count(),
+            19,
+            "20 per hour of arrival"
+        );
+        // Redelivered: the same decisions, nothing counted twice.
+        let before = w.clone();
+        assert_eq!(v.admit_window(&mut w, &back, Some(now + 2000)), got);
+        assert_eq!(w.entries, before.entries);
+        // One ms before the first arrival leaves the window: still full ...
+        assert_eq!(
+            v.admit_window(&mut w, &[c(now - 10 * H, 100)], Some(now + H - 1)),
+            vec![false]
+        );
+        // ... at exactly one hour, the first arrival has left it.
+        assert_eq!(
+            v.admit_window(&mut w, &[c(now - 10 * H, 101)], Some(now + H)),
+            vec![true]
+        );
+        // Without an arrival time (a file), event time alone decides.
+        let mut f = crate::ports::RateWindow::default();
+        let got = v.admit_window(&mut f, &back, None);
+        assert_eq!(got.iter().filter(|a| **a).count(), 20);
     }
 
     #[test]
