@@ -246,6 +246,19 @@ struct ServeArgs {
     /// does in AWS); 0 turns it off.
     #[arg(long, default_value_t = 60)]
     canary_every_minutes: u64,
+    /// Requests per minute one client address may send (429 with
+    /// Retry-After beyond it); 0: no limit.
+    #[arg(long, env = "MOVIE_RECS_CLIENT_RATE_LIMIT", default_value_t = 0)]
+    client_rate_limit: u32,
+    /// Connections open at once; more are closed as they are accepted.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a connection has to send a request's headers.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a request (its body included) has to finish (else 408).
+    #[arg(long, default_value_t = 30)]
+    request_timeout_secs: u64,
     /// Shape of the synthetic data trained on when the registry is empty.
     #[command(flatten)]
     synthetic: SyntheticArgs,
@@ -575,10 +588,27 @@ fn serve_settings(a: &ServeArgs) -> Result<shared::config::Settings> {
     )?)
 }
 
+/// Ctrl-C or SIGTERM (what `kill` and container runtimes send).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("shutting down: finishing requests in flight");
+}
+
 fn serve(a: ServeArgs) -> Result<()> {
     use shared::config::Role;
     use shared::http::serving::{log_sync, spawn_reload_loop};
-    use shared::http::{router, sync_model, AppState};
+    use shared::http::{sync_model, AppState};
     use shared::wiring::Stores;
     use std::sync::Arc;
 
@@ -620,8 +650,25 @@ fn serve(a: ServeArgs) -> Result<()> {
             .await??;
             eprintln!("published {}", out.manifest.version);
         }
+        // Beyond loopback anyone may connect: the admin token is required,
+        // and posting events needs it too.
+        let addr: std::net::SocketAddr = a
+            .addr
+            .parse()
+            .with_context(|| format!("--addr {}: expected IP:PORT", a.addr))?;
+        let exposed = !addr.ip().is_loopback();
+        if exposed && settings.admin_token.is_none() {
+            bail!(
+                "refusing to listen on {addr} (beyond loopback) without MOVIE_RECS_ADMIN_TOKEN: \
+                 anyone who can reach it could post events and read traces; set the token, or use --addr 127.0.0.1:PORT"
+            );
+        }
+        let api = shared::http::ApiConfig {
+            events_need_admin: exposed,
+            ..settings.api_config()
+        };
         let state = Arc::new(
-            AppState::from_stores(&stores, settings.api_config())
+            AppState::from_stores(&stores, api)
                 .with_registry(reg.clone())
                 .with_experiments(stores.experiment_job(&settings)?)
                 .with_ingestor(Arc::new(stores.ingestor(&settings)?)),
@@ -631,7 +678,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             Ok(other) => eprintln!("no model loaded: {other:?}"),
             Err(e) => eprintln!("error: no model loaded: {e}"),
         }
-        let listener = tokio::net::TcpListener::bind(&a.addr).await.with_context(|| format!("binding {}", a.addr))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {}", a.addr))?;
         let addr = listener.local_addr()?;
         eprintln!("listening on http://{addr}");
         eprintln!("  curl -s http://{addr}/recommend/1?k=5");
@@ -667,11 +714,17 @@ fn serve(a: ServeArgs) -> Result<()> {
                 });
             }
         }
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        if a.client_rate_limit > 0 {
+            eprintln!("  at most {} requests per minute per client address", a.client_rate_limit);
+        }
+        let opts = shared::http::server::ServerOptions {
+            header_timeout: std::time::Duration::from_secs(a.header_timeout_secs.max(1)),
+            request_timeout: std::time::Duration::from_secs(a.request_timeout_secs.max(1)),
+            max_connections: a.max_connections.max(1),
+            client_rate_limit: a.client_rate_limit,
+            ..Default::default()
+        };
+        shared::http::server::serve(listener, state, opts, shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

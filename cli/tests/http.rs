@@ -72,6 +72,7 @@ async fn state(with_model: bool, ttl: i64) -> Arc<AppState> {
         ApiConfig {
             function_version: "test".into(),
             trace_ttl_secs: ttl,
+            admin_token: Some(ADMIN.into()),
             ..ApiConfig::default()
         },
     ));
@@ -84,6 +85,15 @@ async fn state(with_model: bool, ttl: i64) -> Arc<AppState> {
     st
 }
 
+const ADMIN: &str = "admin-t";
+
+/// `GET uri` with the admin token (the operators' full view).
+async fn get_admin(st: &Arc<AppState>, uri: &str) -> (StatusCode, Value) {
+    let req = Request::get(uri).header("authorization", format!("Bearer {ADMIN}"));
+    let (status, _, v, _) = send(st, req).await;
+    (status, v)
+}
+
 async fn get(
     st: &Arc<AppState>,
     uri: &str,
@@ -93,6 +103,13 @@ async fn get(
     if let Some(r) = rid {
         req = req.header("x-request-id", r);
     }
+    send(st, req).await
+}
+
+async fn send(
+    st: &Arc<AppState>,
+    req: axum::http::request::Builder,
+) -> (StatusCode, Option<String>, Value, String) {
     let resp = router(st.clone())
         .oneshot(req.body(Body::empty()).unwrap())
         .await
@@ -290,7 +307,17 @@ async fn health_is_503_without_a_model() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("no_model"))
     );
     let st = state(true, 3600).await;
-    let (code, _, v, _) = get(&st, "/health", None).await;
+    let (code, _, v, _) = get(&st, "/healthz", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(v["serving_versions"], serde_json::json!(["a"]));
+    assert!(
+        v.get("rollout").is_none() && v.get("stores").is_none(),
+        "{v}"
+    );
+    // The full view is the operators': 401 without the token.
+    let (code, _, _, _) = get(&st, "/health", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, v) = get_admin(&st, "/health").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["serving_versions"], serde_json::json!(["a"]));
     assert_eq!(v["stores"]["traces"], "ok");
@@ -403,7 +430,10 @@ async fn a_failing_trace_store_never_fails_a_recommendation() {
         Arc::new(BrokenTraces),
         db.clone(),
         db,
-        ApiConfig::default(),
+        ApiConfig {
+            admin_token: Some(ADMIN.into()),
+            ..ApiConfig::default()
+        },
     ));
     sync_model(&st, fixture().reg.clone()).await.unwrap();
     let (code, _, v, _) = get(&st, "/recommend/3?k=4", None).await;
@@ -422,7 +452,12 @@ async fn a_failing_trace_store_never_fails_a_recommendation() {
     assert!(counted, "trace write failure counted");
     // Health reports the store, and reading a trace says the store is unavailable.
     let (code, _, v, _) = get(&st, "/healthz", None).await;
-    assert_eq!(code, StatusCode::OK, "a model can still serve");
+    assert_eq!(
+        (code, &v["status"]),
+        (StatusCode::OK, &json!("ok")),
+        "a model can still serve"
+    );
+    let (_, v) = get_admin(&st, "/health").await;
     assert!(v["stores"]["traces"].as_str().unwrap().starts_with("error"));
     let (code, _, v, _) = get(&st, "/trace/anything", None).await;
     assert_eq!(

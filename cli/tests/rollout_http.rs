@@ -82,6 +82,9 @@ async fn call(
     body: Option<Value>,
 ) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
     if let Some(t) = bearer {
         req = req.header("authorization", format!("Bearer {t}"));
     }

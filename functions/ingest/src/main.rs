@@ -49,7 +49,9 @@ async fn handle(
     // Otherwise an API Gateway request for POST /events.
     let req: LambdaRequest = serde_json::from_value(payload)
         .map_err(|e| format!("neither a Kafka batch nor an API Gateway request: {e}"))?;
-    let app = shared::http::events::router(state);
+    let app = shared::http::events::router(state).layer(axum::middleware::from_fn(
+        shared::http::lambda::caller_from_context,
+    ));
     let resp = lambda_http::Adapter::from(app)
         .oneshot(LambdaEvent::new(req, ctx))
         .await?;

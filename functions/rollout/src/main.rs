@@ -8,42 +8,13 @@
 //! changes up within `MOVIE_RECS_RELOAD_SECS`, which every answer to a
 //! change reports as `effective_within_s`.
 
-use lambda_http::request::RequestContext;
 use lambda_http::{run, tracing, Error};
 use shared::config::{Role, Settings};
-use shared::http::rollout::{router, Caller};
+use shared::http::lambda::caller_from_context;
+use shared::http::rollout::router;
 use shared::http::AppState;
 use shared::wiring::Stores;
 use std::sync::Arc;
-
-/// The IAM principal API Gateway authenticated, if any.
-fn iam_caller(ctx: &RequestContext) -> Option<String> {
-    match ctx {
-        RequestContext::ApiGatewayV1(c) => {
-            c.identity.user_arn.clone().or(c.identity.caller.clone())
-        }
-        RequestContext::ApiGatewayV2(c) => c
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.iam.as_ref())
-            .and_then(|i| i.user_arn.clone()),
-        _ => None,
-    }
-}
-
-async fn caller_from_context(
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    if let Some(arn) = req
-        .extensions()
-        .get::<RequestContext>()
-        .and_then(iam_caller)
-    {
-        req.extensions_mut().insert(Caller(arn));
-    }
-    next.run(req).await
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

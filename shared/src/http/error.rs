@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 409 `no_experiment`.
     #[error("{0}")]
     NoExperiment(String),
+    /// 408 `request_timeout`: the request (its body) took too long.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413 with its code (`too_large`, `too_many_records`).
     #[error("{detail}")]
     TooLarge { code: &'static str, detail: String },
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::NoExperiment(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::ArtifactInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::NoExperiment(_) => "no_experiment",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::ArtifactInvalid(_) => "artifact_invalid",
             ApiError::RateLimited { .. } => "rate_limited",

@@ -1,5 +1,7 @@
 //! `POST /events`: a JSON array of watch, rate and recommendation events,
 //! each with a `type`, run through the ingest pipeline ([`crate::ingest`]).
+//! The body must be `Content-Type: application/json` (415 otherwise); where
+//! the local server listens beyond loopback, the admin token is required too.
 //!
 //! The answer has a result per record (`accepted`, `quarantined`,
 //! `duplicate` or `rejected` with the field and rule), in request order:
@@ -10,6 +12,7 @@
 //! both before anything is stored; a store failure is a 503 and nothing of the
 //! request was acknowledged: retry all of it.
 
+use super::rollout::Caller;
 use super::{ApiError, AppState};
 use crate::ingest::{RawRecord, Source};
 use axum::extract::{Request, State};
@@ -30,12 +33,42 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new().route("/events", post(post_events))
 }
 
+/// Refuses a body that does not say it is JSON: a web page can post
+/// `text/plain` across origins without a preflight, never `application/json`.
+fn require_json(req: &Request) -> Result<(), ApiError> {
+    let ct = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "POST /events takes Content-Type: application/json, got {:?}",
+            ct
+        )))
+    }
+}
+
 /// The ingest function's HTTP router.
 pub fn router(state: Arc<AppState>) -> Router {
     super::finish(routes(), state)
 }
 
 async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    // Keys are namespaced by caller: the IAM principal API Gateway
+    // authenticated (the Lambda adapter sets it), the token holder locally.
+    let caller = match (
+        st.config.events_need_admin,
+        req.extensions().get::<Caller>(),
+    ) {
+        (true, _) => super::rollout::authorize(&st, &req)?,
+        (false, Some(Caller(arn))) => arn.clone(),
+        (false, None) => "local".to_string(),
+    };
+    require_json(&req)?;
     let ingestor = st.ingestor.clone().ok_or_else(|| {
         ApiError::unavailable("no_ingest", "this function has no event lake configured")
     })?;
@@ -56,7 +89,13 @@ async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
     let raw: Vec<RawRecord> = records
         .iter()
         .enumerate()
-        .map(|(index, r)| RawRecord::new(r.get().as_bytes().to_vec(), Source::Http { index }, None))
+        .map(|(index, r)| {
+            let source = Source::Http {
+                index,
+                caller: caller.clone(),
+            };
+            RawRecord::new(r.get().as_bytes().to_vec(), source, None)
+        })
         .collect();
     let report = ingestor
         .ingest(&raw, chrono::Utc::now().timestamp_millis())

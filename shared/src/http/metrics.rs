@@ -24,6 +24,10 @@ pub struct Metrics {
     series: Mutex<BTreeMap<(String, u16, String), Series>>,
     pub trace_write_failures: AtomicU64,
     pub history_read_failures: AtomicU64,
+    /// Requests refused by the local server's per-client rate limit.
+    pub rate_limited: AtomicU64,
+    /// Connections closed at accept because the server had its maximum open.
+    pub connections_refused: AtomicU64,
 }
 
 fn escape(s: &str) -> String {
@@ -109,6 +113,16 @@ impl Metrics {
                 "movie_recs_history_read_failures_total",
                 "User-history reads that failed (served without them).",
                 &self.history_read_failures,
+            ),
+            (
+                "movie_recs_rate_limited_total",
+                "Requests refused by the per-client rate limit (429).",
+                &self.rate_limited,
+            ),
+            (
+                "movie_recs_connections_refused_total",
+                "Connections closed at accept: the server had its maximum open.",
+                &self.connections_refused,
             ),
         ] {
             let _ = writeln!(
