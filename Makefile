@@ -7,7 +7,7 @@ ADDR ?= 127.0.0.1:8080
 BIN := target/release/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: setup test-tools build run test lint cfn unit bench bench-audit accuracy tradeoffs simulate bench-lambda loadtest package clean-tools
+.PHONY: setup test-tools build run test lint cfn unit fuzz bench bench-audit accuracy tradeoffs simulate bench-lambda loadtest package clean-tools
 
 ## setup: fetch ONNX Runtime 1.31.1 (from the PyPI wheel) into .tools/
 setup: $(ORT)
@@ -36,7 +36,7 @@ lint:
 ## and scan it with checkov (every check passes or is skipped in the template with its reason)
 cfn: test-tools
 	.tools/venv/bin/cfn-lint template.yaml
-	.tools/checkov-venv/bin/checkov -f template.yaml --framework cloudformation --quiet --compact
+	.tools/checkov-venv/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 	SAM_CLI_TELEMETRY=0 AWS_ACCESS_KEY_ID=none AWS_SECRET_ACCESS_KEY=none \
 	  .tools/sam-venv/bin/sam validate --lint --region eu-west-1 --template template.yaml
 
@@ -105,6 +105,11 @@ package: test-tools
 ## loadtest: cold start and wrk at 64 connections against a local server (needs wrk)
 loadtest: setup build
 	infra/loadtest.sh $(abspath $(DATA_DIR))
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 600; nightly); crash inputs land in fuzz/regressions/, which make test replays
+FUZZ_SECONDS ?= 600
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) infra/fuzz.sh
 
 clean-tools:
 	rm -rf .tools

@@ -320,3 +320,51 @@ fn alarms_notify_and_every_function_is_watched_retained_and_bounded() {
         assert!(bounded, "parameter {name} accepts anything");
     }
 }
+
+/// No anonymous route writes data or reads a person's data: every POST and
+/// every route but `/healthz` takes IAM or an API key; `/recommend` takes
+/// an API key under a usage plan with a throttle and a quota; the WAF is an
+/// option, off by default.
+#[test]
+fn no_anonymous_route_writes_data_or_reads_a_persons_data() {
+    let tpl = Template::load();
+    let mut routes = Vec::new();
+    for def in tpl.functions() {
+        let f = tpl.resource(&def.logical_id);
+        for (name, ev) in props(&f)["Events"].as_mapping().unwrap() {
+            if ev["Type"] != "Api" {
+                continue;
+            }
+            let p = &ev["Properties"];
+            let path = p["Path"].as_str().unwrap().to_string();
+            let method = p["Method"].as_str().unwrap().to_ascii_uppercase();
+            let iam = p["Auth"]["Authorizer"] == "AWS_IAM";
+            let key = p["Auth"]["ApiKeyRequired"] == Value::Bool(true);
+            routes.push((method.clone(), path.clone()));
+            match path.as_str() {
+                "/healthz" => assert!(!iam && !key, "/healthz stays public"),
+                "/recommend/{user_id}" => {
+                    assert!(key || iam, "{name:?}: {method} {path} is anonymous")
+                }
+                _ => assert!(iam, "{name:?}: {method} {path} does not take IAM"),
+            }
+        }
+    }
+    for want in [("POST", "/events"), ("GET", "/health"), ("GET", "/healthz")] {
+        assert!(
+            routes.iter().any(|(m, p)| m == want.0 && p == want.1),
+            "{want:?} is not routed"
+        );
+    }
+    let api = tpl.resource("Api");
+    let plan = &props(&api)["Auth"]["UsagePlan"];
+    assert_eq!(plan["CreateUsagePlan"], "PER_API");
+    assert!(
+        plan["Throttle"]["RateLimit"].is_tagged_value() && plan["Quota"]["Limit"].is_tagged_value()
+    );
+    assert_eq!(tpl.parameter_default("EnableWaf").as_deref(), Some("false"));
+    let acl = tpl.resource("WebAcl");
+    assert_eq!(acl["Condition"], "WafEnabled");
+    let rule = &props(&acl)["Rules"][0]["Statement"]["RateBasedStatement"];
+    assert_eq!(rule["AggregateKeyType"], "IP");
+}
