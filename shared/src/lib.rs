@@ -20,6 +20,8 @@ pub mod config;
 pub mod data;
 pub mod domain;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod ports;
