@@ -94,6 +94,19 @@ pub trait TraceStore: Send + Sync {
         trace: &serde_json::Value,
         expires_at: i64,
     ) -> Result<(), StoreError>;
+    /// [`Self::put`] for many traces `(request_id, trace, expires_at)`, one
+    /// result each, in order. Stores that can write a batch at once (one
+    /// SQLite transaction) override it; the default writes one by one.
+    async fn put_many(
+        &self,
+        traces: &[(String, serde_json::Value, i64)],
+    ) -> Vec<Result<(), StoreError>> {
+        let mut out = Vec::with_capacity(traces.len());
+        for (id, t, exp) in traces {
+            out.push(self.put(id, t, *exp).await);
+        }
+        out
+    }
     /// The trace, unless absent or expired at `now` (epoch s).
     async fn get(
         &self,

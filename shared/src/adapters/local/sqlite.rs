@@ -1,5 +1,10 @@
 //! The embedded database of the local stack (SQLite, bundled): traces with
 //! expiry, user history and rollout state in one file.
+//!
+//! One writer connection and, for a file, a few read-only ones: in WAL mode
+//! readers never wait behind a write (nor a checkpoint), so a request's
+//! history read does not queue behind trace or ingest writes. Every read
+//! sees what was committed before it started (events posted a moment ago).
 
 use crate::ports::{
     IngestState, RateWindow, RolloutChange, RolloutSpec, RolloutState, RolloutStore, StoreError,
@@ -8,13 +13,24 @@ use crate::ports::{
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Read-only connections of a file database.
+const READERS: usize = 4;
+/// How long a statement waits for a lock another process holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One SQLite file implementing the local stores. Calls run on tokio's
 /// blocking pool so a slow disk never stalls the request workers.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The one writer (and the reader of an in-memory database).
     conn: Arc<Mutex<Connection>>,
+    /// Read-only connections (empty in memory: reads use the writer).
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: Arc<AtomicUsize>,
 }
 
 fn err(store: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -25,7 +41,22 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(err("sqlite"))?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        // Opened after the writer switched the file to WAL (readers need its -shm).
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(BUSY_TIMEOUT)?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(err("sqlite"))?;
+        store.readers = readers.into();
+        Ok(store)
     }
 
     /// An in-memory database (tests).
@@ -34,6 +65,7 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err("sqlite"))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
@@ -104,6 +136,8 @@ impl SqliteStore {
         .map_err(err("sqlite"))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new([]),
+            next_reader: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -111,7 +145,7 @@ impl SqliteStore {
         conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the connection on the blocking pool.
+    /// Runs `f` on the writer connection on the blocking pool.
     async fn run<T: Send + 'static>(
         &self,
         store: &'static str,
@@ -122,6 +156,32 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::unavailable(store, e))?
             .map_err(err(store))
+    }
+
+    /// Runs the read `f` on a free read-only connection (the writer in
+    /// memory) on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        store: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.readers.is_empty() {
+            return self.run(store, move |c| f(c)).await;
+        }
+        let (readers, start) = (
+            self.readers.clone(),
+            self.next_reader.fetch_add(1, Ordering::Relaxed),
+        );
+        tokio::task::spawn_blocking(move || {
+            let n = readers.len();
+            let conn = (0..n)
+                .find_map(|i| readers[(start + i) % n].try_lock().ok())
+                .unwrap_or_else(|| Self::lock(&readers[start % n]));
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::unavailable(store, e))?
+        .map_err(err(store))
     }
 
     /// Deletes expired traces; returns how many.
@@ -169,6 +229,60 @@ impl TraceStore for SqliteStore {
         }
     }
 
+    async fn put_many(
+        &self,
+        traces: &[(String, serde_json::Value, i64)],
+    ) -> Vec<Result<(), StoreError>> {
+        let rows: Vec<(String, String, i64, i64)> = traces
+            .iter()
+            .map(|(id, t, exp)| {
+                let ts = t["timestamp"].as_i64().unwrap_or(0);
+                (id.clone(), t.to_string(), *exp, ts)
+            })
+            .collect();
+        let n = rows.len();
+        let now = chrono::Utc::now().timestamp();
+        // One transaction: one fsync-free WAL commit for the whole batch.
+        let changed = self
+            .run("traces", move |c| {
+                let tx = c.transaction()?;
+                let mut changed = Vec::with_capacity(rows.len());
+                {
+                    let mut st = tx.prepare_cached(
+                        "INSERT INTO traces (request_id, body, expires_at, ts_ms) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(request_id) DO UPDATE SET body = excluded.body,
+                            expires_at = excluded.expires_at, ts_ms = excluded.ts_ms
+                         WHERE traces.expires_at <= ?5",
+                    )?;
+                    for (rid, body, exp, ts) in &rows {
+                        changed.push(st.execute(params![rid, body, exp, ts, now])?);
+                    }
+                }
+                tx.commit()?;
+                Ok(changed)
+            })
+            .await;
+        match changed {
+            Ok(changed) => changed
+                .into_iter()
+                .zip(traces)
+                .map(|(c, (rid, _, _))| match c {
+                    0 => Err(StoreError::Conflict {
+                        store: "traces",
+                        reason: format!("a trace of request {rid} is stored already"),
+                    }),
+                    _ => Ok(()),
+                })
+                .collect(),
+            Err(e) => {
+                let reason = e.to_string();
+                (0..n)
+                    .map(|_| Err(StoreError::unavailable("traces", &reason)))
+                    .collect()
+            }
+        }
+    }
+
     async fn get(
         &self,
         request_id: &str,
@@ -176,7 +290,7 @@ impl TraceStore for SqliteStore {
     ) -> Result<Option<serde_json::Value>, StoreError> {
         let rid = request_id.to_string();
         let body: Option<String> = self
-            .run("traces", move |c| {
+            .read("traces", move |c| {
                 c.query_row(
                     "SELECT body FROM traces WHERE request_id = ?1 AND expires_at > ?2",
                     params![rid, now],
@@ -195,7 +309,7 @@ impl TraceStore for SqliteStore {
         now: i64,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
         let bodies: Vec<String> = self
-            .run("traces", move |c| {
+            .read("traces", move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT body FROM traces WHERE ts_ms >= ?1 AND ts_ms < ?2 AND expires_at > ?3 ORDER BY ts_ms, request_id",
                 )?;
@@ -207,7 +321,7 @@ impl TraceStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run("sqlite", |c| c.query_row("SELECT 1", [], |_| Ok(())))
+        self.read("sqlite", |c| c.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
 }
@@ -215,7 +329,7 @@ impl TraceStore for SqliteStore {
 #[async_trait::async_trait]
 impl UserHistory for SqliteStore {
     async fn seen(&self, user_id: u64) -> Result<Vec<u64>, StoreError> {
-        self.run("user_history", move |c| {
+        self.read("user_history", move |c| {
             let mut st = c.prepare_cached(
                 "SELECT movie_id FROM user_history WHERE user_id = ?1 ORDER BY ts_ms DESC, movie_id",
             )?;
@@ -264,7 +378,7 @@ impl UserHistory for SqliteStore {
 impl IngestState for SqliteStore {
     async fn seen_keys(&self, keys: &[String], now: i64) -> Result<HashSet<String>, StoreError> {
         let keys = keys.to_vec();
-        self.run("ingest_state", move |c| {
+        self.read("ingest_state", move |c| {
             let mut st =
                 c.prepare_cached("SELECT 1 FROM ingest_keys WHERE key = ?1 AND expires_at > ?2")?;
             let mut found = HashSet::new();
@@ -297,7 +411,7 @@ impl IngestState for SqliteStore {
 
     async fn rate_window(&self, user_id: u64) -> Result<RateWindow, StoreError> {
         let row: Option<(String, String, i64)> = self
-            .run("ingest_state", move |c| {
+            .read("ingest_state", move |c| {
                 c.query_row(
                     "SELECT entries, arrivals, revision FROM rate_windows WHERE user_id = ?1",
                     params![user_id as i64],
@@ -384,7 +498,7 @@ fn read_rollout(c: &Connection) -> rusqlite::Result<Option<RolloutState>> {
 #[async_trait::async_trait]
 impl RolloutStore for SqliteStore {
     async fn state(&self) -> Result<Option<RolloutState>, StoreError> {
-        self.run("rollout", |c| read_rollout(c)).await
+        self.read("rollout", read_rollout).await
     }
 
     async fn set(
@@ -451,7 +565,7 @@ impl RolloutStore for SqliteStore {
 
     async fn changes(&self, limit: usize) -> Result<Vec<RolloutChange>, StoreError> {
         let bodies: Vec<String> = self
-            .run("rollout", move |c| {
+            .read("rollout", move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT body FROM rollout_changes ORDER BY revision DESC LIMIT ?1",
                 )?;
@@ -492,6 +606,61 @@ mod tests {
         assert_eq!(w, vec![t], "window is [from, to)");
         assert_eq!(s.window(0, 10_000, 1_500).await.unwrap().len(), 1);
         assert_eq!(s.purge_expired(1_000).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn batch_of_traces_in_one_transaction_keeps_live_ids() {
+        let s = SqliteStore::in_memory().unwrap();
+        let far = chrono::Utc::now().timestamp() + 3_600;
+        s.put("taken", &serde_json::json!({"timestamp": 1, "n": 0}), far)
+            .await
+            .unwrap();
+        let batch = vec![
+            (
+                "a".to_string(),
+                serde_json::json!({"timestamp": 2, "n": 1}),
+                far,
+            ),
+            (
+                "taken".to_string(),
+                serde_json::json!({"timestamp": 3, "n": 2}),
+                far,
+            ),
+            (
+                "b".to_string(),
+                serde_json::json!({"timestamp": 4, "n": 3}),
+                far,
+            ),
+        ];
+        let r = s.put_many(&batch).await;
+        assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+        assert!(matches!(r[1], Err(StoreError::Conflict { .. })), "{r:?}");
+        let now = far - 60;
+        assert_eq!(
+            s.get("taken", now).await.unwrap().unwrap()["n"],
+            0,
+            "the first trace stays"
+        );
+        assert_eq!(s.get("b", now).await.unwrap().unwrap()["n"], 3);
+    }
+
+    #[tokio::test]
+    async fn file_readers_see_each_committed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(s.readers.len(), READERS);
+        for m in 1..=20u64 {
+            s.append(9, &[m], m as i64).await.unwrap();
+            // A read right after the write, on a read-only connection, sees it.
+            assert_eq!(s.seen(9).await.unwrap()[0], m);
+        }
+        // The readers cannot write.
+        let e = s.readers[0]
+            .lock()
+            .unwrap()
+            .execute("DELETE FROM user_history", [])
+            .unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{e}");
     }
 
     #[tokio::test]
