@@ -18,7 +18,7 @@ pub struct ShadowList {
 }
 
 /// One response's trace.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
     pub request_id: String,
     /// When the list was ranked (epoch ms).

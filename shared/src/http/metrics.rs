@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const BUCKETS: [f64; 12] = [
@@ -28,6 +28,19 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// Connections closed at accept because the server had its maximum open.
     pub connections_refused: AtomicU64,
+    /// The background trace writer's counters (the local server).
+    pub trace_queue: Arc<TraceQueueStats>,
+}
+
+/// Counters of the background trace writer ([`super::trace_writer`]).
+#[derive(Default, Debug)]
+pub struct TraceQueueStats {
+    /// Traces written.
+    pub written: AtomicU64,
+    /// Traces dropped because the queue was full (the response was served).
+    pub dropped: AtomicU64,
+    /// Traces the store refused or failed to write.
+    pub failed: AtomicU64,
 }
 
 fn escape(s: &str) -> String {
@@ -103,11 +116,25 @@ impl Metrics {
                 s.count
             );
         }
+        let q = &self.trace_queue;
+        let trace_failures = AtomicU64::new(
+            self.trace_write_failures.load(Ordering::Relaxed) + q.failed.load(Ordering::Relaxed),
+        );
         for (name, help, v) in [
             (
                 "movie_recs_trace_write_failures_total",
                 "Trace writes that failed (the response was still served).",
-                &self.trace_write_failures,
+                &trace_failures,
+            ),
+            (
+                "movie_recs_traces_written_total",
+                "Traces written by the background trace writer.",
+                &q.written,
+            ),
+            (
+                "movie_recs_traces_dropped_total",
+                "Traces dropped because the trace queue was full (the response was still served).",
+                &q.dropped,
             ),
             (
                 "movie_recs_history_read_failures_total",

@@ -14,6 +14,7 @@ mod recommend;
 pub mod rollout;
 pub mod server;
 pub mod serving;
+pub mod trace_writer;
 
 pub use error::ApiError;
 pub use serving::{sync_model, Assignment, Serving, SyncOutcome};
@@ -110,6 +111,9 @@ pub struct AppState {
     pub ingestor: Option<Arc<crate::ingest::Ingestor>>,
     /// The experiment analysis (`/experiment/*` on the rollout function).
     pub experiments: Option<Arc<crate::canary::job::ExperimentJob>>,
+    /// The background trace writer (the long-lived server); without it a
+    /// trace is written by a task of its own.
+    pub trace_writer: Option<Arc<trace_writer::TraceWriter>>,
     pub metrics: Metrics,
     pub config: ApiConfig,
     /// Whether a [`sync_model`] of this process is running.
@@ -156,6 +160,7 @@ impl AppState {
             registry: None,
             ingestor: None,
             experiments: None,
+            trace_writer: None,
             metrics: Metrics::default(),
             config,
             syncing: AtomicBool::new(false),
@@ -181,6 +186,20 @@ impl AppState {
 
     pub fn with_experiments(mut self, job: crate::canary::job::ExperimentJob) -> Self {
         self.experiments = Some(Arc::new(job));
+        self
+    }
+
+    /// Writes traces through a background writer with a queue of
+    /// `capacity` ([`trace_writer`]); needs the trace store and a runtime.
+    pub fn with_trace_writer(mut self, capacity: usize) -> Self {
+        if let Some(store) = self.stores.traces.clone() {
+            self.trace_writer = Some(trace_writer::TraceWriter::start(
+                store,
+                self.config.trace_ttl_secs,
+                capacity,
+                self.metrics.trace_queue.clone(),
+            ));
+        }
         self
     }
 

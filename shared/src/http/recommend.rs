@@ -48,8 +48,14 @@ pub(super) async fn recommend(
     // with no extra read.)
     let mut rid = client_rid.clone();
     if from_client.is_some() && !st.config.trace_before_response {
+        let queued = st.trace_writer.as_ref().is_some_and(|w| !w.reserve(&rid));
         let now_s = chrono::Utc::now().timestamp();
-        if let Ok(Some(_)) = st.traces()?.get(&rid, now_s).await {
+        if queued || matches!(st.traces()?.get(&rid, now_s).await, Ok(Some(_))) {
+            if !queued {
+                if let Some(w) = &st.trace_writer {
+                    w.release(&rid);
+                }
+            }
             rid = uuid::Uuid::new_v4().to_string();
         }
     }
@@ -98,9 +104,14 @@ pub(super) async fn recommend(
             trace.latency_ms = Some(start.elapsed().as_secs_f64() * 1e3);
             trace.status = 500;
             trace.error = Some("scoring_failed".into());
-            let rid = match st.config.trace_before_response {
-                true => write_trace(&st, trace).await,
-                false => {
+            let rid = match (st.config.trace_before_response, &st.trace_writer) {
+                (true, _) => write_trace(&st, trace).await,
+                (false, Some(w)) => {
+                    let id = trace.request_id.clone();
+                    w.submit(trace);
+                    id
+                }
+                (false, None) => {
                     let (st2, id) = (st.clone(), trace.request_id.clone());
                     tokio::spawn(async move { write_trace(&st2, trace).await });
                     id
@@ -136,6 +147,23 @@ pub(super) async fn recommend(
             request_id: rid,
             ..trace
         }
+    } else if let Some(w) = &st.trace_writer {
+        // Queued for the background writer: never waits on the store. The
+        // shadow list is ranked after the response, off its path.
+        let mut t = trace.clone();
+        match shadow {
+            None => {
+                w.submit(t);
+            }
+            Some(c) => {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    t.shadow = Some(shadow_list(&c, user_id, k, &seen));
+                    w.submit(t);
+                });
+            }
+        }
+        trace
     } else {
         let (st2, mut t) = (st.clone(), trace.clone());
         tokio::spawn(async move {
