@@ -34,7 +34,10 @@ pub fn avro_confluent(data: &[u8]) {
 /// The Kafka batch decoder: an event source's JSON payload, its records
 /// (base64 values), and each record through the event decoders.
 pub fn kafka_batch(data: &[u8]) {
-    let Ok(batch) = serde_json::from_slice::<aws_lambda_events::kafka::KafkaEvent>(data) else {
+    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok(batch) = crate::ingest::kafka::decode(payload) else {
         return;
     };
     let topics = crate::ingest::kafka::TopicMap::default();

@@ -7,7 +7,6 @@
 //! source retries it: nothing is acknowledged that is not stored, and the
 //! idempotency keys make the retry write nothing twice.
 
-use aws_lambda_events::kafka::KafkaEvent;
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
 use lambda_runtime::{run, service_fn, tracing, Error, LambdaEvent};
@@ -33,7 +32,7 @@ async fn handle(
 ) -> Result<Value, Error> {
     let (payload, ctx) = event.into_parts();
     if is_kafka(&payload) {
-        let batch: KafkaEvent = serde_json::from_value(payload)?;
+        let batch = shared::ingest::kafka::decode(payload)?;
         let recs = records(&batch, &topics);
         let ingestor = state
             .ingestor

@@ -54,6 +54,54 @@ impl TopicMap {
     }
 }
 
+/// Why an event source's payload is not a Kafka batch.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A record's `timestamp` is not whole epoch milliseconds. (The event
+    /// type's own decoder asserts on a fraction and would panic.)
+    #[error("records[{key:?}][{index}].timestamp: expected whole epoch milliseconds, got {got}")]
+    Timestamp {
+        key: String,
+        index: usize,
+        got: String,
+    },
+    #[error("not a Kafka event source batch: {0}")]
+    Shape(#[from] serde_json::Error),
+}
+
+/// Decodes an event source's payload. A malformed batch is an error naming
+/// the field, so the invocation fails and the event source retries it,
+/// bisects it and finally sends the bad record to the failure destination;
+/// nothing in it panics.
+pub fn decode(payload: serde_json::Value) -> Result<KafkaEvent, BatchError> {
+    if let Some(groups) = payload.get("records").and_then(|r| r.as_object()) {
+        for (key, recs) in groups {
+            for (index, r) in recs.as_array().into_iter().flatten().enumerate() {
+                let Some(ts) = r.get("timestamp") else {
+                    continue;
+                };
+                let whole = match ts {
+                    serde_json::Value::Number(n) => {
+                        n.is_u64() || n.is_i64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+                    }
+                    serde_json::Value::String(s) => {
+                        s.parse::<f64>().is_ok_and(|f| f.fract() == 0.0)
+                    }
+                    _ => true, // the decoder names the wrong type itself
+                };
+                if !whole {
+                    return Err(BatchError::Timestamp {
+                        key: key.clone(),
+                        index,
+                        got: ts.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(serde_json::from_value(payload)?)
+}
+
 /// The records of a batch, in partition then offset order.
 pub fn records(event: &KafkaEvent, topics: &TopicMap) -> Vec<RawRecord> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -141,5 +189,40 @@ mod tests {
         assert_eq!(r[1].invalid.as_ref().unwrap().field, "value");
         assert_eq!(r[2].source.label(), "kafka:movies.rate/1/9");
         assert!(r[2].invalid.as_ref().unwrap().rule.contains("tombstone"));
+    }
+
+    #[test]
+    fn a_fractional_record_timestamp_is_a_named_error_not_a_panic() {
+        let batch = |ts: serde_json::Value| {
+            serde_json::json!({
+                "eventSource": "aws:kafka",
+                "records": {"movies.watch-0": [{
+                    "topic": "movies.watch", "partition": 0, "offset": 1,
+                    "timestamp": ts, "timestampType": "CREATE_TIME",
+                    "value": "e30=", "headers": []
+                }]}
+            })
+        };
+        for bad in [
+            serde_json::json!(1700000000000.5896),
+            serde_json::json!("17.5"),
+        ] {
+            let e = decode(batch(bad)).unwrap_err();
+            assert!(
+                e.to_string().contains("[\"movies.watch-0\"][0].timestamp"),
+                "{e}"
+            );
+        }
+        for good in [
+            serde_json::json!(1700000000000u64),
+            serde_json::json!("1700000000000"),
+        ] {
+            let b = decode(batch(good)).unwrap();
+            assert_eq!(records(&b, &TopicMap::default()).len(), 1);
+        }
+        assert!(matches!(
+            decode(serde_json::json!({"records": 5})),
+            Err(BatchError::Shape(_))
+        ));
     }
 }
