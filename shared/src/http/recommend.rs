@@ -360,12 +360,28 @@ async fn health_view(st: &AppState) -> Response {
 }
 
 pub(super) async fn metrics_page(State(st): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write;
+    let mut page = st.metrics.render();
+    if let Some(m) = st.current_model() {
+        let (hits, misses, capacity) = m.score_cache_stats();
+        let v = m.version();
+        let _ = write!(
+            page,
+            "# HELP movie_recs_score_cache_total Score-cache lookups of the primary model by result.\n\
+             # TYPE movie_recs_score_cache_total counter\n\
+             movie_recs_score_cache_total{{model_version=\"{v}\",result=\"hit\"}} {hits}\n\
+             movie_recs_score_cache_total{{model_version=\"{v}\",result=\"miss\"}} {misses}\n\
+             # HELP movie_recs_score_cache_capacity Users whose scores the primary model's cache holds at once.\n\
+             # TYPE movie_recs_score_cache_capacity gauge\n\
+             movie_recs_score_cache_capacity{{model_version=\"{v}\"}} {capacity}\n"
+        );
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        st.metrics.render(),
+        page,
     )
         .into_response()
 }

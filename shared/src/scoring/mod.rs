@@ -3,6 +3,7 @@
 //! puts in the repo's `.tools/onnxruntime/` (searched upwards from the executable
 //! and the working directory), then the Lambda layer's `/opt/lib`.
 
+pub mod cache;
 mod serving;
 
 pub use serving::{LoadError, Ranked, ServingModel};

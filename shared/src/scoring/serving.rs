@@ -2,6 +2,7 @@
 //! session, the training histories and the id maps, all built once at load time
 //! so a request does only scoring, masking and top-k.
 
+use super::cache::{ScoreCache, DEFAULT_BUDGET_BYTES};
 use super::{OnnxModel, ScoringError};
 use crate::artifact::{ArtifactError, History, Manifest, HISTORY_FILE, MODEL_FILE};
 use crate::domain::ranking::mask_seen;
@@ -43,6 +44,8 @@ pub struct ServingModel {
     /// Times each item was served by this process since the version loaded
     /// (the `explore` policy's exposure, with training popularity).
     exposure: Vec<AtomicU64>,
+    /// Users' raw scores, so a returning user costs no graph run.
+    cache: ScoreCache,
 }
 
 impl ServingModel {
@@ -74,6 +77,7 @@ impl ServingModel {
                 m.items.iter().map(|i| (i.genres.as_slice(), i.popularity)),
             ),
             exposure: (0..m.items.len()).map(|_| AtomicU64::new(0)).collect(),
+            cache: ScoreCache::new(m.users.len(), m.items.len(), DEFAULT_BUDGET_BYTES),
             popularity,
             history,
             onnx,
@@ -119,7 +123,8 @@ impl ServingModel {
             match self.user_index.get(&user_id) {
                 Some(&u) => {
                     let mut scores = Vec::with_capacity(self.popularity.len());
-                    self.onnx.score(u, &mut scores)?;
+                    self.cache
+                        .scores(u, &mut scores, |out| self.onnx.score(u, out))?;
                     let history = self.history.items(u).iter().copied().chain(extra).collect();
                     (scores, history, None)
                 }
@@ -143,6 +148,12 @@ impl ServingModel {
             self.exposure[*i as usize].fetch_add(1, Ordering::Relaxed);
         }
         Ok(Ranked { items, fallback })
+    }
+
+    /// The score cache's `(hits, misses)` and how many users it holds at once.
+    pub fn score_cache_stats(&self) -> (u64, u64, usize) {
+        let (h, m) = self.cache.stats();
+        (h, m, self.cache.capacity())
     }
 
     /// The policies' view of the catalogue.
