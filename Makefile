@@ -4,10 +4,12 @@
 SHELL := /bin/bash
 DATA_DIR ?= .movie-recs
 ADDR ?= 127.0.0.1:8080
-BIN := target/release/movie-recs
+# `make run` builds with the `local` profile: optimised like release, no LTO and
+# parallel codegen, so a fresh clone serves in minutes (release is for packaging).
+BIN := target/local/movie-recs
 ORT := .tools/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: setup test-tools build run test lint cfn unit fuzz bench bench-audit accuracy tradeoffs simulate bench-lambda loadtest package clean-tools
+.PHONY: setup test-tools build run test lint cfn unit fuzz bench bench-audit accuracy tradeoffs simulate bench-lambda loadtest profile package clean-tools
 
 ## setup: fetch ONNX Runtime 1.31.1 (from the PyPI wheel) into .tools/
 setup: $(ORT)
@@ -19,9 +21,9 @@ $(ORT):
 test-tools:
 	infra/python-tools.sh
 
-## build: the release binary
+## build: the movie-recs binary (profile `local`: release speed, a fraction of its build time)
 build:
-	cargo build --release --bin movie-recs
+	cargo build --profile local --bin movie-recs
 
 ## run: set up, build, serve on http://127.0.0.1:8080 (training a model on synthetic data if none exists)
 run: setup build
@@ -60,7 +62,7 @@ bench: setup
 ## accuracy: README's quality table, NeuMF with the squared loss and the history input on ML-100K (3 seeds) and ML-1M; prints each test report (~20 min)
 ACCURACY_REG := target/accuracy-reg
 accuracy: setup
-	cargo build --release --bin movie-recs
+	cargo build --profile local --bin movie-recs
 	rm -rf $(ACCURACY_REG)
 	set -o pipefail; for s in 1 2 3; do $(BIN) train --quiet --data ../shared/data/ml-100k-ncf --registry $(ACCURACY_REG) --version ml100k-s$$s --seed $$s \
 	  --loss squared --positive-weight 10 --l2 0.003 --user-input history --history-half-life 10 --input-dropout 0.5 --recency-half-life 100 \
@@ -72,24 +74,24 @@ accuracy: setup
 ## tradeoffs: docs/tradeoffs.md, the re-ranking policies on ML-100K (NCF) and ML-1M (full ranking); trains the two models first if missing (~30 min)
 TRADEOFF_REG := target/tradeoff-reg
 tradeoffs: setup
-	cargo build --release --bin movie-recs
-	test -d $(TRADEOFF_REG)/ml100k || target/release/movie-recs train --data ../shared/data/ml-100k-ncf --registry $(TRADEOFF_REG) --version ml100k --seed 1 --negatives 8
-	test -d $(TRADEOFF_REG)/ml1m || target/release/movie-recs train --data ../shared/data/ml-1m-implicit --registry $(TRADEOFF_REG) --version ml1m --batch-size 1024 --negatives 8
-	target/release/movie-recs tradeoff --model $(TRADEOFF_REG)/ml100k --data ../shared/data/ml-100k-ncf --genres ../shared/data/ml-100k/u.item --genre-id-offset 1 --title "ML-100K (NCF protocol)" --out docs/tradeoffs.md
-	target/release/movie-recs tradeoff --model $(TRADEOFF_REG)/ml1m --data ../shared/data/ml-1m-implicit --title "ML-1M implicit (full ranking)" --out docs/tradeoffs.md
+	cargo build --profile local --bin movie-recs
+	test -d $(TRADEOFF_REG)/ml100k || $(BIN) train --data ../shared/data/ml-100k-ncf --registry $(TRADEOFF_REG) --version ml100k --seed 1 --negatives 8
+	test -d $(TRADEOFF_REG)/ml1m || $(BIN) train --data ../shared/data/ml-1m-implicit --registry $(TRADEOFF_REG) --version ml1m --batch-size 1024 --negatives 8
+	$(BIN) tradeoff --model $(TRADEOFF_REG)/ml100k --data ../shared/data/ml-100k-ncf --genres ../shared/data/ml-100k/u.item --genre-id-offset 1 --title "ML-100K (NCF protocol)" --out docs/tradeoffs.md
+	$(BIN) tradeoff --model $(TRADEOFF_REG)/ml1m --data ../shared/data/ml-1m-implicit --title "ML-1M implicit (full ranking)" --out docs/tradeoffs.md
 
 ## simulate: docs/simulation/, the closed loop (10 rounds each of none, slots and explore) and the promotion attack; docs/simulation/stealthy/, the attack with 5 filler ratings (~8 min)
 simulate: setup
-	cargo build --release --bin movie-recs
-	target/release/movie-recs simulate --policies "none;slots:slots=3;explore:weight=0.2" --out docs/simulation
-	target/release/movie-recs simulate --rounds 0 --attack-filler 5 --out docs/simulation/stealthy
+	cargo build --profile local --bin movie-recs
+	$(BIN) simulate --policies "none;slots:slots=3;explore:weight=0.2" --out docs/simulation
+	$(BIN) simulate --rounds 0 --attack-filler 5 --out docs/simulation/stealthy
 
 ## bench-audit: one audit of 1,000,000 exposures and 1,000,000 ratings from JSONL files: wall time and peak memory
 bench-audit:
-	cargo build --release --bin movie-recs
+	cargo build --profile local --bin movie-recs
 	python3 infra/gen-audit-load.py target/audit-load
 	/usr/bin/time -f "audit of 1M exposures + 1M ratings: %e s wall, peak RSS %M KB" \
-	  target/release/movie-recs audit --recommendations target/audit-load/recommendations.jsonl \
+	  $(BIN) audit --recommendations target/audit-load/recommendations.jsonl \
 	  --ratings target/audit-load/ratings.jsonl --catalog-size 3883 > /dev/null
 
 ## bench-lambda: recommend (init, p50/p99) and ingest (10,000-record Kafka batch) under the Lambda emulator with moto
@@ -102,9 +104,15 @@ bench-lambda: setup test-tools
 package: test-tools
 	infra/package.sh
 
-## loadtest: cold start and wrk at 64 connections against a local server (needs wrk)
+## loadtest: movie-recs serve and the FastAPI + onnxruntime peer on the same artifact, side by side:
+## cold start, wrk at 64 and 1 connections, one table (needs wrk; installs the peer into .tools/peer-venv)
 loadtest: setup build
-	infra/loadtest.sh $(abspath $(DATA_DIR))
+	infra/loadtest.sh $(abspath $(BIN))
+
+## profile: a CPU flamegraph of movie-recs serve under wrk load (pprof, no perf), heaviest frames printed
+profile: setup
+	cargo build --profile local --bin movie-recs --features profiling
+	infra/profile.sh $(abspath $(BIN)) $(abspath target/loadtest/profile.svg)
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 600; nightly); crash inputs land in fuzz/regressions/, which make test replays
 FUZZ_SECONDS ?= 600

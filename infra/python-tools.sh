@@ -16,15 +16,22 @@ fi
 
 # A tool in a venv of its own (kept apart so the tool sets' pins never fight).
 own_venv() {
-  local venv="$ROOT/.tools/$1" pin="$2"
-  if [[ ! -f "$venv/.pins" || "$(cat "$venv/.pins")" != "$pin" ]]; then
-    echo "installing $pin into $venv" >&2
+  local venv="$ROOT/.tools/$1"
+  shift
+  local pins="$*"
+  if [[ ! -f "$venv/.pins" || "$(cat "$venv/.pins")" != "$pins" ]]; then
+    echo "installing $pins into $venv" >&2
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$pin"
-    echo "$pin" > "$venv/.pins"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+    echo "$pins" > "$venv/.pins"
   fi
 }
 
 # checkov (template security scan), and aws-sam-cli for `sam validate --lint`.
 own_venv checkov-venv "checkov==3.3.30"
 own_venv sam-venv "aws-sam-cli==1.170.0"
+
+# The serving benchmark's plain peer (infra/peer/server.py), only for `make loadtest`.
+if [[ "${1:-}" == "--peer" ]]; then
+  own_venv peer-venv "fastapi==0.165.0" "uvicorn[standard]==0.55.0" "numpy==2.4.6" "onnxruntime==1.31.1"
+fi

@@ -14,6 +14,7 @@ use trainer::pipeline::{eval_version, train_and_publish, TrainOptions};
 
 mod audit;
 mod ingest;
+mod profile;
 mod simulate;
 
 /// candle allocates and frees large gradient and optimiser buffers every step;
@@ -259,6 +260,10 @@ struct ServeArgs {
     /// Seconds a request (its body included) has to finish (else 408).
     #[arg(long, default_value_t = 30)]
     request_timeout_secs: u64,
+    /// Write a CPU flamegraph of the whole run here on shutdown (builds
+    /// with `--features profiling` only; sampled with SIGPROF, no perf needed).
+    #[arg(long, hide = true)]
+    profile_svg: Option<PathBuf>,
     /// Shape of the synthetic data trained on when the registry is empty.
     #[command(flatten)]
     synthetic: SyntheticArgs,
@@ -612,9 +617,13 @@ fn serve(a: ServeArgs) -> Result<()> {
     use shared::wiring::Stores;
     use std::sync::Arc;
 
+    // Log lines go through a buffer written by a thread of their own: a
+    // request never waits on stderr (when the buffer is full, lines are
+    // dropped and counted by tracing-appender, never the request blocked).
+    let (log_writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .json()
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -622,6 +631,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("creating --data-dir {}", a.data_dir.display()))?;
     let settings = serve_settings(&a)?;
+    let profiler = profile::start(a.profile_svg.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -671,7 +681,8 @@ fn serve(a: ServeArgs) -> Result<()> {
             AppState::from_stores(&stores, api)
                 .with_registry(reg.clone())
                 .with_experiments(stores.experiment_job(&settings)?)
-                .with_ingestor(Arc::new(stores.ingestor(&settings)?)),
+                .with_ingestor(Arc::new(stores.ingestor(&settings)?))
+                .with_trace_writer(shared::http::trace_writer::DEFAULT_CAPACITY),
         );
         match sync_model(&state, reg.clone()).await {
             Ok(shared::http::SyncOutcome::Loaded(v)) => eprintln!("serving model {v}"),
@@ -724,9 +735,14 @@ fn serve(a: ServeArgs) -> Result<()> {
             client_rate_limit: a.client_rate_limit,
             ..Default::default()
         };
-        shared::http::server::serve(listener, state, opts, shutdown_signal()).await?;
+        shared::http::server::serve(listener, state.clone(), opts, shutdown_signal()).await?;
+        // Every response is answered: write the traces still queued.
+        if let Some(w) = &state.trace_writer {
+            w.close().await;
+        }
         anyhow::Ok(())
-    })
+    })?;
+    profile::finish(profiler, a.profile_svg.as_deref())
 }
 
 fn rollout(c: RolloutCommand) -> Result<()> {
