@@ -111,25 +111,52 @@ pub fn eval_loo(
     })
 }
 
-/// Indices of the `k` highest scores, best first; ties go to the lower index.
+/// Indices of the `k` highest scores, best first; ties go to the lower index
+/// (a NaN ranks as the lowest score).
+///
+/// One pass keeps the `k` best seen so far in a sorted buffer: almost every
+/// score costs one comparison with the current k-th best, so a top-20 of a
+/// few thousand movies takes microseconds. (It replaced a selection over
+/// all the indices, which the serving profile showed at ~40% of the
+/// server's CPU.) When `k` is a large share of the catalogue, a selection
+/// and a sort of the rest are cheaper, and are used.
 pub fn top_k(scores: &[f32], k: usize) -> Vec<u32> {
-    let better = |a: &u32, b: &u32| {
-        let (sa, sb) = (scores[*a as usize], scores[*b as usize]);
-        sb.partial_cmp(&sa)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.cmp(b))
-    };
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    let k = k.min(idx.len());
+    let key = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s };
+    let k = k.min(scores.len());
     if k == 0 {
         return Vec::new();
     }
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, better);
-        idx.truncate(k);
+    if k * 4 > scores.len() {
+        let better = |a: &u32, b: &u32| {
+            let (sa, sb) = (key(scores[*a as usize]), key(scores[*b as usize]));
+            sb.partial_cmp(&sa)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(b))
+        };
+        let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+        if k < idx.len() {
+            idx.select_nth_unstable_by(k - 1, better);
+            idx.truncate(k);
+        }
+        idx.sort_by(better);
+        return idx;
     }
-    idx.sort_by(better);
-    idx
+    // Best first; among equal scores, in index order (the scan's order).
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    for (i, &s) in scores.iter().enumerate() {
+        let s = key(s);
+        if best.len() == k {
+            // Not better than the k-th best: an equal score has a higher index.
+            if s <= best[k - 1].0 {
+                continue;
+            }
+            best.pop();
+        }
+        // After every score at least as good (those have lower indices).
+        let at = best.partition_point(|&(b, _)| b >= s);
+        best.insert(at, (s, i as u32));
+    }
+    best.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Recall@k and NDCG@k of one ranked list against a set of relevant items, with
@@ -311,6 +338,38 @@ mod tests {
     fn top_k_breaks_ties_by_index() {
         assert_eq!(top_k(&[1.0, 3.0, 3.0, 2.0], 3), vec![1, 2, 3]);
         assert_eq!(top_k(&[1.0], 5), vec![0]);
+        assert_eq!(top_k(&[1.0, 2.0], 0), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn top_k_equals_a_full_sort_on_both_paths() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for round in 0..400 {
+            let n = rng.gen_range(1..400usize);
+            // Few distinct values (many ties), masked -inf, the odd NaN.
+            let scores: Vec<f32> = (0..n)
+                .map(|_| match rng.gen_range(0..20) {
+                    0 => f32::NEG_INFINITY,
+                    1 if round % 3 == 0 => f32::NAN,
+                    _ => rng.gen_range(0..12) as f32 / 4.0 - 1.0,
+                })
+                .collect();
+            let mut reference: Vec<u32> = (0..n as u32).collect();
+            let key = |i: u32| {
+                let s = scores[i as usize];
+                if s.is_nan() {
+                    f32::NEG_INFINITY
+                } else {
+                    s
+                }
+            };
+            reference.sort_by(|&a, &b| key(b).partial_cmp(&key(a)).unwrap().then(a.cmp(&b)));
+            for k in [1, 2, 5, 10, 20, n / 4, n / 3, n, n + 3] {
+                let want: Vec<u32> = reference.iter().copied().take(k).collect();
+                assert_eq!(top_k(&scores, k), want, "n {n}, k {k}");
+            }
+        }
     }
 
     #[test]
