@@ -56,7 +56,7 @@ pub(super) async fn recommend(
                     w.release(&rid);
                 }
             }
-            rid = uuid::Uuid::new_v4().to_string();
+            rid = super::new_request_id();
         }
     }
     let arm = serving.assign(user_id);
@@ -268,7 +268,7 @@ async fn write_trace(st: &AppState, mut t: Trace) -> String {
     match store_trace(st, &t).await {
         Ok(()) => t.request_id,
         Err(crate::ports::StoreError::Conflict { .. }) => {
-            let taken = std::mem::replace(&mut t.request_id, uuid::Uuid::new_v4().to_string());
+            let taken = std::mem::replace(&mut t.request_id, super::new_request_id());
             t.replaced_request_id = Some(taken);
             if let Err(e) = store_trace(st, &t).await {
                 count_failure(st, &t.request_id, &e);

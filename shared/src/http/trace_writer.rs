@@ -26,6 +26,13 @@ use tokio::sync::{mpsc, Notify};
 pub const BATCH: usize = 512;
 /// Traces queued, at most (about 1 s of the server's peak rate, ten times over).
 pub const DEFAULT_CAPACITY: usize = 16_384;
+/// How long the writer lets traces gather after the first of a batch, so a
+/// steady trickle is written in a few transactions a second instead of one
+/// per response (each commit, and the WAL checkpoints commits bring, costs
+/// CPU and disk the responses share: at one connection, one transaction per
+/// response measured as a p99 of 4.9 ms, 2.6 ms with gathering). A trace is
+/// readable well within the second `GET /trace` promises.
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// A handle to the background writer.
 pub struct TraceWriter {
@@ -133,6 +140,15 @@ async fn run(
                 }
             }
         };
+        if !closing {
+            tokio::select! {
+                _ = tokio::time::sleep(GATHER) => {}
+                _ = shutdown.notified() => {
+                    rx.close();
+                    closing = true;
+                }
+            }
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -205,6 +221,62 @@ mod tests {
         // Closed: nothing more is queued, and that is counted.
         assert!(!w.submit(trace("late", 1)));
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_trickle_of_traces_is_written_in_few_transactions() {
+        /// SQLite, counting the batches written.
+        struct Counting(SqliteStore, std::sync::atomic::AtomicUsize);
+        #[async_trait::async_trait]
+        impl TraceStore for Counting {
+            async fn put(&self, id: &str, t: &serde_json::Value, e: i64) -> Result<(), StoreError> {
+                self.0.put(id, t, e).await
+            }
+            async fn put_many(
+                &self,
+                traces: &[(String, serde_json::Value, i64)],
+            ) -> Vec<Result<(), StoreError>> {
+                self.1.fetch_add(1, Ordering::Relaxed);
+                self.0.put_many(traces).await
+            }
+            async fn get(
+                &self,
+                id: &str,
+                now: i64,
+            ) -> Result<Option<serde_json::Value>, StoreError> {
+                self.0.get(id, now).await
+            }
+            async fn window(
+                &self,
+                a: i64,
+                b: i64,
+                now: i64,
+            ) -> Result<Vec<serde_json::Value>, StoreError> {
+                self.0.window(a, b, now).await
+            }
+            async fn ping(&self) -> Result<(), StoreError> {
+                self.0.ping().await
+            }
+        }
+        let store = Arc::new(Counting(SqliteStore::in_memory().unwrap(), 0.into()));
+        let stats = Arc::new(TraceQueueStats::default());
+        let w = TraceWriter::start(store.clone(), 3_600, 1_000, stats.clone());
+        // One response a millisecond (or slower), for at least 100 ms.
+        for i in 0..100 {
+            assert!(w.submit(trace(&format!("t{i}"), i)));
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let now = chrono::Utc::now().timestamp();
+        tokio::time::sleep(GATHER * 4).await;
+        assert!(
+            store.get("t99", now).await.unwrap().is_some(),
+            "written without a close, within a few gathering intervals"
+        );
+        w.close().await;
+        assert_eq!(stats.written.load(Ordering::Relaxed), 100);
+        let batches = store.1.load(Ordering::Relaxed);
+        // One per response would be 100; gathering for 25 ms makes it a handful.
+        assert!(batches <= 25, "{batches} transactions for 100 traces");
     }
 
     #[tokio::test]
