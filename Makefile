@@ -100,7 +100,7 @@ bench-lambda: setup test-tools
 	cargo bench -p movie-recs-e2e --bench lambda_invoke
 	cargo bench -p movie-recs-e2e --bench ingest_lambda
 
-## package: Lambda zips (cargo lambda build, arm64) and the ONNX Runtime layer; prints sizes
+## package: Lambda zips (cargo lambda build, arm64 and x86_64) and the ONNX Runtime layer; prints sizes
 package: test-tools
 	infra/package.sh
 

@@ -2,7 +2,7 @@
 # Builds every function as a Lambda zip with cargo-lambda (cross-compiling
 # through zig, both from .tools/venv) for each architecture asked (default:
 # arm64 and x86_64), and the ONNX Runtime layer zip of each, then prints the
-# sizes. Binaries are stripped (the release profile) and built with fat LTO and
+# sizes. Binaries are stripped (the release profile) and built with thin LTO and
 # one codegen unit. With `--sam` it also runs `sam build` (cargo-lambda build
 # method, no Docker) for the template's default architecture.
 # Usage: infra/package.sh [--sam] [arm64] [x86_64]
