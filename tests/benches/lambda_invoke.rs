@@ -1,12 +1,17 @@
 //! recommend through the Lambda runtime emulator, with its model fetched from
 //! moto's S3: init time, first-invocation time, and p50/p99 over warm
-//! invocations (random users) sent to the emulator's Invoke API.
+//! invocations (random users) sent to the emulator's Invoke API, and the
+//! floor under them: the one conditional PutItem of the trace recommend
+//! writes before it answers, timed alone against the same moto.
 //! Run with `make bench-lambda` (release binaries of every function).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::LambdaStack;
+use shared::adapters::aws::block_on;
+use shared::adapters::aws::dynamo::DynamoTraces;
+use shared::ports::TraceStore;
 use std::time::Instant;
 
 fn pct(mut t: Vec<f64>, q: f64) -> f64 {
@@ -23,9 +28,14 @@ fn main() {
     let started = t0.elapsed().as_secs_f64();
     let event = LambdaStack::recommend_event;
     let s = Instant::now();
-    let (code, _) = stack.invoke_raw("recommend", &event(1));
+    let (code, first) = stack.invoke_raw("recommend", &event(1));
     assert_eq!(code, 200);
     let first_ms = s.elapsed().as_secs_f64() * 1e3;
+    let first: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    let first_id = first["multiValueHeaders"]["x-request-id"][0]
+        .as_str()
+        .expect("x-request-id")
+        .to_string();
     let log = stack.function("recommend").output();
     let init_ms = strip_ansi(&log)
         .lines()
@@ -62,6 +72,30 @@ fn main() {
         floor.push(s.elapsed().as_secs_f64() * 1e3);
         assert_eq!(code, 200);
     }
+    // The trace write alone: recommend's own trace body, one conditional
+    // PutItem per fresh id through the same adapter and moto.
+    let url = stack.moto.url();
+    let table = stack.names.traces_table.clone();
+    let (puts, trace_bytes) = block_on(async move {
+        let cfg = common::sdk_config(&url).await;
+        let store = DynamoTraces::new(aws_sdk_dynamodb::Client::new(&cfg), &table);
+        let now = chrono::Utc::now().timestamp();
+        let trace = store
+            .get(&first_id, now)
+            .await
+            .unwrap()
+            .expect("the first invocation's trace is stored");
+        let mut t = Vec::with_capacity(n);
+        for i in 0..n {
+            let s = Instant::now();
+            store
+                .put(&format!("bench-{i}"), &trace, now + 3_600)
+                .await
+                .unwrap();
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        (t, trace.to_string().len())
+    });
     println!("stack up (moto, provision, train+publish demo-1 to S3, emulator, 5 functions): {started:.1} s");
     println!("recommend init (settings, SDK clients, S3 fetch + sha256 verify + ORT session load): {init_ms} ms");
     println!("first invocation after start: {first_ms:.1} ms");
@@ -70,6 +104,11 @@ fn main() {
         pct(lat.clone(), 0.5),
         pct(lat.clone(), 0.99),
         pct(lat, 1.0)
+    );
+    println!(
+        "trace write alone (one conditional PutItem, {trace_bytes} B trace, {n}): p50 {:.2} ms, p99 {:.2} ms",
+        pct(puts.clone(), 0.5),
+        pct(puts, 0.99)
     );
     println!(
         "emulator floor (audit, trivial handler, {n}): p50 {:.2} ms, p99 {:.2} ms",
