@@ -63,15 +63,6 @@ fn main() {
             String::from_utf8_lossy(&out)
         );
     }
-    // The emulator's own floor: the audit function does almost nothing.
-    let schedule = std::fs::read(common::repo_root().join("events/audit-schedule.json")).unwrap();
-    let mut floor = Vec::with_capacity(n);
-    for _ in 0..n {
-        let s = Instant::now();
-        let (code, _) = stack.invoke_raw("audit", &schedule);
-        floor.push(s.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(code, 200);
-    }
     // The trace write alone: recommend's own trace body, one conditional
     // PutItem per fresh id through the same adapter and moto.
     let url = stack.moto.url();
@@ -109,11 +100,6 @@ fn main() {
         "trace write alone (one conditional PutItem, {trace_bytes} B trace, {n}): p50 {:.2} ms, p99 {:.2} ms",
         pct(puts.clone(), 0.5),
         pct(puts, 0.99)
-    );
-    println!(
-        "emulator floor (audit, trivial handler, {n}): p50 {:.2} ms, p99 {:.2} ms",
-        pct(floor.clone(), 0.5),
-        pct(floor, 0.99)
     );
 }
 
