@@ -266,12 +266,14 @@ mod tests {
             assert!(w.submit(trace(&format!("t{i}"), i)));
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
+        // Written without a close (well within the second GET /trace promises).
         let now = chrono::Utc::now().timestamp();
-        tokio::time::sleep(GATHER * 4).await;
-        assert!(
-            store.get("t99", now).await.unwrap().is_some(),
-            "written without a close, within a few gathering intervals"
-        );
+        let mut waited = 0;
+        while store.get("t99", now).await.unwrap().is_none() {
+            assert!(waited < 1_000, "t99 not written within a second");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 10;
+        }
         w.close().await;
         assert_eq!(stats.written.load(Ordering::Relaxed), 100);
         let batches = store.1.load(Ordering::Relaxed);
