@@ -23,12 +23,15 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# One artifact for both: trained once, kept in target/loadtest/data.
+# One artifact for both: trained once, kept in target/loadtest/data. The log
+# loss with free user rows: the serving issue's benchmark artifact, an index
+# graph the peer reads as is (the default history-input model is a fold-in
+# graph, which the peer does not implement).
 mkdir -p "$WORK"
 if [[ ! -d "$WORK/data/registry" ]] || [[ -z "$(ls "$WORK/data/registry" 2>/dev/null)" ]]; then
   echo "training the benchmark artifact (synthetic, 6040 users x 3706 movies)..." >&2
   "$BIN" train --data synthetic --registry "$WORK/data/registry" --version bench \
-    --synthetic-users 6040 --synthetic-items 3706 --quiet --force >/dev/null
+    --synthetic-users 6040 --synthetic-items 3706 --quiet --force --loss bce >/dev/null
 fi
 VERSION="$(ls "$WORK/data/registry" | head -1)"
 MODEL_DIR="$WORK/data/registry/$VERSION"

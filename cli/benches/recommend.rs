@@ -95,7 +95,9 @@ fn publish(reg: &FolderRegistry) {
             opset: 17,
             input: ONNX_INPUT.into(),
             output: ONNX_OUTPUT.into(),
+            user_vector: Default::default(),
         },
+        defaults: None,
     };
     reg.publish(
         &m,

@@ -149,64 +149,74 @@ struct TrainArgs {
     /// Version name (default: v<UTC timestamp>). Versions are immutable.
     #[arg(long)]
     version: Option<String>,
-    #[arg(long, default_value_t = HyperParams::default().epochs)]
-    epochs: usize,
+    // Every hyper-parameter flag below overrides the default the data
+    // chooses (trainer::defaults: the best measured configuration for the
+    // data's test protocol and size; the manifest records the choice).
+    #[arg(long)]
+    epochs: Option<usize>,
     #[arg(long, default_value_t = HyperParams::default().seed)]
     seed: u64,
-    /// Predictive factors of the GMF tower.
-    #[arg(long, default_value_t = HyperParams::default().factors)]
-    factors: usize,
-    /// MLP widths, comma-separated; the first is the concatenated embedding width.
-    #[arg(long, default_value = "64,32,16", value_delimiter = ',')]
-    layers: Vec<usize>,
-    #[arg(long, default_value_t = HyperParams::default().learning_rate)]
-    lr: f64,
-    #[arg(long, default_value_t = HyperParams::default().batch_size)]
-    batch_size: usize,
+    /// Predictive factors of the GMF tower (default: 32, or 64/256 for full-ranking data).
+    #[arg(long)]
+    factors: Option<usize>,
+    /// MLP widths, comma-separated; the first is the concatenated embedding width [default: 64,32,16].
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<usize>>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Training objective: `bce` (each positive and --negatives sampled items,
     /// --batch-size samples), `softmax` (each user's movies against the whole
     /// catalogue, --batch-size users) or `squared` (every movie's score
-    /// regressed to watched 1 / unwatched 0, --batch-size users).
-    #[arg(long, default_value_t = HyperParams::default().loss)]
-    loss: Loss,
+    /// regressed to watched 1 / unwatched 0, --batch-size users) [default: squared].
+    #[arg(long)]
+    loss: Option<Loss>,
     /// With --loss softmax or squared: a user's movie counts 0.5^(k/N), k = how many of
     /// their movies came later (0: every movie counts 1).
-    #[arg(long, default_value_t = 0.0)]
-    recency_half_life: f64,
+    #[arg(long)]
+    recency_half_life: Option<f64>,
     /// What the user embedding layer reads: `id` (one free row per user),
-    /// `history` (the user's weighted movies, one row per movie) or
-    /// `id+history` (their sum); the last two need --loss softmax or squared. Served the
-    /// same either way.
-    #[arg(long, default_value_t = HyperParams::default().user_input)]
-    user_input: UserInput,
+    /// `history` (the user's weighted movies, one row per movie; served by
+    /// fold-in, so new events and new users count at once) or `id+history`
+    /// (their sum, served as per-user rows); the last two need --loss softmax
+    /// or squared [default: history].
+    #[arg(long)]
+    user_input: Option<UserInput>,
     /// With a history input: a movie in the user's input counts
     /// 0.5^(k/N), k = how many of their movies came later (0: all count 1).
-    #[arg(long, default_value_t = 0.0)]
-    history_half_life: f64,
+    #[arg(long)]
+    history_half_life: Option<f64>,
     /// With a history input: share of a user's input movies dropped at
     /// random in each training step (denoising; 0 to below 1).
-    #[arg(long, default_value_t = 0.0)]
-    input_dropout: f64,
+    #[arg(long)]
+    input_dropout: Option<f64>,
     /// With --input-dropout: the loss counts only the movies dropped from the
     /// input (predict what the input lacks, not the input itself).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_dropped_targets")]
     dropped_targets: bool,
+    /// Score the whole input too (the opposite of --dropped-targets).
+    #[arg(long)]
+    no_dropped_targets: bool,
     /// With --loss squared: a watched movie's error counts 1 + α times an
     /// unwatched one's (WMF's confidence weight α).
-    #[arg(long, default_value_t = 0.0)]
-    positive_weight: f64,
-    /// Sampled negatives per positive (redrawn every epoch; --loss bce).
-    #[arg(long, default_value_t = HyperParams::default().negatives)]
-    negatives: usize,
-    /// L2 penalty on the embeddings of each batch.
-    #[arg(long, default_value_t = HyperParams::default().l2)]
-    l2: f64,
-    /// Stop after this many epochs without better validation HR@10 (0: never).
-    #[arg(long, default_value_t = HyperParams::default().patience)]
-    patience: usize,
-    /// Keep the selection run's weights instead of refitting on all training data.
     #[arg(long)]
+    positive_weight: Option<f64>,
+    /// Sampled negatives per positive (redrawn every epoch; --loss bce).
+    #[arg(long)]
+    negatives: Option<usize>,
+    /// L2 penalty on the embeddings of each batch.
+    #[arg(long)]
+    l2: Option<f64>,
+    /// Stop after this many epochs without better validation HR@10 (0: never).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Keep the selection run's weights instead of refitting on all training data.
+    #[arg(long, conflicts_with = "refit")]
     no_refit: bool,
+    /// Refit on all training data for the chosen epoch count.
+    #[arg(long)]
+    refit: bool,
     /// Mitigation: draw negatives ∝ (popularity + 1)^β (0: uniform; 0.75 is
     /// word2vec's choice). Recorded in the manifest.
     #[arg(long, default_value_t = 0.0)]
@@ -304,11 +314,24 @@ struct TradeoffArgs {
 #[derive(Args)]
 struct EvalArgs {
     /// Model as <REGISTRY>/<VERSION> (REGISTRY a folder or s3://bucket/prefix).
-    #[arg(long)]
-    model: String,
+    #[arg(long, required_unless_present = "fold_in_users")]
+    model: Option<String>,
     /// Data folder whose test protocol to run, or `synthetic`.
     #[arg(long)]
     data: String,
+    /// The new-users protocol instead of evaluating --model: leave this share
+    /// of the users with test data out of training, serve them by fold-in
+    /// from their training movies, and compare their test metrics with the
+    /// same users' from a model trained on them (trains both with the
+    /// data-chosen defaults; a history-input model).
+    #[arg(long, conflicts_with = "model")]
+    fold_in_users: Option<f64>,
+    /// Seed of the training runs (--fold-in-users).
+    #[arg(long, default_value_t = HyperParams::default().seed)]
+    seed: u64,
+    /// No progress bars (--fold-in-users).
+    #[arg(long, short)]
+    quiet: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -416,32 +439,23 @@ fn train(a: TrainArgs) -> Result<()> {
         ds.train.len(),
         &ds.snapshot_id[..12]
     );
-    let hp = HyperParams {
-        factors: a.factors,
-        layers: a.layers,
-        learning_rate: a.lr,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        negatives: a.negatives,
-        l2: a.l2,
-        patience: a.patience,
-        seed: a.seed,
-        refit: !a.no_refit,
-        popularity_negatives: a.popularity_negatives,
-        young_account_days: a.young_account_days,
-        young_account_weight: if a.young_account_days > 0 {
-            a.young_account_weight
+    let chosen = trainer::defaults::for_data(&ds);
+    let (hp, overridden) = train_overrides(chosen.hp, &a);
+    eprintln!(
+        "defaults: {} preset ({}){}",
+        chosen.preset,
+        chosen.reason,
+        if overridden.is_empty() {
+            String::new()
         } else {
-            1.0
-        },
-        loss: a.loss,
-        recency_half_life: a.recency_half_life,
-        user_input: a.user_input,
-        history_half_life: a.history_half_life,
-        input_dropout: a.input_dropout,
-        dropped_targets: a.dropped_targets,
-        positive_weight: a.positive_weight,
-    };
+            format!("; overridden: {}", overridden.join(" "))
+        }
+    );
+    let defaults = Some(shared::artifact::DefaultsChoice {
+        preset: chosen.preset.into(),
+        reason: chosen.reason,
+        overridden,
+    });
     let progress = !a.quiet;
     let outcome = train_and_publish(
         reg.as_ref(),
@@ -451,6 +465,7 @@ fn train(a: TrainArgs) -> Result<()> {
             version: a.version,
             force: a.force,
             progress,
+            defaults,
         },
     )?;
     let m = &outcome.manifest;
@@ -468,6 +483,79 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The chosen defaults with every flag given on the command line applied,
+/// and the flags that were.
+fn train_overrides(mut hp: HyperParams, a: &TrainArgs) -> (HyperParams, Vec<String>) {
+    let mut given = Vec::new();
+    // Another objective than the preset's starts from that objective's own
+    // defaults (the preset's step sizes and epochs are the squared loss's).
+    if a.loss.is_some_and(|l| l != hp.loss) {
+        hp = HyperParams::default();
+    }
+    macro_rules! set {
+        ($($field:ident <- $arg:ident),* $(,)?) => {$(
+            if let Some(v) = &a.$arg {
+                hp.$field = v.clone();
+                given.push(format!("--{}", stringify!($arg).replace('_', "-")));
+            }
+        )*};
+    }
+    set!(
+        epochs <- epochs, factors <- factors, layers <- layers, learning_rate <- lr,
+        batch_size <- batch_size, loss <- loss, recency_half_life <- recency_half_life,
+        user_input <- user_input, history_half_life <- history_half_life,
+        input_dropout <- input_dropout, positive_weight <- positive_weight,
+        negatives <- negatives, l2 <- l2, patience <- patience,
+    );
+    if a.dropped_targets {
+        hp.dropped_targets = true;
+        given.push("--dropped-targets".into());
+    }
+    if a.no_dropped_targets {
+        hp.dropped_targets = false;
+        given.push("--no-dropped-targets".into());
+    }
+    for (on, flag, value) in [
+        (a.refit, "--refit", true),
+        (a.no_refit, "--no-refit", false),
+    ] {
+        if on {
+            hp.refit = value;
+            given.push(flag.into());
+        }
+    }
+    // Options that only mean something with a history input, a whole-catalogue
+    // loss or input dropout follow a flag that turns those off.
+    if hp.user_input == UserInput::Id {
+        if a.history_half_life.is_none() {
+            hp.history_half_life = 0.0;
+        }
+        if a.input_dropout.is_none() {
+            hp.input_dropout = 0.0;
+        }
+    }
+    if hp.input_dropout == 0.0 && !a.dropped_targets {
+        hp.dropped_targets = false;
+    }
+    if !hp.loss.whole_catalogue() {
+        if a.recency_half_life.is_none() {
+            hp.recency_half_life = 0.0;
+        }
+        if a.positive_weight.is_none() {
+            hp.positive_weight = 0.0;
+        }
+    }
+    hp.seed = a.seed;
+    hp.popularity_negatives = a.popularity_negatives;
+    hp.young_account_days = a.young_account_days;
+    hp.young_account_weight = if a.young_account_days > 0 {
+        a.young_account_weight
+    } else {
+        1.0
+    };
+    (hp, given)
+}
+
 /// A dataset from a `--data` argument; `s3://bucket/prefix` is an ingest lake in S3.
 fn load_data(spec: &str, synthetic: &SyntheticConfig) -> Result<shared::domain::Dataset> {
     if spec.starts_with("s3://") {
@@ -483,11 +571,30 @@ fn load_data(spec: &str, synthetic: &SyntheticConfig) -> Result<shared::domain::
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    let (reg, version) = split_model(&a.model)?;
     let ds = shared::data::load(&a.data, &a.synthetic.config())
         .with_context(|| format!("loading --data {}", a.data))?;
-    let report = eval_version(reg.as_ref(), &version, &ds)?;
-    let json = report.to_json();
+    let json = match (&a.model, a.fold_in_users) {
+        (_, Some(fraction)) => {
+            let chosen = trainer::defaults::for_data(&ds);
+            let hp = HyperParams {
+                seed: a.seed,
+                ..chosen.hp
+            };
+            eprintln!(
+                "new-users protocol: {:.0}% of the tested users left out; defaults: {} preset ({})",
+                fraction * 100.0,
+                chosen.preset,
+                chosen.reason
+            );
+            let r = trainer::fold_in::new_users(&ds, &hp, fraction, a.seed, !a.quiet)?;
+            serde_json::to_value(r)?
+        }
+        (Some(model), None) => {
+            let (reg, version) = split_model(model)?;
+            eval_version(reg.as_ref(), &version, &ds)?.to_json()
+        }
+        (None, None) => bail!("give --model REGISTRY/VERSION or --fold-in-users FRACTION"),
+    };
     if a.json {
         out(json);
     } else {
@@ -534,11 +641,7 @@ fn tradeoff(a: TradeoffArgs) -> Result<()> {
             a.data
         );
     }
-    let model = shared::scoring::OnnxModel::load(
-        &art.dir.join(shared::artifact::MODEL_FILE),
-        m.users.len(),
-        m.items.len(),
-    )?;
+    let model = shared::scoring::OnnxModel::load_artifact(&art)?;
     let t = trainer::tradeoff::compare(&model, &ds, &policies, true)
         .map_err(|e| anyhow::anyhow!("scoring: {e}"))?;
     let md = t.markdown(&a.title);
@@ -646,14 +749,20 @@ fn serve(a: ServeArgs) -> Result<()> {
             let ds = shared::data::load("synthetic", &a.synthetic.config())?;
             let reg2 = reg.clone();
             let out = tokio::task::spawn_blocking(move || {
+                let chosen = trainer::defaults::for_data(&ds);
                 train_and_publish(
                     reg2.as_ref(),
                     &ds,
                     &TrainOptions {
-                        hp: HyperParams::default(),
+                        hp: chosen.hp,
                         version: None,
                         force: false,
                         progress: true,
+                        defaults: Some(shared::artifact::DefaultsChoice {
+                            preset: chosen.preset.into(),
+                            reason: chosen.reason,
+                            overridden: Vec::new(),
+                        }),
                     },
                 )
             })

@@ -37,12 +37,40 @@ fn train_prints_version_last_and_eval_prints_json() {
             "--layers",
             "16,8",
             "--quiet",
+            // Two epochs are for the CLI's shape, not for quality.
+            "--force",
         ])
         .args(SMALL));
     let version = stdout.lines().last().unwrap().trim().to_string();
     assert!(version.starts_with('v'), "{stdout}");
     assert!(reg.path().join(&version).join("manifest.json").is_file());
     assert!(stderr.contains("published"), "{stderr}");
+    // The defaults the data chose, and the flags that won over them, are recorded.
+    assert!(
+        stderr.contains("defaults: leave-one-out preset"),
+        "{stderr}"
+    );
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(reg.path().join(&version).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["defaults"]["preset"], "leave-one-out");
+    assert!(m["defaults"]["reason"].as_str().unwrap().contains("carved"));
+    assert_eq!(
+        m["defaults"]["overridden"],
+        serde_json::json!(["--epochs", "--factors", "--layers"])
+    );
+    let hp = &m["hyperparameters"];
+    assert_eq!(
+        (hp["loss"].as_str(), hp["user_input"].as_str()),
+        (Some("squared"), Some("history"))
+    );
+    assert_eq!(
+        (hp["epochs"].as_u64(), hp["factors"].as_u64()),
+        (Some(2), Some(8))
+    );
+    assert_eq!(hp["positive_weight"], 10.0);
+    assert_eq!(m["onnx"]["user_vector"], "history");
 
     let (stdout, _) = run(bin()
         .args(["eval", "--json", "--data", "synthetic", "--model"])
@@ -65,7 +93,8 @@ fn train_prints_version_last_and_eval_prints_json() {
         .args(["registry", "verify", "--registry"])
         .arg(reg.path())
         .arg(&version));
-    assert!(stdout.contains("2 files verified"));
+    // model, training history and the fold-in inputs.
+    assert!(stdout.contains("3 files verified"), "{stdout}");
 }
 
 #[test]
@@ -101,6 +130,7 @@ fn full_ranking_protocol_json_for_lcfn_data() {
             "16,8",
             "--version",
             "lc",
+            "--force",
             "--data",
         ])
         .arg(data.path())

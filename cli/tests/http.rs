@@ -45,6 +45,7 @@ fn publish(reg: &FolderRegistry, ds: &shared::domain::Dataset, version: &str) {
             version: Some(version.into()),
             force: true,
             progress: false,
+            defaults: None,
         },
     )
     .unwrap();
@@ -168,6 +169,7 @@ async fn recommend_shape_and_seen_exclusion() {
     assert_eq!(p["function_version"], "test");
     assert!(p["latency_ms"].as_f64().unwrap() >= 0.0);
     assert!(p["fallback"].is_null());
+    assert_eq!(p["user_vector"], "embedding", "an id model's own row");
 
     // Nothing from the user's training history (user id 1 is model index 0).
     let hist = f.ds.user_histories();
@@ -201,6 +203,7 @@ async fn unknown_user_gets_popular_unseen_movies() {
     let (code, _, v, _) = get(&st, "/recommend/999999?k=5&policy=none", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(v["provenance"]["fallback"], "popularity");
+    assert!(v["provenance"]["user_vector"].is_null());
     let f = fixture();
     let mut pop: Vec<(u32, u64)> =
         f.ds.item_popularity()

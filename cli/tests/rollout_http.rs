@@ -47,6 +47,7 @@ fn registry() -> Arc<FolderRegistry> {
                     version: Some(v.into()),
                     force: true,
                     progress: false,
+                    defaults: None,
                 },
             )
             .unwrap();

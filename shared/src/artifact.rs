@@ -10,11 +10,18 @@ use std::path::Path;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const HISTORY_FILE: &str = "history.bin";
+/// A history-input graph's per-user training inputs ([`UserInputs`]).
+pub const USER_INPUTS_FILE: &str = "user_inputs.bin";
 /// Bumped when the manifest changes incompatibly.
 pub const MANIFEST_FORMAT: u32 = 1;
 /// Name of the graph input (user index, int64 `[1]`) and output (`[n_items]` scores).
 pub const ONNX_INPUT: &str = "user";
 pub const ONNX_OUTPUT: &str = "score";
+/// A history-input graph's inputs instead of [`ONNX_INPUT`]: the user's movie
+/// indices (int64 `[n]`) and their recency weights (float `[n]`, any scale:
+/// the graph L2-normalises them).
+pub const ONNX_HISTORY_ITEMS: &str = "history_items";
+pub const ONNX_HISTORY_WEIGHTS: &str = "history_weights";
 
 /// NeuMF hyper-parameters; the trainer's flags map one to one onto these.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,14 +314,57 @@ pub struct Manifest {
     pub metrics: Metrics,
     pub quality_gate: QualityGate,
     pub onnx: OnnxInfo,
+    /// How the hyper-parameters not given as flags were chosen (absent for
+    /// runs that named every one, and in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<DefaultsChoice>,
+}
+
+/// The data-chosen defaults of one training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DefaultsChoice {
+    /// The preset (`leave-one-out`, `full-ranking`).
+    pub preset: String,
+    /// Why the data chose it.
+    pub reason: String,
+    /// Flags given on the command line, which won over the preset.
+    pub overridden: Vec<String>,
 }
 
 /// How to call the exported graph.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OnnxInfo {
     pub opset: i64,
+    /// The graph's input: [`ONNX_INPUT`], or [`ONNX_HISTORY_ITEMS`] (with
+    /// [`ONNX_HISTORY_WEIGHTS`]) when `user_vector` is `history`.
     pub input: String,
     pub output: String,
+    /// Where the user vector comes from (older manifests: `embedding`).
+    #[serde(default)]
+    pub user_vector: UserVector,
+}
+
+/// How the exported graph gets a user's vector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserVector {
+    /// A row per training user, looked up by user index: users unknown to
+    /// the model cannot be scored, and events after training change nothing.
+    #[default]
+    Embedding,
+    /// Computed per request from the user's movies and recency weights
+    /// (fold-in): training history ([`USER_INPUTS_FILE`]) plus every event
+    /// recorded since, so any user with one event can be scored.
+    History,
+}
+
+impl UserVector {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserVector::Embedding => "embedding",
+            UserVector::History => "history",
+        }
+    }
 }
 
 /// Artifact integrity errors; each names the file.
@@ -379,7 +429,8 @@ impl Manifest {
                 });
             }
         }
-        for required in [MODEL_FILE, HISTORY_FILE] {
+        let inputs = (self.onnx.user_vector == UserVector::History).then_some(USER_INPUTS_FILE);
+        for required in [MODEL_FILE, HISTORY_FILE].into_iter().chain(inputs) {
             if !self.files.contains_key(required) {
                 return Err(ArtifactError::Missing {
                     file: required.into(),
@@ -464,6 +515,115 @@ impl History {
     }
 }
 
+const USER_INPUTS_MAGIC: &[u8; 8] = b"MRINPT1\0";
+
+/// A history-input model's per-user training inputs: each user's movies
+/// (model indices) with the recency weight training gave them, so serving
+/// computes exactly the user vector the trainer did and extends it with
+/// newer events. One flat CSR array, like [`History`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UserInputs {
+    offsets: Vec<u32>,
+    items: Vec<u32>,
+    weights: Vec<f32>,
+}
+
+impl UserInputs {
+    /// From one `(movie, weight)` list per user, movies ascending.
+    pub fn new(per_user: &[Vec<(u32, f32)>]) -> Self {
+        let mut out = UserInputs {
+            offsets: vec![0],
+            ..Default::default()
+        };
+        for u in per_user {
+            out.items.extend(u.iter().map(|&(i, _)| i));
+            out.weights.extend(u.iter().map(|&(_, w)| w));
+            out.offsets.push(out.items.len() as u32);
+        }
+        out
+    }
+
+    /// The sidecar bytes: magic, users, total, offsets, items, weights (LE).
+    pub fn encode(&self) -> Vec<u8> {
+        let total = self.items.len();
+        let mut out = Vec::with_capacity(16 + 4 * (self.offsets.len() + 2 * total));
+        out.extend_from_slice(USER_INPUTS_MAGIC);
+        out.extend_from_slice(&(self.users() as u32).to_le_bytes());
+        out.extend_from_slice(&(total as u32).to_le_bytes());
+        for o in &self.offsets {
+            out.extend_from_slice(&o.to_le_bytes());
+        }
+        for i in &self.items {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        for w in &self.weights {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes [`Self::encode`]'s bytes, checking every movie index is below `n_items`.
+    pub fn decode(bytes: &[u8], n_items: usize) -> Result<Self, ArtifactError> {
+        let bad = |reason: &str| ArtifactError::Invalid {
+            file: USER_INPUTS_FILE.into(),
+            reason: reason.into(),
+        };
+        if bytes.len() < 16 || &bytes[..8] != USER_INPUTS_MAGIC {
+            return Err(bad("not a movie-recs user inputs file"));
+        }
+        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let (users, total) = (word(8) as usize, word(12) as usize);
+        if bytes.len() as u64 != 16 + 4 * (users as u64 + 1 + 2 * total as u64) {
+            return Err(bad("length does not match its header"));
+        }
+        let offsets: Vec<u32> = (0..=users).map(|i| word(16 + 4 * i)).collect();
+        let base = 16 + 4 * (users + 1);
+        let items: Vec<u32> = (0..total).map(|i| word(base + 4 * i)).collect();
+        let weights: Vec<f32> = (0..total)
+            .map(|i| f32::from_bits(word(base + 4 * (total + i))))
+            .collect();
+        if offsets[0] != 0
+            || offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets[users] as usize != total
+        {
+            return Err(bad("offsets are inconsistent"));
+        }
+        if items.iter().any(|&i| i as usize >= n_items) {
+            return Err(bad("a movie index is outside the catalogue"));
+        }
+        let ascending = offsets.windows(2).all(|o| {
+            items[o[0] as usize..o[1] as usize]
+                .windows(2)
+                .all(|p| p[0] < p[1])
+        });
+        if !ascending {
+            return Err(bad("a user's movies are not in ascending order"));
+        }
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(bad("a weight is negative or not finite"));
+        }
+        Ok(UserInputs {
+            offsets,
+            items,
+            weights,
+        })
+    }
+
+    pub fn users(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The user's training movies and their weights (empty for an unknown index).
+    pub fn get(&self, user: u32) -> (&[u32], &[f32]) {
+        let u = user as usize;
+        if u + 1 >= self.offsets.len() {
+            return (&[], &[]);
+        }
+        let r = self.offsets[u] as usize..self.offsets[u + 1] as usize;
+        (&self.items[r.clone()], &self.weights[r])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,6 +657,31 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = b'X';
         assert!(History::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn user_inputs_round_trip_and_corruption() {
+        let per_user = vec![vec![(1, 0.25), (3, 1.0)], vec![], vec![(0, 0.5)]];
+        let u = UserInputs::new(&per_user);
+        let bytes = u.encode();
+        let d = UserInputs::decode(&bytes, 4).unwrap();
+        assert_eq!(d, u);
+        assert_eq!(d.users(), 3);
+        assert_eq!(d.get(0), (&[1, 3][..], &[0.25, 1.0][..]));
+        let unsorted = UserInputs::new(&[vec![(3, 1.0), (1, 1.0)]]).encode();
+        assert!(UserInputs::decode(&unsorted, 4).is_err());
+        assert_eq!(d.get(1).0.len(), 0);
+        assert_eq!(d.get(7).0.len(), 0, "unknown index: no inputs");
+        assert!(UserInputs::decode(&bytes[..bytes.len() - 1], 4).is_err());
+        let e = UserInputs::decode(&bytes, 3).unwrap_err().to_string();
+        assert!(e.contains("outside the catalogue"), "{e}");
+        let mut neg = bytes.clone();
+        let last = neg.len() - 4;
+        neg[last..].copy_from_slice(&(-1f32).to_le_bytes());
+        assert!(UserInputs::decode(&neg, 4).is_err());
+        let mut magic = bytes;
+        magic[0] = b'X';
+        assert!(UserInputs::decode(&magic, 4).is_err());
     }
 
     #[test]

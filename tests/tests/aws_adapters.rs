@@ -37,6 +37,7 @@ fn publish(reg: &dyn ModelStore, version: &str) -> Result<(), String> {
             version: Some(version.into()),
             force: true,
             progress: false,
+            defaults: None,
         },
     )
     .map(|_| ())

@@ -9,11 +9,23 @@
 //! user ─Gather→ mlp1_user [1,L1] ─┐                                       ├Add→ +b ─Sigmoid─Reshape→ score [I]
 //!   mlp1_item (= Q·W1_item + b1) ─┴Add─Relu─(Gemm─Relu)*─MatMul h_mlp → [I,1]
 //! ```
+//!
+//! A history-input model can instead be exported for fold-in
+//! ([`export_history_onnx`]): the graph reads the user's movies and their
+//! recency weights, and the two user rows are the weighted sums of per-movie
+//! rows (with `h_gmf` and the first layer's user half folded in, so a
+//! request still costs two small gathers and the item side is unchanged):
+//!
+//! ```text
+//! history_weights ─ /‖·‖₂ → w [1,n]
+//! history_items ─Gather→ ctx_gmf_h [n,F] ─ w·→ gu [1,F] ─┐ (then as above)
+//! history_items ─Gather→ ctx_mlp1 [n,L1] ─ w·→ mu [1,L1] ─┘
+//! ```
 
 use crate::model::NeuMfWeights;
 use crate::onnx_proto::*;
 use prost::Message;
-use shared::artifact::{ONNX_INPUT, ONNX_OUTPUT};
+use shared::artifact::{ONNX_HISTORY_ITEMS, ONNX_HISTORY_WEIGHTS, ONNX_INPUT, ONNX_OUTPUT};
 
 /// ONNX opset the graph targets.
 pub const OPSET: i64 = 17;
@@ -75,7 +87,10 @@ fn value_info(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
                 shape: Some(TensorShapeProto {
                     dim: dims
                         .iter()
-                        .map(|&d| Dimension { dim_value: Some(d) })
+                        .map(|&d| Dimension {
+                            dim_value: Some(d),
+                            dim_param: None,
+                        })
                         .collect(),
                 }),
             }),
@@ -83,50 +98,147 @@ fn value_info(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
     }
 }
 
-/// Serialises the serving graph for `w`; `metadata` lands in the model's metadata_props.
+fn tensor_i64(name: &str, data: &[i64]) -> TensorProto {
+    TensorProto {
+        dims: vec![data.len() as i64],
+        data_type: Some(INT64),
+        name: Some(name.into()),
+        raw_data: Some(data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    }
+}
+
+/// Rows of `table` (`[rows × h.len()]`) scaled element-wise by `h`.
+fn scale_rows(table: &[f32], h: &[f32]) -> Vec<f32> {
+    table
+        .chunks(h.len())
+        .flat_map(|row| row.iter().zip(h).map(|(a, b)| a * b))
+        .collect()
+}
+
+/// A tensor input of one dimension named `dim` (its length varies per call).
+fn value_info_dyn(name: &str, elem: i32, dim: &str) -> ValueInfoProto {
+    let mut v = value_info(name, elem, &[0]);
+    if let Some(shape) = v
+        .r#type
+        .as_mut()
+        .and_then(|t| t.tensor_type.as_mut())
+        .and_then(|t| t.shape.as_mut())
+    {
+        shape.dim = vec![Dimension {
+            dim_value: None,
+            dim_param: Some(dim.into()),
+        }];
+    }
+    v
+}
+
+/// Serialises the serving graph for `w`, reading a user index (the user
+/// rows of `w`); `metadata` lands in the model's metadata_props.
 pub fn export_onnx(w: &NeuMfWeights, metadata: &[(&str, &str)]) -> Vec<u8> {
-    let (nu, ni, f, d) = (w.n_users, w.n_items, w.factors, w.mlp_dim());
+    let (nu, f, d, l1) = (w.n_users, w.factors, w.mlp_dim(), w.layers[1]);
+    // GMF: fold the prediction weights into the user factors; the first MLP
+    // layer split into user and item halves: [pu | qi]·W1 = pu·W1[:d] + qi·W1[d:].
+    let gmf_user_h = scale_rows(&w.gmf_user, &w.out_w[..f]);
+    let mlp1_user = matmul(&w.mlp_user, &w.dense[0].0[..d * l1], nu, d, l1);
+    let init = vec![
+        tensor_f32("gmf_user_h", &[nu, f], &gmf_user_h),
+        tensor_f32("mlp1_user", &[nu, l1], &mlp1_user),
+    ];
+    let nodes = vec![
+        node("Gather", &["gmf_user_h", ONNX_INPUT], "gu", &[("axis", 0)]),
+        node("Gather", &["mlp1_user", ONNX_INPUT], "mu", &[("axis", 0)]),
+    ];
+    let inputs = vec![value_info(ONNX_INPUT, INT64, &[1])];
+    let doc = "NeuMF: scores every item for one user (input: user index int64[1]; output: probability per item)";
+    export_graph(w, init, nodes, inputs, doc, metadata)
+}
+
+/// Serialises the fold-in serving graph of a history-input model (one whose
+/// user rows are sums of per-movie rows, with no free per-user part): it
+/// reads [`ONNX_HISTORY_ITEMS`] (int64 `[n]`) and [`ONNX_HISTORY_WEIGHTS`]
+/// (float `[n]`, L2-normalised in the graph as the trainer normalises them),
+/// so any user with one movie can be scored and new events count at once.
+pub fn export_history_onnx(w: &NeuMfWeights, metadata: &[(&str, &str)]) -> Vec<u8> {
+    let ctx = w
+        .user_context
+        .as_ref()
+        .filter(|c| c.free.is_none())
+        .expect("a history-input model without free user rows");
+    let (ni, f, d, l1) = (w.n_items, w.factors, w.mlp_dim(), w.layers[1]);
+    let ctx_gmf_h = scale_rows(&ctx.gmf, &w.out_w[..f]);
+    let ctx_mlp1 = matmul(&ctx.mlp, &w.dense[0].0[..d * l1], ni, d, l1);
+    let init = vec![
+        tensor_f32("ctx_gmf_h", &[ni, f], &ctx_gmf_h),
+        tensor_f32("ctx_mlp1", &[ni, l1], &ctx_mlp1),
+        tensor_f32("tiny", &[1], &[f32::MIN_POSITIVE]),
+        tensor_i64("row_shape", &[1, -1]),
+    ];
+    let w_in = ONNX_HISTORY_WEIGHTS;
+    let nodes = vec![
+        node("ReduceSumSquare", &[w_in], "wss", &[("keepdims", 1)]),
+        node("Sqrt", &["wss"], "wnorm", &[]),
+        node("Max", &["wnorm", "tiny"], "wden", &[]),
+        node("Div", &[w_in, "wden"], "wn", &[]),
+        node("Reshape", &["wn", "row_shape"], "wrow", &[]),
+        node(
+            "Gather",
+            &["ctx_gmf_h", ONNX_HISTORY_ITEMS],
+            "hg",
+            &[("axis", 0)],
+        ),
+        node("MatMul", &["wrow", "hg"], "gu", &[]),
+        node(
+            "Gather",
+            &["ctx_mlp1", ONNX_HISTORY_ITEMS],
+            "hm",
+            &[("axis", 0)],
+        ),
+        node("MatMul", &["wrow", "hm"], "mu", &[]),
+    ];
+    let inputs = vec![
+        value_info_dyn(ONNX_HISTORY_ITEMS, INT64, "n"),
+        value_info_dyn(ONNX_HISTORY_WEIGHTS, FLOAT, "n"),
+    ];
+    let doc = "NeuMF with fold-in: scores every item for one user given by their movies (inputs: history_items int64[n], history_weights float[n]; output: probability per item)";
+    export_graph(w, init, nodes, inputs, doc, metadata)
+}
+
+/// The graph after the user rows `gu` `[1,F]` (with `h_gmf` folded in) and
+/// `mu` `[1,L1]` (the first layer's user half), which `user_init` and
+/// `user_nodes` compute from `inputs`.
+fn export_graph(
+    w: &NeuMfWeights,
+    user_init: Vec<TensorProto>,
+    user_nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    doc: &str,
+    metadata: &[(&str, &str)],
+) -> Vec<u8> {
+    let (ni, f, d) = (w.n_items, w.factors, w.mlp_dim());
     let last = *w.layers.last().expect("layers");
-    let h_gmf = &w.out_w[..f];
     let h_mlp = &w.out_w[f..];
     assert_eq!(h_mlp.len(), last);
-
-    // GMF: fold the prediction weights into the user factors.
-    let gmf_user_h: Vec<f32> = w
-        .gmf_user
-        .chunks(f)
-        .flat_map(|row| row.iter().zip(h_gmf).map(|(a, b)| a * b))
-        .collect();
-    // First MLP layer split into user and item halves: [pu | qi]·W1 = pu·W1[:d] + qi·W1[d:].
     let (w1, b1) = &w.dense[0];
     let l1 = w.layers[1];
-    let mlp1_user = matmul(&w.mlp_user, &w1[..d * l1], nu, d, l1);
     let mut mlp1_item = matmul(&w.mlp_item, &w1[d * l1..], ni, d, l1);
     for row in mlp1_item.chunks_mut(l1) {
         row.iter_mut().zip(b1).for_each(|(x, b)| *x += b);
     }
 
-    let mut init = vec![
-        tensor_f32("gmf_user_h", &[nu, f], &gmf_user_h),
+    let mut init = user_init;
+    init.extend([
         tensor_f32("gmf_item", &[ni, f], &w.gmf_item),
-        tensor_f32("mlp1_user", &[nu, l1], &mlp1_user),
         tensor_f32("mlp1_item", &[ni, l1], &mlp1_item),
         tensor_f32("h_mlp", &[last, 1], h_mlp),
         tensor_f32("out_b", &[1], &[w.out_b]),
-        TensorProto {
-            dims: vec![1],
-            data_type: Some(INT64),
-            name: Some("out_shape".into()),
-            raw_data: Some((-1i64).to_le_bytes().to_vec()),
-        },
-    ];
-    let mut nodes = vec![
-        node("Gather", &["gmf_user_h", ONNX_INPUT], "gu", &[("axis", 0)]),
+        tensor_i64("out_shape", &[-1]),
+    ]);
+    let mut nodes = user_nodes;
+    nodes.extend([
         node("Gemm", &["gmf_item", "gu"], "gmf", &[("transB", 1)]),
-        node("Gather", &["mlp1_user", ONNX_INPUT], "mu", &[("axis", 0)]),
         node("Add", &["mlp1_item", "mu"], "z1", &[]),
         node("Relu", &["z1"], "h1", &[]),
-    ];
+    ]);
     let mut h = "h1".to_string();
     for (k, ((wt, b), dims)) in w.dense.iter().zip(w.layers.windows(2)).enumerate().skip(1) {
         let (wn, bn, zn, hn) = (
@@ -151,18 +263,24 @@ pub fn export_onnx(w: &NeuMfWeights, metadata: &[(&str, &str)]) -> Vec<u8> {
         ir_version: Some(IR_VERSION),
         producer_name: Some("movie-recs".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        doc_string: Some("NeuMF: scores every item for one user (input: user index int64[1]; output: probability per item)".into()),
+        doc_string: Some(doc.into()),
         graph: Some(GraphProto {
             node: nodes,
             name: Some("neumf".into()),
             initializer: init,
-            input: vec![value_info(ONNX_INPUT, INT64, &[1])],
+            input: inputs,
             output: vec![value_info(ONNX_OUTPUT, FLOAT, &[ni as i64])],
         }),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }],
         metadata_props: metadata
             .iter()
-            .map(|(k, v)| StringStringEntryProto { key: Some(k.to_string()), value: Some(v.to_string()) })
+            .map(|(k, v)| StringStringEntryProto {
+                key: Some(k.to_string()),
+                value: Some(v.to_string()),
+            })
             .collect(),
     };
     model.encode_to_vec()
@@ -194,7 +312,7 @@ mod tests {
         assert_eq!(
             ops,
             [
-                "Gather", "Gemm", "Gather", "Add", "Relu", "Gemm", "Relu", "MatMul", "Add", "Add",
+                "Gather", "Gather", "Gemm", "Add", "Relu", "Gemm", "Relu", "MatMul", "Add", "Add",
                 "Sigmoid", "Reshape"
             ]
         );

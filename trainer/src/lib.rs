@@ -2,7 +2,9 @@
 //! selection, ONNX export for serving, and the train/eval pipelines behind
 //! `movie-recs train` and `movie-recs eval`. Kept out of the Lambda binaries.
 
+pub mod defaults;
 pub mod export;
+pub mod fold_in;
 pub mod model;
 mod onnx_proto;
 pub mod pipeline;

@@ -120,4 +120,7 @@ pub struct TensorShapeProto {
 pub struct Dimension {
     #[prost(int64, optional, tag = "1")]
     pub dim_value: Option<i64>,
+    /// A named, variable dimension (instead of `dim_value`).
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }

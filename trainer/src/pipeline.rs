@@ -1,8 +1,8 @@
 //! The train → gate → export → evaluate → publish pipeline behind
 //! `movie-recs train`, and the evaluation behind `movie-recs eval`.
 
-use crate::export::{export_onnx, OPSET};
-use crate::train::{train, user_inputs, TrainError, Trained};
+use crate::export::{export_history_onnx, export_onnx, OPSET};
+use crate::train::{raw_user_inputs, train, user_inputs, TrainError, Trained};
 use shared::artifact::*;
 use shared::domain::dataset::{histories, popularity};
 use shared::domain::eval::{eval_full, eval_loo, EvalReport, PopularityScorer, Scorer};
@@ -128,6 +128,8 @@ pub struct TrainOptions {
     /// Publish even when the quality gate fails (recorded in the manifest).
     pub force: bool,
     pub progress: bool,
+    /// Recorded in the manifest: how `hp` was chosen from the data.
+    pub defaults: Option<DefaultsChoice>,
 }
 
 /// Everything a training run produced.
@@ -202,20 +204,33 @@ pub fn train_and_publish(
         trained.weights = refit.weights;
         trained.epochs.extend(refit.epochs);
     }
-    if trained.weights.user_context.is_some() {
-        // Serve every user from all of their training movies, the
-        // validation holdout included.
-        trained.weights = trained
-            .weights
-            .fold_in(&user_inputs(nu, &sp.train, &opts.hp));
-    }
-    let onnx = export_onnx(
-        &trained.weights,
-        &[("version", &version), ("data_snapshot_id", &ds.snapshot_id)],
-    );
+    let meta = [
+        ("version", version.as_str()),
+        ("data_snapshot_id", &ds.snapshot_id),
+    ];
+    // A history-only model is served by fold-in: its graph reads each user's
+    // movies, from all of their training movies (the validation holdout
+    // included) plus whatever they do after. An id+history model folds the
+    // training history into per-user rows, as an id model has.
+    let fold_in = opts.hp.user_input == UserInput::History;
+    let (onnx, inputs) = if fold_in {
+        let inputs = UserInputs::new(&raw_user_inputs(nu, &sp.train, &opts.hp));
+        (export_history_onnx(&trained.weights, &meta), Some(inputs))
+    } else {
+        if trained.weights.user_context.is_some() {
+            trained.weights = trained
+                .weights
+                .fold_in(&user_inputs(nu, &sp.train, &opts.hp));
+        }
+        (export_onnx(&trained.weights, &meta), None)
+    };
     let history = encode_history(&ds.user_histories());
-    let scorer = OnnxModel::from_bytes(&onnx, nu, ni)?;
+    let mut scorer = OnnxModel::from_bytes(&onnx, nu, ni)?;
+    if let Some(i) = &inputs {
+        scorer = scorer.with_user_inputs(i.clone());
+    }
     let test = evaluate(&scorer, &sp.test, &sp.train, nu)?;
+    let inputs_bytes = inputs.as_ref().map(UserInputs::encode);
 
     let pop_all = ds.item_popularity();
     let manifest = Manifest {
@@ -242,7 +257,13 @@ pub fn train_and_publish(
             (MODEL_FILE.to_string(), file_entry(&onnx)),
             (HISTORY_FILE.to_string(), file_entry(&history)),
         ]
-        .into(),
+        .into_iter()
+        .chain(
+            inputs_bytes
+                .as_ref()
+                .map(|b| (USER_INPUTS_FILE.to_string(), file_entry(b))),
+        )
+        .collect(),
         users: ds.user_ids.clone(),
         items: ds
             .items
@@ -279,23 +300,38 @@ pub fn train_and_publish(
         },
         onnx: OnnxInfo {
             opset: OPSET,
-            input: ONNX_INPUT.into(),
+            input: if fold_in {
+                ONNX_HISTORY_ITEMS
+            } else {
+                ONNX_INPUT
+            }
+            .into(),
             output: ONNX_OUTPUT.into(),
+            user_vector: if fold_in {
+                UserVector::History
+            } else {
+                UserVector::Embedding
+            },
         },
+        defaults: opts.defaults.clone(),
     };
-    store.publish(
-        &manifest,
-        &[
-            ArtifactFile {
-                name: MODEL_FILE,
-                bytes: &onnx,
-            },
-            ArtifactFile {
-                name: HISTORY_FILE,
-                bytes: &history,
-            },
-        ],
-    )?;
+    let mut files = vec![
+        ArtifactFile {
+            name: MODEL_FILE,
+            bytes: &onnx,
+        },
+        ArtifactFile {
+            name: HISTORY_FILE,
+            bytes: &history,
+        },
+    ];
+    if let Some(b) = &inputs_bytes {
+        files.push(ArtifactFile {
+            name: USER_INPUTS_FILE,
+            bytes: b,
+        });
+    }
+    store.publish(&manifest, &files)?;
     Ok(TrainOutcome {
         manifest,
         trained,
@@ -334,7 +370,15 @@ pub fn eval_version(
             ds.n_items()
         )));
     }
-    let model = OnnxModel::load(&art.dir.join(MODEL_FILE), m.users.len(), m.items.len())?;
+    let model = OnnxModel::load_artifact(&art).map_err(|e| match e {
+        shared::scoring::LoadError::Scoring(e) => PipelineError::Scoring(e),
+        shared::scoring::LoadError::Artifact(e) => {
+            PipelineError::Registry(RegistryError::Artifact {
+                version: version.into(),
+                source: e,
+            })
+        }
+    })?;
     let (train, test) = test_split(ds);
     evaluate(&model, &test, &train, ds.n_users())
 }

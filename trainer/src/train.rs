@@ -261,6 +261,17 @@ pub fn user_inputs(n_users: usize, train: &[Interaction], hp: &HyperParams) -> H
     history_inputs(&seen, &recency_weights(&seen, train, hp.history_half_life))
 }
 
+/// [`user_inputs`] before the L2 normalisation, movies ascending: what a
+/// fold-in graph's sidecar keeps, so new events can be weighted against them.
+pub fn raw_user_inputs(n_users: usize, train: &[Interaction], hp: &HyperParams) -> Histories {
+    let seen = histories(n_users, train);
+    let weights = recency_weights(&seen, train, hp.history_half_life);
+    seen.iter()
+        .zip(&weights)
+        .map(|(items, w)| items.iter().copied().zip(w.iter().copied()).collect())
+        .collect()
+}
+
 fn epoch_bar(progress: bool, batches: usize, epoch: usize) -> ProgressBar {
     let bar = if progress {
         ProgressBar::new(batches as u64)

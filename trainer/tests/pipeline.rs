@@ -55,6 +55,7 @@ fn publish(
             version,
             force,
             progress: false,
+            defaults: None,
         },
     )
 }
@@ -297,9 +298,10 @@ fn history_input_training_beats_popularity_served_from_all_training_movies() {
     let (train, _) = trainer::pipeline::test_split(&ds);
     let inputs = trainer::train::user_inputs(ds.n_users(), &train, &hp);
     let network = trainer::NeuMf::reading(&out.trained.weights, inputs).unwrap();
-    let served =
-        shared::scoring::OnnxModel::load(&art.dir.join(MODEL_FILE), ds.n_users(), ds.n_items())
-            .unwrap();
+    // History-only models ship the fold-in graph plus the training inputs
+    // as a sidecar; the loaded pair scores a known user as before.
+    let served = shared::scoring::OnnxModel::load_artifact(&art).unwrap();
+    assert_eq!(served.user_vector().as_str(), "history");
     let items: Vec<u32> = (0..ds.n_items() as u32).collect();
     let mut scores = Vec::new();
     for u in [0u32, 17, 199] {

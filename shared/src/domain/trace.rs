@@ -41,6 +41,11 @@ pub struct Trace {
     /// `popularity` for users the model does not know.
     #[serde(default)]
     pub fallback: Option<String>,
+    /// Where the user's vector came from: `embedding` (a training user's
+    /// row) or `history` (folded in from their movies at request time);
+    /// absent with the popularity fallback and in older traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_vector: Option<String>,
     /// The rollout strategy (`fixed`, `canary`, `ab_test`, `shadow`).
     #[serde(default = "fixed")]
     pub strategy: String,

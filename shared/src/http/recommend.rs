@@ -80,6 +80,7 @@ pub(super) async fn recommend(
         function_version: Some(st.config.function_version.clone()),
         latency_ms: None,
         fallback: None,
+        user_vector: None,
         strategy: arm.strategy.clone(),
         arm: arm.arm.to_string(),
         experiment_id: arm.experiment_id.clone(),
@@ -130,6 +131,7 @@ pub(super) async fn recommend(
         .map(|(i, _)| m.items[*i as usize].movie_id)
         .collect();
     trace.fallback = ranked.fallback.map(str::to_string);
+    trace.user_vector = ranked.user_vector.map(str::to_string);
     trace.latency_ms = Some(start.elapsed().as_secs_f64() * 1e3);
     // The candidate's list under shadow: recorded, never served.
     let shadow = arm.shadow.clone();
@@ -195,6 +197,7 @@ pub(super) async fn recommend(
         "function_version": st.config.function_version,
         "latency_ms": trace.latency_ms,
         "fallback": ranked.fallback,
+        "user_vector": ranked.user_vector,
         "strategy": arm.strategy,
         "arm": arm.arm,
         "experiment_id": arm.experiment_id,

@@ -1,7 +1,9 @@
 //! The score cache of one model version: a user's raw scores over the whole
 //! catalogue, as the ONNX graph returned them, kept so that the next request
 //! of that user copies them instead of running the graph again. They are a
-//! pure function of the version's weights and the user index, so a cached
+//! pure function of the version's weights and the graph's input: the user
+//! index, or (a history-input graph) the user and a fingerprint of the
+//! events recorded since training, so a new event is a new key and a cached
 //! row is exactly what scoring would return; masking (including movies
 //! recorded a moment ago), re-ranking and top-k still run per request.
 //!
@@ -17,7 +19,30 @@ use std::sync::{Arc, RwLock};
 /// Bytes of score rows one version may keep.
 pub const DEFAULT_BUDGET_BYTES: usize = 128 << 20;
 
-type Row = Option<(u32, Arc<[f32]>)>;
+/// Whose row: a training user's index, or the external id of a user the
+/// model does not know (scored from their events alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheKey {
+    Index(u32),
+    Id(u64),
+}
+
+impl CacheKey {
+    fn slot(self, slots: usize) -> usize {
+        match self {
+            CacheKey::Index(u) => u as usize % slots,
+            // splitmix64's finaliser spreads consecutive ids over the slots.
+            CacheKey::Id(id) => {
+                let mut z = id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                ((z ^ (z >> 31)) % slots as u64) as usize
+            }
+        }
+    }
+}
+
+type Row = Option<(CacheKey, u64, Arc<[f32]>)>;
 
 pub struct ScoreCache {
     slots: Vec<RwLock<Row>>,
@@ -38,20 +63,32 @@ impl ScoreCache {
         }
     }
 
-    /// Fills `out` with `user`'s scores: from the cache, or by `score` (then
-    /// kept). A failed `score` keeps nothing.
+    /// Fills `out` with the scores of training user index `user`: from the
+    /// cache, or by `score` (then kept). A failed `score` keeps nothing.
     pub fn scores<E>(
         &self,
         user: u32,
         out: &mut Vec<f32>,
         score: impl FnOnce(&mut Vec<f32>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.scores_for(CacheKey::Index(user), 0, out, score)
+    }
+
+    /// [`Self::scores`] for any key and input fingerprint: a row is reused
+    /// only for the same key and the same fingerprint.
+    pub fn scores_for<E>(
+        &self,
+        key: CacheKey,
+        fingerprint: u64,
+        out: &mut Vec<f32>,
+        score: impl FnOnce(&mut Vec<f32>) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.slots.is_empty() {
             return score(out);
         }
-        let slot = &self.slots[user as usize % self.slots.len()];
-        if let Some((u, row)) = &*slot.read().unwrap_or_else(|p| p.into_inner()) {
-            if *u == user {
+        let slot = &self.slots[key.slot(self.slots.len())];
+        if let Some((k, fp, row)) = &*slot.read().unwrap_or_else(|p| p.into_inner()) {
+            if *k == key && *fp == fingerprint {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 out.clear();
                 out.extend_from_slice(row);
@@ -60,7 +97,8 @@ impl ScoreCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         score(out)?;
-        *slot.write().unwrap_or_else(|p| p.into_inner()) = Some((user, out.as_slice().into()));
+        *slot.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((key, fingerprint, out.as_slice().into()));
         Ok(())
     }
 
@@ -127,6 +165,31 @@ mod tests {
         assert!(fill(&c, 1, &mut out), "1 was evicted");
         assert!(fill(&c, 2, &mut out));
         assert!(!fill(&c, 1, &mut out), "the other slot kept 1");
+    }
+
+    #[test]
+    fn a_row_is_reused_only_for_the_same_key_and_fingerprint() {
+        let c = ScoreCache::new(10, 5, 1 << 20);
+        let mut out = Vec::new();
+        let mut runs = 0;
+        let mut get = |key, fp, v: f32| {
+            c.scores_for::<()>(key, fp, &mut out, |o| {
+                runs += 1;
+                *o = vec![v; 5];
+                Ok(())
+            })
+            .unwrap();
+            out[0]
+        };
+        assert_eq!(get(CacheKey::Id(42), 7, 1.0), 1.0);
+        assert_eq!(get(CacheKey::Id(42), 7, 2.0), 1.0, "same events: cached");
+        assert_eq!(get(CacheKey::Id(42), 8, 3.0), 3.0, "a new event: rescored");
+        assert_eq!(
+            get(CacheKey::Index(42 % 10), 8, 4.0),
+            4.0,
+            "an index is not an id"
+        );
+        assert_eq!(runs, 3);
     }
 
     #[test]

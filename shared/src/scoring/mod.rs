@@ -8,6 +8,7 @@ mod serving;
 
 pub use serving::{LoadError, Ranked, ServingModel};
 
+use crate::artifact::{UserInputs, UserVector, ONNX_HISTORY_ITEMS, ONNX_HISTORY_WEIGHTS};
 use crate::artifact::{ONNX_INPUT, ONNX_OUTPUT};
 use crate::domain::eval::{ScoreError, Scorer};
 use ort::session::Session;
@@ -33,6 +34,12 @@ pub enum ScoringError {
     Run(String),
     #[error("user index {user} is outside the model (it has {users} users)")]
     UnknownUser { user: u32, users: usize },
+    #[error("this graph reads a user's movies, not a user index: load it with the user inputs")]
+    NeedsUserInputs,
+    #[error("this graph reads a user index, not a user's movies")]
+    NotHistoryInput,
+    #[error("a user history must name at least one movie, each inside the catalogue")]
+    BadHistory,
 }
 
 static RUNTIME: OnceLock<Result<(ort::environment::Environment, PathBuf), ScoringError>> =
@@ -110,6 +117,11 @@ pub struct OnnxModel {
     next: AtomicUsize,
     n_users: usize,
     n_items: usize,
+    /// Read from the graph's inputs: a user index, or a user's movies.
+    user_vector: UserVector,
+    /// A history-input graph's training inputs per user index, so
+    /// [`Self::score`] serves training users of either kind of graph.
+    inputs: Option<UserInputs>,
 }
 
 /// Sessions per model: one per available core, at most 8.
@@ -157,28 +169,105 @@ impl OnnxModel {
                     .map_err(|e| load_err(&e))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let names = |s: &Session| -> Vec<String> {
+            s.inputs().iter().map(|i| i.name().to_string()).collect()
+        };
+        let inputs = sessions
+            .first()
+            .map(|s| names(&s.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default();
+        let user_vector = if inputs == [ONNX_INPUT] {
+            UserVector::Embedding
+        } else if inputs.len() == 2
+            && inputs.iter().any(|n| n == ONNX_HISTORY_ITEMS)
+            && inputs.iter().any(|n| n == ONNX_HISTORY_WEIGHTS)
+        {
+            UserVector::History
+        } else {
+            return Err(load_err(&format!(
+                "unexpected graph inputs {inputs:?}: want [{ONNX_INPUT:?}] or [{ONNX_HISTORY_ITEMS:?}, {ONNX_HISTORY_WEIGHTS:?}]"
+            )));
+        };
         let model = OnnxModel {
             sessions,
             next: AtomicUsize::new(0),
             n_users,
             n_items,
+            user_vector,
+            inputs: None,
         };
         // Run every session once so its first real request is not the one that
         // pays ONNX Runtime's lazy allocations (and a broken graph fails at load).
-        if n_users > 0 {
-            let mut out = Vec::new();
-            for _ in 0..model.sessions.len() {
-                model.score(0, &mut out)?;
+        let mut out = Vec::new();
+        for _ in 0..model.sessions.len() {
+            match user_vector {
+                UserVector::Embedding if n_users > 0 => model.score(0, &mut out)?,
+                UserVector::Embedding => {}
+                UserVector::History if n_items > 0 => {
+                    model.score_history(&[0], &[1.0], &mut out)?
+                }
+                UserVector::History => {}
             }
         }
         Ok(model)
+    }
+
+    /// A history-input graph with its training users' inputs (one per user
+    /// index), so [`Self::score`] works for them; an index graph ignores them.
+    pub fn with_user_inputs(mut self, inputs: UserInputs) -> Self {
+        if self.user_vector == UserVector::History {
+            self.inputs = Some(inputs);
+        }
+        self
+    }
+
+    /// Loads a verified artifact's graph with whatever its kind needs.
+    pub fn load_artifact(art: &crate::ports::VerifiedArtifact) -> Result<Self, LoadError> {
+        use crate::artifact::{ArtifactError, MODEL_FILE, USER_INPUTS_FILE};
+        let m = &art.manifest;
+        let model = OnnxModel::load(&art.dir.join(MODEL_FILE), m.users.len(), m.items.len())?;
+        if model.user_vector == UserVector::Embedding {
+            return Ok(model);
+        }
+        let bytes =
+            std::fs::read(art.dir.join(USER_INPUTS_FILE)).map_err(|e| ArtifactError::Io {
+                file: USER_INPUTS_FILE.into(),
+                source: e,
+            })?;
+        let inputs = UserInputs::decode(&bytes, m.items.len())?;
+        if inputs.users() != m.users.len() {
+            return Err(ArtifactError::Invalid {
+                file: USER_INPUTS_FILE.into(),
+                reason: format!(
+                    "{} users, the manifest has {}",
+                    inputs.users(),
+                    m.users.len()
+                ),
+            }
+            .into());
+        }
+        Ok(model.with_user_inputs(inputs))
     }
 
     pub fn n_users(&self) -> usize {
         self.n_users
     }
 
-    /// Scores every item for the model user index `user` into `out`.
+    /// Whether the graph reads a user index or a user's movies.
+    pub fn user_vector(&self) -> UserVector {
+        self.user_vector
+    }
+
+    /// A history-input graph's training inputs of user index `user`.
+    pub fn user_inputs(&self, user: u32) -> (&[u32], &[f32]) {
+        self.inputs
+            .as_ref()
+            .map(|i| i.get(user))
+            .unwrap_or_default()
+    }
+
+    /// Scores every item for the model user index `user` into `out` (a
+    /// history-input graph from the user's training inputs).
     pub fn score(&self, user: u32, out: &mut Vec<f32>) -> Result<(), ScoringError> {
         if user as usize >= self.n_users {
             return Err(ScoringError::UnknownUser {
@@ -186,9 +275,56 @@ impl OnnxModel {
                 users: self.n_users,
             });
         }
+        if self.user_vector == UserVector::History {
+            let inputs = self.inputs.as_ref().ok_or(ScoringError::NeedsUserInputs)?;
+            let (items, weights) = inputs.get(user);
+            if items.is_empty() {
+                // A training user always has movies; without any the graph
+                // has nothing to read.
+                return Err(ScoringError::BadHistory);
+            }
+            let items: Vec<i64> = items.iter().map(|&i| i as i64).collect();
+            return self.score_history(&items, weights, out);
+        }
         let input = [user as i64];
         let tensor = TensorRef::from_array_view(([1usize], &input[..]))
             .map_err(|e| ScoringError::Run(e.to_string()))?;
+        self.run(ort::inputs![ONNX_INPUT => tensor], out)
+    }
+
+    /// Scores every item for a user given by their movies (model indices)
+    /// and recency weights (any positive scale); history-input graphs only.
+    pub fn score_history(
+        &self,
+        items: &[i64],
+        weights: &[f32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), ScoringError> {
+        if self.user_vector != UserVector::History {
+            return Err(ScoringError::NotHistoryInput);
+        }
+        if items.is_empty()
+            || items.len() != weights.len()
+            || items.iter().any(|&i| i < 0 || i as usize >= self.n_items)
+        {
+            return Err(ScoringError::BadHistory);
+        }
+        let n = items.len();
+        let items = TensorRef::from_array_view(([n], items))
+            .map_err(|e| ScoringError::Run(e.to_string()))?;
+        let weights = TensorRef::from_array_view(([n], weights))
+            .map_err(|e| ScoringError::Run(e.to_string()))?;
+        self.run(
+            ort::inputs![ONNX_HISTORY_ITEMS => items, ONNX_HISTORY_WEIGHTS => weights],
+            out,
+        )
+    }
+
+    fn run<'i, 'v: 'i>(
+        &self,
+        inputs: impl Into<ort::session::SessionInputs<'i, 'v>>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ScoringError> {
         // Take a free session if there is one, else wait on this caller's turn.
         let n = self.sessions.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
@@ -200,7 +336,7 @@ impl OnnxModel {
                     .unwrap_or_else(|p| p.into_inner())
             });
         let outputs = session
-            .run(ort::inputs![ONNX_INPUT => tensor])
+            .run(inputs)
             .map_err(|e| ScoringError::Run(e.to_string()))?;
         let (_, scores) = outputs[ONNX_OUTPUT]
             .try_extract_tensor::<f32>()

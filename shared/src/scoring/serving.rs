@@ -2,9 +2,9 @@
 //! session, the training histories and the id maps, all built once at load time
 //! so a request does only scoring, masking and top-k.
 
-use super::cache::{ScoreCache, DEFAULT_BUDGET_BYTES};
+use super::cache::{CacheKey, ScoreCache, DEFAULT_BUDGET_BYTES};
 use super::{OnnxModel, ScoringError};
-use crate::artifact::{ArtifactError, History, Manifest, HISTORY_FILE, MODEL_FILE};
+use crate::artifact::{ArtifactError, History, Manifest, UserVector, HISTORY_FILE};
 use crate::domain::ranking::mask_seen;
 use crate::domain::rerank::{rerank, ItemFeatures, Policy};
 use crate::ports::VerifiedArtifact;
@@ -20,13 +20,22 @@ pub enum LoadError {
     Artifact(#[from] ArtifactError),
 }
 
+/// Most events since training a history-input model folds into a user's
+/// vector, newest first: at the default half-life of 10 movies, the 257th
+/// newest weighs 0.5^25.6 of the newest, far below f32 rounding of the sum.
+pub const MAX_FOLD_IN_EVENTS: usize = 256;
+
 /// One ranked list, with the fallback used (if any).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ranked {
     /// `(item index, score)`, best first.
     pub items: Vec<(u32, f32)>,
-    /// `Some("popularity")` for users the model does not know.
+    /// `Some("popularity")` for users the model cannot score.
     pub fallback: Option<&'static str>,
+    /// Where the user's vector came from: `embedding` (a training user's
+    /// row), `history` (folded in from their movies at request time), or
+    /// `None` with the popularity fallback.
+    pub user_vector: Option<&'static str>,
 }
 
 /// An immutable, shareable handle to one model version.
@@ -57,7 +66,7 @@ impl ServingModel {
             source: e,
         })?;
         let history = History::decode(&bytes)?;
-        let onnx = OnnxModel::load(&art.dir.join(MODEL_FILE), m.users.len(), m.items.len())?;
+        let onnx = OnnxModel::load_artifact(art)?;
         let popularity: Vec<u32> = m.items.iter().map(|i| i.popularity).collect();
         Ok(ServingModel {
             user_index: m
@@ -119,21 +128,31 @@ impl ServingModel {
             .iter()
             .filter_map(|m| self.item_index(*m))
             .collect();
-        let (mut scores, history, fallback): (Vec<f32>, Vec<u32>, _) =
-            match self.user_index.get(&user_id) {
-                Some(&u) => {
-                    let mut scores = Vec::with_capacity(self.popularity.len());
-                    self.cache
-                        .scores(u, &mut scores, |out| self.onnx.score(u, out))?;
-                    let history = self.history.items(u).iter().copied().chain(extra).collect();
-                    (scores, history, None)
-                }
-                None => {
-                    let max = self.max_popularity as f32;
-                    let scores = self.popularity.iter().map(|&p| p as f32 / max).collect();
-                    (scores, extra, Some("popularity"))
-                }
-            };
+        let known = self.user_index.get(&user_id).copied();
+        let mut scores = Vec::with_capacity(self.popularity.len());
+        let user_vector = match (self.onnx.user_vector(), known) {
+            (UserVector::Embedding, Some(u)) => {
+                self.cache
+                    .scores(u, &mut scores, |out| self.onnx.score(u, out))?;
+                Some(UserVector::Embedding)
+            }
+            (UserVector::History, _) => self
+                .fold_in(user_id, known, &extra, &mut scores)?
+                .then_some(UserVector::History),
+            (UserVector::Embedding, None) => None,
+        };
+        let mut history: Vec<u32> = known
+            .map(|u| self.history.items(u).to_vec())
+            .unwrap_or_default();
+        history.extend(&extra);
+        let fallback = if user_vector.is_none() {
+            let max = self.max_popularity as f32;
+            scores.clear();
+            scores.extend(self.popularity.iter().map(|&p| p as f32 / max));
+            Some("popularity")
+        } else {
+            None
+        };
         mask_seen(&mut scores, history.iter().copied());
         let exposure: Vec<u64> = if matches!(policy, Policy::Explore { .. }) {
             self.exposure
@@ -147,7 +166,68 @@ impl ServingModel {
         for (i, _) in &items {
             self.exposure[*i as usize].fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Ranked { items, fallback })
+        Ok(Ranked {
+            items,
+            fallback,
+            user_vector: user_vector.map(UserVector::as_str),
+        })
+    }
+
+    /// Scores a history-input graph for `user_id` into `out`: their training
+    /// inputs (if `known`) plus the movies recorded since (`events`, model
+    /// indices, newest first), each new movie weighted 0.5^(j / half-life)
+    /// for the j newer ones, and the training weights scaled down by the
+    /// new movies' count: the trainer's recency rule extended past training.
+    /// Cached per user and events. `false` when there is nothing to read.
+    fn fold_in(
+        &self,
+        user_id: u64,
+        known: Option<u32>,
+        events: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<bool, ScoringError> {
+        let (trained, weights) = known.map(|u| self.onnx.user_inputs(u)).unwrap_or_default();
+        // Movies already in the training input keep their trained weight
+        // (a lake-trained model has read them already).
+        let mut new: Vec<u32> = Vec::new();
+        for &i in events {
+            if new.len() == MAX_FOLD_IN_EVENTS {
+                break;
+            }
+            if trained.binary_search(&i).is_err() && !new.contains(&i) {
+                new.push(i);
+            }
+        }
+        if trained.is_empty() && new.is_empty() {
+            return Ok(false);
+        }
+        let key = known.map_or(CacheKey::Id(user_id), CacheKey::Index);
+        if new.is_empty() {
+            let u = known.expect("trained inputs belong to a training user");
+            self.cache
+                .scores_for(key, 0, out, |o| self.onnx.score(u, o))?;
+            return Ok(true);
+        }
+        let fingerprint = fingerprint(&new);
+        self.cache.scores_for(key, fingerprint, out, |o| {
+            let half = self.manifest.hyperparameters.history_half_life;
+            let decay = |k: usize| {
+                if half > 0.0 {
+                    0.5f64.powf(k as f64 / half) as f32
+                } else {
+                    1.0
+                }
+            };
+            let scale = decay(new.len());
+            let items: Vec<i64> = trained.iter().chain(&new).map(|&i| i as i64).collect();
+            let w: Vec<f32> = weights
+                .iter()
+                .map(|w| w * scale)
+                .chain((0..new.len()).map(decay))
+                .collect();
+            self.onnx.score_history(&items, &w, o)
+        })?;
+        Ok(true)
     }
 
     /// The score cache's `(hits, misses)` and how many users it holds at once.
@@ -156,8 +236,24 @@ impl ServingModel {
         (h, m, self.cache.capacity())
     }
 
+    /// Whether the graph reads a user index or the user's movies.
+    pub fn user_vector(&self) -> UserVector {
+        self.onnx.user_vector()
+    }
+
     /// The policies' view of the catalogue.
     pub fn features(&self) -> &ItemFeatures {
         &self.features
     }
+}
+
+/// A 64-bit FNV-1a hash of the new movies (never 0, the no-events key).
+fn fingerprint(items: &[u32]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in items {
+        for b in i.to_le_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h.max(1)
 }

@@ -415,6 +415,7 @@ impl Loop {
                 version: Some(version.to_string()),
                 force: true,
                 progress: false,
+                defaults: None,
             },
         )?;
         Ok(out.manifest)
