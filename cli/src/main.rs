@@ -351,6 +351,20 @@ struct SyntheticArgs {
     /// Synthetic data: generator seed.
     #[arg(long, default_value_t = SyntheticConfig::default().seed)]
     synthetic_seed: u64,
+    /// Synthetic data: weight of personal taste in each user's choices.
+    #[arg(long, default_value_t = SyntheticConfig::default().taste_beta, value_parser = weight_0_to_20)]
+    synthetic_taste_beta: f64,
+    /// Synthetic data: exponent on a movie's popularity in each user's choices.
+    #[arg(long, default_value_t = SyntheticConfig::default().popularity_alpha, value_parser = weight_0_to_20)]
+    synthetic_popularity_alpha: f64,
+}
+
+/// A finite weight in [0, 20] (the choice model's exp() stays finite in f32).
+fn weight_0_to_20(s: &str) -> Result<f64> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=20.0).contains(&x) => Ok(x),
+        _ => bail!("expected a number from 0 to 20, got {s:?}"),
+    }
 }
 
 impl SyntheticArgs {
@@ -359,6 +373,8 @@ impl SyntheticArgs {
             users: self.synthetic_users,
             items: self.synthetic_items,
             seed: self.synthetic_seed,
+            taste_beta: self.synthetic_taste_beta,
+            popularity_alpha: self.synthetic_popularity_alpha,
             ..Default::default()
         }
     }

@@ -255,6 +255,63 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
         "{code} {text}"
     );
     assert!(text.contains("Scheduled Event"), "{text}");
+
+    // Fold-in on the Lambda path: the default (history-input) model reads a
+    // user's DynamoDB history. A user the model never saw, with one watch
+    // posted through ingest, gets a personal list; one without events gets
+    // the popularity fallback.
+    let (code, body) = api_response(&stack.invoke("recommend", "recommend.json"));
+    assert_eq!(code, 200);
+    assert_eq!(body["provenance"]["user_vector"], "history", "{body}");
+    let with_body = |file: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut e: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(common::repo_root().join("events").join(file)).unwrap(),
+        )
+        .unwrap();
+        f(&mut e);
+        e
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let post = with_body("events.json", &|e| {
+        e["body"] = json!(
+            json!([{"type": "watch", "user_id": 9001, "movie_id": 50, "ts": now_ms}]).to_string()
+        );
+    });
+    let (code, out) = stack.invoke_raw("ingest", &serde_json::to_vec(&post).unwrap());
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (code, api_response(&out).1["accepted"].as_u64()),
+        (200, Some(1)),
+        "{out}"
+    );
+    let recommend = |user: u64| {
+        let e = with_body("recommend.json", &|e| {
+            e["path"] = json!(format!("/recommend/{user}"));
+            e["pathParameters"] = json!({"user_id": user.to_string()});
+            e["requestContext"]["requestId"] = json!(format!("fold-in-{user}"));
+            e["headers"]
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| !k.eq_ignore_ascii_case("x-request-id"));
+            e["multiValueHeaders"]
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| !k.eq_ignore_ascii_case("x-request-id"));
+        });
+        let (code, out) = stack.invoke_raw("recommend", &serde_json::to_vec(&e).unwrap());
+        let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(code, 200, "{out}");
+        api_response(&out).1
+    };
+    let new_user = recommend(9001);
+    let p = &new_user["provenance"];
+    assert!(p["fallback"].is_null(), "{new_user}");
+    assert_eq!(p["user_vector"], "history", "{new_user}");
+    assert!(!new_user["items"].as_array().unwrap().contains(&json!(50)));
+    let nobody = recommend(9002);
+    assert!(!nobody["provenance"]["fallback"].is_null(), "{nobody}");
+    assert!(nobody["provenance"]["user_vector"].is_null(), "{nobody}");
+
     // No function wrote in its (read-only) working directory.
     stack.assert_working_directories_untouched();
 }

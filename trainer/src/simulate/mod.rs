@@ -118,6 +118,11 @@ impl Default for SimConfig {
                 items: 800,
                 mean_interactions: 40.0,
                 cold_start_users: 10,
+                // The world docs/closed-loop.md measured: milder tastes than
+                // the training default, so popularity feedback has room to
+                // act (kept when that default grew stronger tastes).
+                popularity_alpha: 0.9,
+                taste_beta: 2.5,
                 seed: 7,
                 ..SyntheticConfig::default()
             },

@@ -7,6 +7,11 @@ fn world() -> World {
         items: 150,
         mean_interactions: 20.0,
         cold_start_users: 5,
+        // Mild tastes, pinned: with the default's strong ones a user's
+        // best few movies are also their likely finds elsewhere, and the
+        // counts below would measure the overlap.
+        popularity_alpha: 0.9,
+        taste_beta: 2.5,
         seed: 3,
         ..SyntheticConfig::default()
     })
