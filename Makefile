@@ -98,9 +98,10 @@ bench-lambda: setup test-tools
 	cargo bench -p movie-recs-e2e --bench lambda_invoke
 	cargo bench -p movie-recs-e2e --bench ingest_lambda
 
-## package: Lambda zips (cargo lambda build, arm64 and x86_64) and the ONNX Runtime layer; prints sizes
+## package: Lambda zips (cargo lambda build, arm64 and x86_64) and the ONNX Runtime layer; prints sizes;
+## then `sam build` for the template's architecture (no Docker: the rust-cargolambda method; ~1 hour on 2 cores)
 package: test-tools
-	infra/package.sh
+	infra/package.sh --sam
 
 ## loadtest: movie-recs serve and the FastAPI + onnxruntime peer on the same artifact, side by side:
 ## cold start, wrk at 64 and 1 connections, one table (needs wrk; installs the peer into .tools/peer-venv)
