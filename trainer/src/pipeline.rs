@@ -225,12 +225,12 @@ pub fn train_and_publish(
         (export_onnx(&trained.weights, &meta), None)
     };
     let history = encode_history(&ds.user_histories());
+    let inputs_bytes = inputs.as_ref().map(UserInputs::encode);
     let mut scorer = OnnxModel::from_bytes(&onnx, nu, ni)?;
-    if let Some(i) = &inputs {
-        scorer = scorer.with_user_inputs(i.clone());
+    if let Some(i) = inputs {
+        scorer = scorer.with_user_inputs(i);
     }
     let test = evaluate(&scorer, &sp.test, &sp.train, nu)?;
-    let inputs_bytes = inputs.as_ref().map(UserInputs::encode);
 
     let pop_all = ds.item_popularity();
     let manifest = Manifest {
@@ -300,18 +300,9 @@ pub fn train_and_publish(
         },
         onnx: OnnxInfo {
             opset: OPSET,
-            input: if fold_in {
-                ONNX_HISTORY_ITEMS
-            } else {
-                ONNX_INPUT
-            }
-            .into(),
+            input: scorer.input_name().into(),
             output: ONNX_OUTPUT.into(),
-            user_vector: if fold_in {
-                UserVector::History
-            } else {
-                UserVector::Embedding
-            },
+            user_vector: scorer.user_vector(),
         },
         defaults: opts.defaults.clone(),
     };

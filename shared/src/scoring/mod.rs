@@ -258,6 +258,14 @@ impl OnnxModel {
         self.user_vector
     }
 
+    /// The graph's first input, as the manifest's `onnx.input` names it.
+    pub fn input_name(&self) -> &'static str {
+        match self.user_vector {
+            UserVector::Embedding => ONNX_INPUT,
+            UserVector::History => ONNX_HISTORY_ITEMS,
+        }
+    }
+
     /// A history-input graph's training inputs of user index `user`.
     pub fn user_inputs(&self, user: u32) -> (&[u32], &[f32]) {
         self.inputs
