@@ -38,6 +38,7 @@ fn publish(reg: &FolderRegistry) {
         })
         .collect();
     let history = encode_history(&hist);
+    let neighbours = trainer::similar::model_neighbours(&w).encode();
     let m = Manifest {
         format: MANIFEST_FORMAT,
         name: "neumf".into(),
@@ -58,6 +59,7 @@ fn publish(reg: &FolderRegistry) {
         files: [
             (MODEL_FILE.to_string(), file_entry(&onnx)),
             (HISTORY_FILE.to_string(), file_entry(&history)),
+            (NEIGHBOURS_FILE.to_string(), file_entry(&neighbours)),
         ]
         .into(),
         users: (1..=USERS as u64).collect(),
@@ -65,8 +67,8 @@ fn publish(reg: &FolderRegistry) {
             .map(|i| ItemEntry {
                 movie_id: i as u64 + 1,
                 title: format!("Movie {i}"),
-                genres: vec!["Drama".into()],
-                year: None,
+                genres: vec![["Drama", "Comedy", "Action", "Horror"][i % 4].into()],
+                year: Some(1930 + (i % 90) as u16),
                 popularity: (ITEMS - i) as u32,
             })
             .collect(),
@@ -110,10 +112,17 @@ fn publish(reg: &FolderRegistry) {
                 name: HISTORY_FILE,
                 bytes: &history,
             },
+            ArtifactFile {
+                name: NEIGHBOURS_FILE,
+                bytes: &neighbours,
+            },
         ],
     )
     .unwrap();
 }
+
+/// A route's request for user (or movie) `u`.
+type Uri = fn(u64) -> String;
 
 fn pct(mut t: Vec<f64>) -> (f64, f64) {
     t.sort_by(f64::total_cmp);
@@ -125,11 +134,13 @@ fn bench(c: &mut Criterion) {
     let reg = Arc::new(FolderRegistry::new(dir.path()));
     publish(&reg);
     let db = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).unwrap());
-    let st = Arc::new(AppState::new(
-        None,
-        db.clone(),
-        db.clone(),
-        db,
+    let st = Arc::new(AppState::with_stores(
+        shared::http::ApiStores {
+            traces: Some(db.clone()),
+            history: Some(db.clone()),
+            rollout: Some(db.clone()),
+            trending: Some(db.clone()),
+        },
         ApiConfig::default(),
     ));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -139,21 +150,33 @@ fn bench(c: &mut Criterion) {
     rt.block_on(sync_model(&st, reg.clone())).unwrap();
     let model = st.current_model().unwrap();
     let app = router(st.clone());
-    let call = |u: u64| {
+    // A day of trending counts: every movie in some of the last 24 hours.
+    let now_h = chrono::Utc::now().timestamp() / 3600;
+    let counts: Vec<(i64, u64, u32)> = (0..ITEMS as u64)
+        .flat_map(|m| {
+            (0..24)
+                .filter(move |h| (m + h) % 5 == 0)
+                .map(move |h| (now_h - h as i64, m + 1, 1 + (m % 7) as u32))
+        })
+        .collect();
+    rt.block_on(shared::ports::TrendingStore::add(
+        db.as_ref(),
+        &counts,
+        i64::MAX / 2,
+    ))
+    .unwrap();
+    let get = |uri: String| {
         let app = app.clone();
         async move {
             let resp = app
-                .oneshot(
-                    Request::get(format!("/recommend/{u}?k=20"))
-                        .body(Body::empty())
-                        .unwrap(),
-                )
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
                 .await
                 .unwrap();
             assert!(resp.status().is_success());
             resp.into_body().collect().await.unwrap().to_bytes().len()
         }
     };
+    let call = |u: u64| get(format!("/recommend/{u}?k=20"));
     // Warm up, then percentiles.
     for u in 1..=200 {
         rt.block_on(call(u));
@@ -177,7 +200,44 @@ fn bench(c: &mut Criterion) {
     let (p50, p99) = pct(t);
     eprintln!("GET /recommend   (3,706 items): p50 {p50:.3} ms, p99 {p99:.3} ms over 5,000 requests (router, JSON, trace hand-off)");
 
+    // The catalogue routes, each next to /recommend (same router, warm).
+    let routes: [(&str, Uri); 6] = [
+        ("recommend_filtered", |u| {
+            format!("/recommend/{u}?k=20&genre=Comedy,Drama&year_from=1960")
+        }),
+        ("similar", |u| {
+            format!("/similar/{}?k=10", 1 + u % ITEMS as u64)
+        }),
+        ("similar_for_user", |u| {
+            format!("/similar/{}?k=10&user_id={u}", 1 + u % ITEMS as u64)
+        }),
+        ("popular", |_| "/popular?k=20".to_string()),
+        ("popular_filtered", |_| {
+            "/popular?k=20&genre=Horror&year_to=1980".to_string()
+        }),
+        ("trending", |_| "/trending?k=20&hours=24".to_string()),
+    ];
+    for (name, uri) in routes {
+        let t: Vec<f64> = (0..5000u64)
+            .map(|i| {
+                let s = Instant::now();
+                rt.block_on(get(uri(1 + i % USERS as u64)));
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (p50, p99) = pct(t);
+        eprintln!("GET {name:<19}: p50 {p50:.3} ms, p99 {p99:.3} ms over 5,000 requests");
+    }
+
     let mut u = 0u64;
+    for (name, uri) in routes {
+        c.bench_function(&format!("router_{name}_3706"), |b| {
+            b.iter(|| {
+                u = u % USERS as u64 + 1;
+                rt.block_on(get(uri(u)))
+            })
+        });
+    }
     c.bench_function("model_recommend_3706", |b| {
         b.iter(|| {
             u = u % USERS as u64 + 1;

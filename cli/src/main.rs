@@ -135,6 +135,8 @@ struct ProvisionArgs {
     history_table: String,
     #[arg(long, default_value = "movie-recs-ingest")]
     ingest_table: String,
+    #[arg(long, default_value = "movie-recs-trending")]
+    trending_table: String,
 }
 
 #[derive(Args)]
@@ -326,6 +328,10 @@ struct EvalArgs {
     /// data-chosen defaults; a history-input model).
     #[arg(long, conflicts_with = "model")]
     fold_in_users: Option<f64>,
+    /// With --model: the quality of the version's `/similar` neighbour lists
+    /// (genre agreement, next-watch hit rate) next to item co-occurrence.
+    #[arg(long, requires = "model")]
+    similar: bool,
     /// Seed of the training runs (--fold-in-users).
     #[arg(long, default_value_t = HyperParams::default().seed)]
     seed: u64,
@@ -604,6 +610,10 @@ fn eval(a: EvalArgs) -> Result<()> {
             );
             let r = trainer::fold_in::new_users(&ds, &hp, fraction, a.seed, !a.quiet)?;
             serde_json::to_value(r)?
+        }
+        (Some(model), None) if a.similar => {
+            let (reg, version) = split_model(model)?;
+            trainer::similar::report(reg.as_ref(), &version, &ds)?
         }
         (Some(model), None) => {
             let (reg, version) = split_model(model)?;
@@ -996,6 +1006,7 @@ fn provision(a: ProvisionArgs) -> Result<()> {
         rollout_table: a.rollout_table,
         history_table: a.history_table,
         ingest_table: a.ingest_table,
+        trending_table: a.trending_table,
     };
     let n = names.clone();
     aws::block_on(async move {

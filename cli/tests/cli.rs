@@ -93,8 +93,8 @@ fn train_prints_version_last_and_eval_prints_json() {
         .args(["registry", "verify", "--registry"])
         .arg(reg.path())
         .arg(&version));
-    // model, training history and the fold-in inputs.
-    assert!(stdout.contains("3 files verified"), "{stdout}");
+    // model, training history, the fold-in inputs and the neighbour lists.
+    assert!(stdout.contains("4 files verified"), "{stdout}");
 }
 
 #[test]

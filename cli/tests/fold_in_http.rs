@@ -3,67 +3,24 @@
 //! (not only by removing the movie), a user the model never saw is served
 //! from their first event, and only a user with no events gets popularity.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::model::{history_model, HistoryModel};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use shared::adapters::local::{FolderLake, FolderRegistry, SqliteStore};
-use shared::artifact::{HyperParams, Loss, UserInput, UserVector};
-use shared::data::synthetic::{generate, SyntheticConfig};
+use shared::adapters::local::{FolderLake, SqliteStore};
 use shared::http::{router, sync_model, ApiConfig, AppState, SyncOutcome};
 use shared::ingest::Ingestor;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
-use trainer::pipeline::{train_and_publish, TrainOptions};
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    reg: Arc<FolderRegistry>,
-    ds: shared::domain::Dataset,
-}
 
 /// One history-input model, trained once for all tests.
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = Arc::new(FolderRegistry::new(dir.path().join("registry")));
-        let ds = generate(&SyntheticConfig {
-            users: 300,
-            items: 200,
-            cold_start_users: 3,
-            ..Default::default()
-        })
-        .dataset;
-        let hp = HyperParams {
-            factors: 8,
-            layers: vec![16, 8],
-            epochs: 4,
-            batch_size: 32,
-            learning_rate: 0.01,
-            loss: Loss::Squared,
-            positive_weight: 3.0,
-            user_input: UserInput::History,
-            history_half_life: 10.0,
-            input_dropout: 0.5,
-            ..Default::default()
-        };
-        let out = train_and_publish(
-            reg.as_ref(),
-            &ds,
-            &TrainOptions {
-                hp,
-                version: Some("h".into()),
-                force: true,
-                progress: false,
-                defaults: None,
-            },
-        )
-        .unwrap();
-        assert_eq!(out.manifest.onnx.user_vector, UserVector::History);
-        Fixture { _dir: dir, reg, ds }
-    })
+fn fixture() -> &'static HistoryModel {
+    static F: OnceLock<HistoryModel> = OnceLock::new();
+    F.get_or_init(|| history_model("h"))
 }
 
 async fn state(lake: &std::path::Path) -> Arc<AppState> {

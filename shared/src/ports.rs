@@ -141,6 +141,18 @@ pub trait UserHistory: Send + Sync {
     }
 }
 
+/// Watch and rate counts per movie per hour (UTC epoch hours): ingest adds
+/// to them, `GET /trending` sums a window of them.
+#[async_trait::async_trait]
+pub trait TrendingStore: Send + Sync {
+    /// Adds each `(hour, movie_id, count)`; the rows may be dropped after
+    /// `expires_at` (epoch seconds).
+    async fn add(&self, counts: &[(i64, u64, u32)], expires_at: i64) -> Result<(), StoreError>;
+    /// Every movie's count summed over the hours `from_hour..=to_hour`
+    /// (movies with none left out).
+    async fn window(&self, from_hour: i64, to_hour: i64) -> Result<Vec<(u64, u64)>, StoreError>;
+}
+
 /// The stored rollout state. `revision` counts writes and guards them: a
 /// write names the revision it read and loses if another write came first.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -15,7 +15,8 @@ use crate::canary::job::ExperimentJob;
 use crate::config::{ConfigError, Role, Settings, Store};
 use crate::ingest::{Ingestor, MetricsSink};
 use crate::ports::{
-    EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore, TraceStore, UserHistory,
+    EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore, TraceStore, TrendingStore,
+    UserHistory,
 };
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub struct Stores {
     history: Option<Arc<dyn UserHistory>>,
     rollout: Option<Arc<dyn RolloutStore>>,
     ingest_state: Option<Arc<dyn IngestState>>,
+    trending: Option<Arc<dyn TrendingStore>>,
     lake: Option<Arc<dyn EventLake>>,
     reports: Option<Arc<dyn EventLake>>,
     metrics: Option<Arc<dyn MetricsPublisher>>,
@@ -46,6 +48,7 @@ fn value(s: &Settings, store: Store) -> Option<&str> {
         Store::History => s.history_table.as_deref(),
         Store::Rollout => s.rollout_table.as_deref(),
         Store::IngestState => s.ingest_table.as_deref(),
+        Store::Trending => s.trending_table.as_deref(),
     }
 }
 
@@ -118,6 +121,7 @@ impl Stores {
             Store::History,
             Store::Rollout,
             Store::IngestState,
+            Store::Trending,
         ];
         let local_tables = table_stores
             .iter()
@@ -187,6 +191,13 @@ impl Stores {
                 None => local(),
             }),
         };
+        let trending: Option<Arc<dyn TrendingStore>> = match wanted(Store::Trending) {
+            false => None,
+            true => Some(match table(Store::Trending) {
+                Some((t, c)) => Arc::new(aws::trending::DynamoTrending::new(c, &t)),
+                None => local(),
+            }),
+        };
         let lake = match wanted(Store::Lake) {
             false => None,
             true => Some(objects("MOVIE_RECS_LAKE", &s.lake)?),
@@ -212,6 +223,7 @@ impl Stores {
             history,
             rollout,
             ingest_state,
+            trending,
             lake,
             reports,
             metrics,
@@ -241,6 +253,9 @@ impl Stores {
     pub fn ingest_state(&self) -> Result<Arc<dyn IngestState>, ConfigError> {
         self.get(Store::IngestState, &self.ingest_state)
     }
+    pub fn trending(&self) -> Result<Arc<dyn TrendingStore>, ConfigError> {
+        self.get(Store::Trending, &self.trending)
+    }
     pub fn lake(&self) -> Result<Arc<dyn EventLake>, ConfigError> {
         self.get(Store::Lake, &self.lake)
     }
@@ -257,6 +272,7 @@ impl Stores {
             traces: self.traces.clone(),
             history: self.history.clone(),
             rollout: self.rollout.clone(),
+            trending: self.trending.clone(),
         }
     }
 
@@ -302,6 +318,7 @@ impl Stores {
         };
         Ok(
             Ingestor::new(self.lake()?, self.ingest_state()?, self.history()?)
+                .with_trending(self.trending()?)
                 .with_config(s.ingest_config())
                 .with_metrics(metrics),
         )
@@ -376,6 +393,7 @@ mod tests {
             ("MOVIE_RECS_LAKE", dir.path().join("lake").to_str().unwrap()),
             ("MOVIE_RECS_INGEST_TABLE", "ingest"),
             ("MOVIE_RECS_HISTORY_TABLE", "history"),
+            ("MOVIE_RECS_TRENDING_TABLE", "trending"),
         ]);
         std::fs::remove_file(&db).unwrap();
         let st = Stores::build(Role::Ingest, &s).await.unwrap();
@@ -391,6 +409,7 @@ mod tests {
             ("MOVIE_RECS_TRACES_TABLE", "t"),
             ("MOVIE_RECS_HISTORY_TABLE", "h"),
             ("MOVIE_RECS_ROLLOUT_TABLE", "r"),
+            ("MOVIE_RECS_TRENDING_TABLE", "tr"),
         ];
         let with = |extra: &[(&str, &str)]| {
             let mut v: Vec<(&str, &str)> = lambda.to_vec();

@@ -214,6 +214,38 @@ async fn dynamo_user_history_collects_recent_movies() {
 }
 
 #[tokio::test]
+async fn dynamo_trending_adds_counts_atomically_and_sums_a_window_of_hours() {
+    use shared::adapters::aws::trending::DynamoTrending;
+    use shared::ports::TrendingStore;
+    let (cfg, n) = setup("tr");
+    let t = std::sync::Arc::new(DynamoTrending::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        &n.trending_table,
+    ));
+    assert!(t.window(0, 30).await.unwrap().is_empty());
+    // Two writers adding to the same cells at once lose nothing (ADD).
+    let many: Vec<(i64, u64, u32)> = (0..40).map(|m| (10, m, 1)).collect();
+    let (a, b) = (t.clone(), t.clone());
+    let (m1, m2) = (many.clone(), many.clone());
+    let (r1, r2) = tokio::join!(async move { a.add(&m1, 9_999_999_999).await }, async move {
+        b.add(&m2, 9_999_999_999).await
+    });
+    r1.unwrap();
+    r2.unwrap();
+    t.add(&[(11, 3, 5), (12, 3, 1), (30, 3, 7)], 9_999_999_999)
+        .await
+        .unwrap();
+    let w = t.window(10, 12).await.unwrap();
+    assert_eq!(w.len(), 40);
+    assert!(
+        w.iter().all(|&(m, c)| c == if m == 3 { 8 } else { 2 }),
+        "{w:?}"
+    );
+    assert_eq!(t.window(11, 11).await.unwrap(), vec![(3, 5)]);
+    assert_eq!(t.window(31, 40).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
 async fn s3_lake_writes_objects_under_its_prefix() {
     let (cfg, n) = setup("lk");
     let lake = S3Lake::new(s3_client(&cfg), &n.bucket, "lake");

@@ -312,6 +312,32 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
     assert!(!nobody["provenance"]["fallback"].is_null(), "{nobody}");
     assert!(nobody["provenance"]["user_vector"].is_null(), "{nobody}");
 
+    // The catalogue routes of the recommend function: trending counts the
+    // watch ingest just wrote to DynamoDB; similar and popular answer from
+    // the artifact (neighbours.bin, training popularity) with filters.
+    let (code, t) = api_response(&stack.invoke("recommend", "trending.json"));
+    assert_eq!(code, 200, "{t}");
+    let counted = t["recommendations"].as_array().unwrap();
+    assert!(
+        counted
+            .iter()
+            .any(|r| r["movie_id"] == 50 && r["count"].as_u64() >= Some(1)),
+        "{t}"
+    );
+    let (code, sim) = api_response(&stack.invoke("recommend", "similar.json"));
+    assert_eq!(code, 200, "{sim}");
+    let items = sim["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5, "{sim}");
+    assert!(!items.contains(&json!(50)));
+    assert_eq!(sim["provenance"]["order"], "user_score");
+    let (code, pop) = api_response(&stack.invoke("recommend", "popular.json"));
+    assert_eq!(code, 200, "{pop}");
+    let recs = pop["recommendations"].as_array().unwrap();
+    assert_eq!(recs.len(), 5);
+    assert!(recs
+        .iter()
+        .all(|r| r["genres"].as_array().unwrap().contains(&json!("Comedy"))));
+
     // No function wrote in its (read-only) working directory.
     stack.assert_working_directories_untouched();
 }

@@ -322,8 +322,8 @@ fn alarms_notify_and_every_function_is_watched_retained_and_bounded() {
 }
 
 /// No anonymous route writes data or reads a person's data: every POST and
-/// every route but `/healthz` takes IAM or an API key; `/recommend` takes
-/// an API key under a usage plan with a throttle and a quota; the WAF is an
+/// every route but `/healthz` takes IAM or an API key; the list routes
+/// (`/recommend`, `/similar`, `/popular`, `/trending`) take an API key under a usage plan with a throttle and a quota; the WAF is an
 /// option, off by default.
 #[test]
 fn no_anonymous_route_writes_data_or_reads_a_persons_data() {
@@ -343,14 +343,22 @@ fn no_anonymous_route_writes_data_or_reads_a_persons_data() {
             routes.push((method.clone(), path.clone()));
             match path.as_str() {
                 "/healthz" => assert!(!iam && !key, "/healthz stays public"),
-                "/recommend/{user_id}" => {
+                // The list routes of client apps: an API key under the plan.
+                "/recommend/{user_id}" | "/similar/{movie_id}" | "/popular" | "/trending" => {
                     assert!(key || iam, "{name:?}: {method} {path} is anonymous")
                 }
                 _ => assert!(iam, "{name:?}: {method} {path} does not take IAM"),
             }
         }
     }
-    for want in [("POST", "/events"), ("GET", "/health"), ("GET", "/healthz")] {
+    for want in [
+        ("POST", "/events"),
+        ("GET", "/health"),
+        ("GET", "/healthz"),
+        ("GET", "/similar/{movie_id}"),
+        ("GET", "/popular"),
+        ("GET", "/trending"),
+    ] {
         assert!(
             routes.iter().any(|(m, p)| m == want.0 && p == want.1),
             "{want:?} is not routed"

@@ -8,6 +8,7 @@ pub mod fold_in;
 pub mod model;
 mod onnx_proto;
 pub mod pipeline;
+pub mod similar;
 pub mod simulate;
 pub mod tower;
 pub mod tradeoff;

@@ -225,6 +225,7 @@ pub fn train_and_publish(
         (export_onnx(&trained.weights, &meta), None)
     };
     let history = encode_history(&ds.user_histories());
+    let neighbours = crate::similar::model_neighbours(&trained.weights).encode();
     let inputs_bytes = inputs.as_ref().map(UserInputs::encode);
     let mut scorer = OnnxModel::from_bytes(&onnx, nu, ni)?;
     if let Some(i) = inputs {
@@ -256,6 +257,7 @@ pub fn train_and_publish(
         files: [
             (MODEL_FILE.to_string(), file_entry(&onnx)),
             (HISTORY_FILE.to_string(), file_entry(&history)),
+            (NEIGHBOURS_FILE.to_string(), file_entry(&neighbours)),
         ]
         .into_iter()
         .chain(
@@ -314,6 +316,10 @@ pub fn train_and_publish(
         ArtifactFile {
             name: HISTORY_FILE,
             bytes: &history,
+        },
+        ArtifactFile {
+            name: NEIGHBOURS_FILE,
+            bytes: &neighbours,
         },
     ];
     if let Some(b) = &inputs_bytes {

@@ -3,6 +3,7 @@
 
 use shared::adapters::local::FolderRegistry;
 use shared::artifact::{History, HyperParams, Loss, UserInput, HISTORY_FILE, MODEL_FILE};
+use shared::artifact::{Neighbours, NEIGHBOURS_FILE, NEIGHBOURS_PER_ITEM};
 use shared::data::synthetic::{generate, SyntheticConfig};
 use shared::domain::eval::EvalReport;
 use shared::domain::eval::LooMetrics;
@@ -105,7 +106,19 @@ fn short_training_beats_popularity_and_publishes_a_verifiable_version() {
     assert!(m.metrics.validation.hr10 > m.metrics.validation.popularity.hr10);
     assert_eq!(m.metrics.validation.protocol, "ncf");
     assert!(m.metrics.test.as_ref().unwrap()["hr@10"].as_f64().unwrap() > 0.0);
-    assert_eq!(m.files.len(), 2);
+    assert_eq!(m.files.len(), 3, "{:?}", m.files.keys());
+    // The neighbour lists cover the catalogue, never naming a movie itself.
+    let nb = Neighbours::decode(
+        &std::fs::read(reg_dir.path().join("t1").join(NEIGHBOURS_FILE)).unwrap(),
+        300,
+    )
+    .unwrap();
+    assert_eq!(nb.len(), 300);
+    assert!(
+        (0..300u32)
+            .all(|i| nb.of(i).count() == NEIGHBOURS_PER_ITEM.min(299)
+                && nb.of(i).all(|(j, _)| j != i))
+    );
     // The history sidecar holds every user's training items.
     let h = History::decode(&std::fs::read(reg_dir.path().join("t1").join(HISTORY_FILE)).unwrap())
         .unwrap();

@@ -1,6 +1,6 @@
 //! What the tests that run the real `movie-recs serve` share: a trained data
 //! dir, the server (stopped with SIGTERM when dropped) and raw HTTP/1.1.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use serde_json::{json, Value};
 pub use std::io::{Read, Write};
@@ -8,6 +8,8 @@ pub use std::net::TcpStream;
 pub use std::path::Path;
 use std::process::{Child, Command, Stdio};
 pub use std::time::{Duration, Instant};
+
+pub mod model;
 
 pub const TOKEN: &str = "t0ken";
 

@@ -25,6 +25,7 @@ pub struct Settings {
     pub rollout_table: Option<String>,
     pub history_table: Option<String>,
     pub ingest_table: Option<String>,
+    pub trending_table: Option<String>,
     pub lake: String,
     pub metrics: String,
     pub reports: String,
@@ -182,6 +183,7 @@ impl Settings {
             rollout_table: var("MOVIE_RECS_ROLLOUT_TABLE"),
             history_table: var("MOVIE_RECS_HISTORY_TABLE"),
             ingest_table: var("MOVIE_RECS_INGEST_TABLE"),
+            trending_table: var("MOVIE_RECS_TRENDING_TABLE"),
             lake: var("MOVIE_RECS_LAKE").unwrap_or_else(|| ".movie-recs/lake".into()),
             metrics: var("MOVIE_RECS_METRICS")
                 .unwrap_or_else(|| ".movie-recs/metrics.jsonl".into()),
@@ -225,6 +227,7 @@ impl Settings {
             || self.rollout_table.is_some()
             || self.history_table.is_some()
             || self.ingest_table.is_some()
+            || self.trending_table.is_some()
     }
 
     /// The ingest settings these imply.

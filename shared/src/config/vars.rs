@@ -47,10 +47,10 @@ impl Role {
     pub fn stores(self) -> &'static [Store] {
         use Store::*;
         match self {
-            Role::Recommend => &[Registry, Traces, History, Rollout],
+            Role::Recommend => &[Registry, Traces, History, Rollout, Trending],
             Role::Trace => &[Traces],
             Role::Rollout => &[Registry, Rollout, Traces, Lake, Metrics],
-            Role::Ingest => &[Lake, IngestState, History],
+            Role::Ingest => &[Lake, IngestState, History, Trending],
             Role::Audit => &[Registry, Traces, Rollout, Lake, Reports, Metrics],
             Role::Canary => &[Registry, Traces, Rollout, Lake, Metrics],
             Role::Serve | Role::Cli => &Store::ALL,
@@ -72,18 +72,20 @@ pub enum Store {
     History,
     Rollout,
     IngestState,
+    Trending,
     Lake,
     Reports,
     Metrics,
 }
 
 impl Store {
-    pub const ALL: [Store; 8] = [
+    pub const ALL: [Store; 9] = [
         Store::Registry,
         Store::Traces,
         Store::History,
         Store::Rollout,
         Store::IngestState,
+        Store::Trending,
         Store::Lake,
         Store::Reports,
         Store::Metrics,
@@ -97,6 +99,7 @@ impl Store {
             Store::History => "MOVIE_RECS_HISTORY_TABLE",
             Store::Rollout => "MOVIE_RECS_ROLLOUT_TABLE",
             Store::IngestState => "MOVIE_RECS_INGEST_TABLE",
+            Store::Trending => "MOVIE_RECS_TRENDING_TABLE",
             Store::Lake => "MOVIE_RECS_LAKE",
             Store::Reports => "MOVIE_RECS_REPORTS",
             Store::Metrics => "MOVIE_RECS_METRICS",
@@ -111,6 +114,7 @@ impl Store {
             Store::History => "user-history store",
             Store::Rollout => "rollout store",
             Store::IngestState => "ingest idempotency and rating-window store",
+            Store::Trending => "trending counts store",
             Store::Lake => "event lake",
             Store::Reports => "audit report store",
             Store::Metrics => "metrics publisher",
@@ -193,6 +197,13 @@ pub const VARS: &[Var] = &[
         default: "SQLite (Lambda: required)",
         doc: "DynamoDB table of the movies users watched or rated since training.",
         kind: Kind::Store(Store::History),
+        roles: &[Recommend, Ingest, Serve, Cli],
+    },
+    Var {
+        name: "MOVIE_RECS_TRENDING_TABLE",
+        default: "SQLite (Lambda: required)",
+        doc: "DynamoDB table of watch and rate counts per movie per hour (`GET /trending`).",
+        kind: Kind::Store(Store::Trending),
         roles: &[Recommend, Ingest, Serve, Cli],
     },
     Var {

@@ -3,9 +3,11 @@
 pub mod dataset;
 pub mod eval;
 pub mod experiment;
+pub mod filter;
 pub mod ranking;
 pub mod rerank;
 pub mod split;
 pub mod trace;
+pub mod trending;
 
 pub use dataset::{DataFormat, Dataset, Interaction, ItemMeta, LooCase, TestSet};

@@ -107,6 +107,10 @@ async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
                 format!("{e}; nothing of this request was stored, retry all of it"),
             )
         })?;
+    if report.accepted > 0 {
+        // This process counted them: its trending windows are stale.
+        st.trending_cache.clear();
+    }
     let code = if report.rejected == 0 {
         StatusCode::ACCEPTED
     } else {

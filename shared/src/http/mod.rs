@@ -1,10 +1,11 @@
 //! The HTTP API shared by the Lambda functions (through `lambda_http`) and the
 //! local server (`movie-recs serve`). Each function serves one slice:
-//! [`recommend_router`] (`GET /recommend/{user_id}`, `GET /healthz`, `/health`,
-//! `/metrics`), [`trace_router`] (`GET /trace/{request_id}`),
+//! [`recommend_router`] (`GET /recommend/{user_id}`, `/similar/{movie_id}`,
+//! `/popular`, `/trending`, `GET /healthz`, `/health`, `/metrics`), [`trace_router`] (`GET /trace/{request_id}`),
 //! [`rollout::router`] and [`events::router`]; [`router`] is all of them (local).
 //! Every response carries `X-Request-ID`; every error is JSON `{"error","detail"}`.
 
+mod catalogue;
 pub mod error;
 pub mod events;
 pub mod lambda;
@@ -19,7 +20,7 @@ pub mod trace_writer;
 pub use error::ApiError;
 pub use serving::{sync_model, Assignment, Serving, SyncOutcome};
 
-use crate::ports::{ModelStore, RolloutStore, TraceStore, UserHistory};
+use crate::ports::{ModelStore, RolloutStore, TraceStore, TrendingStore, UserHistory};
 use crate::scoring::ServingModel;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
@@ -97,6 +98,8 @@ pub struct ApiStores {
     pub traces: Option<Arc<dyn TraceStore>>,
     pub history: Option<Arc<dyn UserHistory>>,
     pub rollout: Option<Arc<dyn RolloutStore>>,
+    /// Watch and rate counts per hour (`GET /trending`).
+    pub trending: Option<Arc<dyn TrendingStore>>,
 }
 
 /// Everything the handlers share. The serving models are one immutable
@@ -115,6 +118,8 @@ pub struct AppState {
     /// trace is written by a task of its own.
     pub trace_writer: Option<Arc<trace_writer::TraceWriter>>,
     pub metrics: Metrics,
+    /// Recent windows of trending counts (`GET /trending`).
+    pub trending_cache: catalogue::TrendingCache,
     pub config: ApiConfig,
     /// Whether a [`sync_model`] of this process is running.
     pub(crate) syncing: AtomicBool,
@@ -143,6 +148,7 @@ impl AppState {
                 traces: Some(traces),
                 history: Some(history),
                 rollout: Some(rollout),
+                trending: None,
             },
             config,
         );
@@ -162,6 +168,7 @@ impl AppState {
             experiments: None,
             trace_writer: None,
             metrics: Metrics::default(),
+            trending_cache: Default::default(),
             config,
             syncing: AtomicBool::new(false),
             last_sync_ms: AtomicU64::new(0),
@@ -215,6 +222,13 @@ impl AppState {
             .history
             .as_ref()
             .ok_or_else(|| not_configured("user-history store"))
+    }
+
+    pub fn trending(&self) -> Result<&Arc<dyn TrendingStore>, ApiError> {
+        self.stores
+            .trending
+            .as_ref()
+            .ok_or_else(|| not_configured("trending counts store"))
     }
 
     pub fn rollout(&self) -> Result<&Arc<dyn RolloutStore>, ApiError> {
@@ -342,6 +356,9 @@ pub fn trace_router(state: Arc<AppState>) -> Router {
 fn recommend_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/recommend/{user_id}", get(recommend::recommend))
+        .route("/similar/{movie_id}", get(catalogue::similar))
+        .route("/popular", get(catalogue::popular))
+        .route("/trending", get(catalogue::trending))
         .route("/healthz", get(recommend::healthz))
         .route("/health", get(recommend::health))
         .route("/metrics", get(recommend::metrics_page))
@@ -446,6 +463,36 @@ pub fn parse_user_id(s: &str) -> Result<u64, String> {
     }
     s.parse()
         .map_err(|_| format!("user_id is out of range: {s:?}"))
+}
+
+/// The catalogue filter of a list request, checked against `model`'s
+/// genres; a bad parameter is a 400 naming it.
+pub fn parse_filter(
+    q: &HashMap<String, String>,
+    model: &ServingModel,
+) -> Result<crate::domain::filter::Filter, ApiError> {
+    crate::domain::filter::Filter::parse(q, model.genres())
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))
+}
+
+/// One movie of a list as the API answers it: id, title, genres, year and
+/// the list's own fields (`extra`, an object).
+pub fn movie_json(
+    m: &crate::artifact::Manifest,
+    index: u32,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let it = &m.items[index as usize];
+    let mut v = serde_json::json!({
+        "movie_id": it.movie_id,
+        "title": it.title,
+        "genres": it.genres,
+        "year": it.year,
+    });
+    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v
 }
 
 /// Parses the `k` query parameter (default 20); the error is the 400 detail.

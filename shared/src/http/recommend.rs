@@ -43,6 +43,7 @@ pub(super) async fn recommend(
     let serving = st
         .serving()
         .ok_or_else(|| ApiError::unavailable("no_model", "no model version is loaded"))?;
+    let filter = super::parse_filter(&q, &serving.primary)?;
     // A client-chosen id that already names a trace gets a fresh one: the
     // first trace stays. (In Lambda the conditional write below finds out,
     // with no extra read.)
@@ -81,6 +82,7 @@ pub(super) async fn recommend(
         latency_ms: None,
         fallback: None,
         user_vector: None,
+        filter: (!filter.is_empty()).then(|| filter.clone()),
         strategy: arm.strategy.clone(),
         arm: arm.arm.to_string(),
         experiment_id: arm.experiment_id.clone(),
@@ -97,7 +99,7 @@ pub(super) async fn recommend(
         shadow: None,
         replaced_request_id: (rid != client_rid).then(|| client_rid.clone()),
     };
-    let ranked = match model.recommend_with(user_id, k, &seen, policy) {
+    let ranked = match model.recommend_filtered(user_id, k, &seen, policy, &filter) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "scoring failed");
@@ -181,10 +183,7 @@ pub(super) async fn recommend(
     let recs: Vec<Value> = ranked
         .items
         .iter()
-        .map(|(i, s)| {
-            let it = &m.items[*i as usize];
-            json!({"movie_id": it.movie_id, "title": it.title, "genres": it.genres, "score": s})
-        })
+        .map(|&(i, s)| super::movie_json(m, i, json!({"score": s})))
         .collect();
     let provenance = json!({
         "request_id": trace.request_id,
@@ -203,8 +202,9 @@ pub(super) async fn recommend(
         "experiment_id": arm.experiment_id,
         "policy": policy.name(),
         "policy_params": policy.params(),
+        "filter": filter.to_json(),
     });
-    let body = json!({
+    let mut body = json!({
         "user_id": user_id,
         "model": m.version,
         "items": trace.items,
@@ -212,6 +212,9 @@ pub(super) async fn recommend(
         "variant": arm.variant,
         "provenance": provenance,
     });
+    if let Some(why) = crate::domain::filter::short_reason(k, ranked.items.len(), &filter) {
+        body["fewer_than_k"] = json!(why);
+    }
     let mut resp = Json(body).into_response();
     resp.extensions_mut().insert(LogFields {
         user_id: Some(user_id),

@@ -324,6 +324,8 @@ pub struct Ingestor {
     pub lake: Arc<dyn EventLake>,
     pub state: Arc<dyn IngestState>,
     pub history: Arc<dyn UserHistory>,
+    /// Hourly watch and rate counts (`GET /trending`), when configured.
+    pub trending: Option<Arc<dyn crate::ports::TrendingStore>>,
     pub config: IngestConfig,
     pub metrics: MetricsSink,
 }
@@ -437,9 +439,16 @@ impl Ingestor {
             lake,
             state,
             history,
+            trending: None,
             config: IngestConfig::default(),
             metrics: MetricsSink::None,
         }
+    }
+
+    /// Counts accepted watches and ratings per movie per hour into `store`.
+    pub fn with_trending(mut self, store: Arc<dyn crate::ports::TrendingStore>) -> Self {
+        self.trending = Some(store);
+        self
     }
 
     pub fn with_config(mut self, config: IngestConfig) -> Self {
@@ -649,6 +658,7 @@ impl Ingestor {
             .collect();
         if !seen_movies.is_empty() {
             self.history.append_events(&seen_movies).await?;
+            self.count_trending(&seen_movies, now_ms).await;
         }
         // 6. Remember.
         let fresh: Vec<String> = fresh.into_iter().map(String::from).collect();
@@ -675,6 +685,31 @@ impl Ingestor {
             });
         }
         Ok(report)
+    }
+
+    /// Adds a batch's accepted watches and ratings to the hourly trending
+    /// counts. Best effort: the counts are a popularity signal, not a
+    /// record (the lake is), so a failure is logged and counted, and never
+    /// fails the batch (whose retry would count its events twice).
+    async fn count_trending(&self, events: &[(u64, u64, i64)], now_ms: i64) {
+        let Some(store) = &self.trending else {
+            return;
+        };
+        let counts =
+            crate::domain::trending::hourly_counts(events.iter().map(|&(_, m, ts)| (m, ts)));
+        let expires = crate::domain::trending::expires_at(now_ms);
+        if let Err(e) = store.add(&counts, expires).await {
+            tracing::warn!(error = %e, "trending counts not updated");
+            self.metrics
+                .emit(&[MetricDatum {
+                    name: "TrendingWriteFailures".into(),
+                    value: 1.0,
+                    unit: "Count",
+                    dimensions: Vec::new(),
+                    timestamp_ms: now_ms,
+                }])
+                .await;
+        }
     }
 
     /// The lake objects of a batch: Parquet per (type, hour) for accepted and

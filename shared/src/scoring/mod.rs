@@ -6,7 +6,7 @@
 pub mod cache;
 mod serving;
 
-pub use serving::{LoadError, Ranked, ServingModel};
+pub use serving::{LoadError, Ranked, ServingModel, SimilarList};
 
 use crate::artifact::{UserInputs, UserVector, ONNX_HISTORY_ITEMS, ONNX_HISTORY_WEIGHTS};
 use crate::artifact::{ONNX_INPUT, ONNX_OUTPUT};

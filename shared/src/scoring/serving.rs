@@ -5,6 +5,8 @@
 use super::cache::{CacheKey, ScoreCache, DEFAULT_BUDGET_BYTES};
 use super::{OnnxModel, ScoringError};
 use crate::artifact::{ArtifactError, History, Manifest, UserVector, HISTORY_FILE};
+use crate::artifact::{Neighbours, NEIGHBOURS_FILE};
+use crate::domain::filter::Filter;
 use crate::domain::ranking::mask_seen;
 use crate::domain::rerank::{rerank, ItemFeatures, Policy};
 use crate::ports::VerifiedArtifact;
@@ -55,7 +57,28 @@ pub struct ServingModel {
     exposure: Vec<AtomicU64>,
     /// Users' raw scores, so a returning user costs no graph run.
     cache: ScoreCache,
+    /// The catalogue's distinct genres, sorted.
+    genres: Vec<String>,
+    /// Each movie's nearest movies (`None` for artifacts exported before
+    /// `neighbours.bin`).
+    neighbours: Option<Neighbours>,
 }
+
+/// A "more like this" list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimilarList {
+    /// `(item index, similarity to the movie, the user's score)`, in the
+    /// order served: by similarity, or for a user by their score.
+    pub items: Vec<(u32, f32, Option<f32>)>,
+    /// Where the user's vector came from, when a user was named and scored.
+    pub user_vector: Option<&'static str>,
+}
+
+/// With a user, the neighbours reordered for them are the first
+/// `max(SIMILAR_POOL_PER_K × k, SIMILAR_POOL_MIN)` that pass: close enough
+/// to the movie to stay "like it", wide enough for the user's taste to choose.
+pub const SIMILAR_POOL_PER_K: usize = 3;
+pub const SIMILAR_POOL_MIN: usize = 30;
 
 impl ServingModel {
     /// Builds the serving state of a verified artifact.
@@ -67,8 +90,25 @@ impl ServingModel {
         })?;
         let history = History::decode(&bytes)?;
         let onnx = OnnxModel::load_artifact(art)?;
+        let neighbours = match m.files.contains_key(NEIGHBOURS_FILE) {
+            false => None,
+            true => {
+                let bytes = std::fs::read(art.dir.join(NEIGHBOURS_FILE)).map_err(|e| {
+                    ArtifactError::Io {
+                        file: NEIGHBOURS_FILE.into(),
+                        source: e,
+                    }
+                })?;
+                Some(Neighbours::decode(&bytes, m.items.len())?)
+            }
+        };
         let popularity: Vec<u32> = m.items.iter().map(|i| i.popularity).collect();
+        let mut genres: Vec<String> = m.items.iter().flat_map(|i| i.genres.clone()).collect();
+        genres.sort();
+        genres.dedup();
         Ok(ServingModel {
+            genres,
+            neighbours,
             user_index: m
                 .users
                 .iter()
@@ -124,36 +164,36 @@ impl ServingModel {
         also_seen: &[u64],
         policy: Policy,
     ) -> Result<Ranked, ScoringError> {
-        let extra: Vec<u32> = also_seen
-            .iter()
-            .filter_map(|m| self.item_index(*m))
-            .collect();
+        self.recommend_filtered(user_id, k, also_seen, policy, &Filter::default())
+    }
+
+    /// [`Self::recommend_with`] over the movies `filter` admits: the
+    /// filter masks the scores before re-ranking and top-k, so `k` items
+    /// come back whenever `k` unseen movies pass.
+    pub fn recommend_filtered(
+        &self,
+        user_id: u64,
+        k: usize,
+        also_seen: &[u64],
+        policy: Policy,
+        filter: &Filter,
+    ) -> Result<Ranked, ScoringError> {
+        let extra = self.indices(also_seen);
         let known = self.user_index.get(&user_id).copied();
         let mut scores = Vec::with_capacity(self.popularity.len());
-        let user_vector = match (self.onnx.user_vector(), known) {
-            (UserVector::Embedding, Some(u)) => {
-                self.cache
-                    .scores(u, &mut scores, |out| self.onnx.score(u, out))?;
-                Some(UserVector::Embedding)
-            }
-            (UserVector::History, _) => self
-                .fold_in(user_id, known, &extra, &mut scores)?
-                .then_some(UserVector::History),
-            (UserVector::Embedding, None) => None,
-        };
+        let user_vector = self.user_scores(user_id, known, &extra, &mut scores)?;
         let mut history: Vec<u32> = known
             .map(|u| self.history.items(u).to_vec())
             .unwrap_or_default();
         history.extend(&extra);
         let fallback = if user_vector.is_none() {
-            let max = self.max_popularity as f32;
-            scores.clear();
-            scores.extend(self.popularity.iter().map(|&p| p as f32 / max));
+            self.popularity_scores(&mut scores);
             Some("popularity")
         } else {
             None
         };
         mask_seen(&mut scores, history.iter().copied());
+        mask_seen(&mut scores, self.dropped(filter));
         let exposure: Vec<u64> = if matches!(policy, Policy::Explore { .. }) {
             self.exposure
                 .iter()
@@ -171,6 +211,136 @@ impl ServingModel {
             fallback,
             user_vector: user_vector.map(UserVector::as_str),
         })
+    }
+
+    /// Model indices of the catalogue's movies among `movie_ids`.
+    fn indices(&self, movie_ids: &[u64]) -> Vec<u32> {
+        movie_ids
+            .iter()
+            .filter_map(|m| self.item_index(*m))
+            .collect()
+    }
+
+    /// The model's raw scores of every movie for `user_id` into `out`, and
+    /// where the user's vector came from; `None` (and `out` untouched) when
+    /// the model cannot score this user.
+    fn user_scores(
+        &self,
+        user_id: u64,
+        known: Option<u32>,
+        extra: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<Option<UserVector>, ScoringError> {
+        Ok(match (self.onnx.user_vector(), known) {
+            (UserVector::Embedding, Some(u)) => {
+                self.cache.scores(u, out, |o| self.onnx.score(u, o))?;
+                Some(UserVector::Embedding)
+            }
+            (UserVector::History, _) => self
+                .fold_in(user_id, known, extra, out)?
+                .then_some(UserVector::History),
+            (UserVector::Embedding, None) => None,
+        })
+    }
+
+    /// Training popularity / the largest, the unknown users' scores.
+    fn popularity_scores(&self, out: &mut Vec<f32>) {
+        let max = self.max_popularity as f32;
+        out.clear();
+        out.extend(self.popularity.iter().map(|&p| p as f32 / max));
+    }
+
+    /// The item indices `filter` drops (none for an empty filter).
+    pub fn dropped(&self, filter: &Filter) -> Vec<u32> {
+        if filter.is_empty() {
+            return Vec::new();
+        }
+        filter.dropped(
+            self.manifest
+                .items
+                .iter()
+                .map(|i| (i.movie_id, i.genres.as_slice(), i.year)),
+        )
+    }
+
+    /// The catalogue's genres, sorted: what `genre` filters may name.
+    pub fn genres(&self) -> &[String] {
+        &self.genres
+    }
+
+    /// The `k` most popular movies in training that `filter` admits, with
+    /// popularity / the largest (ties: lower index first).
+    pub fn popular(&self, k: usize, filter: &Filter) -> Vec<(u32, f32)> {
+        let mut scores = Vec::with_capacity(self.popularity.len());
+        self.popularity_scores(&mut scores);
+        mask_seen(&mut scores, self.dropped(filter));
+        crate::domain::ranking::top_k_scored(&scores, k)
+    }
+
+    /// Whether this version carries neighbour lists (`GET /similar`).
+    pub fn has_neighbours(&self) -> bool {
+        self.neighbours.is_some()
+    }
+
+    /// Up to `k` movies most like `movie` (a model index) that `filter`
+    /// admits, from its precomputed neighbours. With `user = (user_id,
+    /// recorded movie ids)`, "because you watched": the user's seen movies
+    /// are left out and the closest [`SIMILAR_POOL_PER_K`]·k are ordered by
+    /// the user's score (by similarity when the model cannot score them).
+    /// `None` when the version has no neighbour lists.
+    pub fn similar(
+        &self,
+        movie: u32,
+        k: usize,
+        user: Option<(u64, &[u64])>,
+        filter: &Filter,
+    ) -> Result<Option<SimilarList>, ScoringError> {
+        let Some(nb) = &self.neighbours else {
+            return Ok(None);
+        };
+        let mut dropped = vec![false; self.popularity.len()];
+        for i in self.dropped(filter) {
+            dropped[i as usize] = true;
+        }
+        let mut scores = Vec::new();
+        let mut user_vector = None;
+        if let Some((user_id, also_seen)) = user {
+            let extra = self.indices(also_seen);
+            let known = self.user_index.get(&user_id).copied();
+            for &i in known
+                .map(|u| self.history.items(u))
+                .unwrap_or_default()
+                .iter()
+                .chain(&extra)
+            {
+                dropped[i as usize] = true;
+            }
+            user_vector = self.user_scores(user_id, known, &extra, &mut scores)?;
+        }
+        let pool = match user_vector {
+            Some(_) => (SIMILAR_POOL_PER_K * k).max(SIMILAR_POOL_MIN),
+            None => k,
+        };
+        let mut items: Vec<(u32, f32, Option<f32>)> = nb
+            .of(movie)
+            .filter(|(j, _)| !dropped[*j as usize])
+            .take(pool)
+            .map(|(j, sim)| (j, sim, scores.get(j as usize).copied()))
+            .collect();
+        if user_vector.is_some() {
+            items.sort_by(|a, b| {
+                let (sa, sb) = (
+                    a.2.unwrap_or(f32::NEG_INFINITY),
+                    b.2.unwrap_or(f32::NEG_INFINITY),
+                );
+                sb.total_cmp(&sa).then(a.0.cmp(&b.0))
+            });
+        }
+        items.truncate(k);
+        Ok(Some(SimilarList {
+            items,
+            user_vector: user_vector.map(UserVector::as_str),
+        }))
     }
 
     /// Scores a history-input graph for `user_id` into `out`: their training

@@ -229,6 +229,7 @@ pub fn names(tag: &str) -> shared::adapters::aws::provision::Names {
         rollout_table: format!("rollout-{tag}-{id}"),
         history_table: format!("history-{tag}-{id}"),
         ingest_table: format!("ingest-{tag}-{id}"),
+        trending_table: format!("trending-{tag}-{id}"),
     }
 }
 
@@ -399,7 +400,8 @@ pub fn resolver<'a>(
         .with_physical("TracesTable", &names.traces_table)
         .with_physical("RolloutTable", &names.rollout_table)
         .with_physical("HistoryTable", &names.history_table)
-        .with_physical("IngestTable", &names.ingest_table);
+        .with_physical("IngestTable", &names.ingest_table)
+        .with_physical("TrendingTable", &names.trending_table);
     for (k, v) in params {
         r = r.with_param(k, v.clone());
     }
@@ -442,6 +444,8 @@ impl LambdaStack {
             &names.history_table,
             "--ingest-table",
             &names.ingest_table,
+            "--trending-table",
+            &names.trending_table,
         ]);
         let registry = format!("s3://{}/models", names.bucket);
         let published = run(&[

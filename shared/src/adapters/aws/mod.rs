@@ -9,6 +9,7 @@ pub mod dynamo;
 pub mod emf;
 pub mod provision;
 pub mod s3;
+pub mod trending;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;

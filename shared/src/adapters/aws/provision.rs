@@ -17,6 +17,7 @@ pub struct Names {
     pub rollout_table: String,
     pub history_table: String,
     pub ingest_table: String,
+    pub trending_table: String,
 }
 
 fn attr(name: &str, t: ScalarAttributeType) -> AttributeDefinition {
@@ -112,10 +113,23 @@ pub async fn provision(cfg: &SdkConfig, names: &Names) -> Result<(), String> {
             .await
             .map_err(|e| format!("creating {}: {}", names.ingest_table, sdk_error(e)))?;
     }
+    if !has(&names.trending_table) {
+        ddb.create_table()
+            .table_name(&names.trending_table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("hour", N))
+            .attribute_definitions(attr("movie_id", N))
+            .key_schema(key("hour", KeyType::Hash))
+            .key_schema(key("movie_id", KeyType::Range))
+            .send()
+            .await
+            .map_err(|e| format!("creating {}: {}", names.trending_table, sdk_error(e)))?;
+    }
     for t in [
         &names.traces_table,
         &names.history_table,
         &names.ingest_table,
+        &names.trending_table,
     ] {
         ddb.update_time_to_live()
             .table_name(t)

@@ -3,6 +3,7 @@
 mod files;
 mod registry;
 mod sqlite;
+mod trending;
 
 pub use files::{FileMetrics, FolderLake};
 pub use registry::FolderRegistry;

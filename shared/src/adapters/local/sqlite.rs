@@ -1,5 +1,6 @@
 //! The embedded database of the local stack (SQLite, bundled): traces with
-//! expiry, user history and rollout state in one file.
+//! expiry, user history, rollout state and trending counts ([`super::trending`])
+//! in one file.
 //!
 //! One writer connection and, for a file, a few read-only ones: in WAL mode
 //! readers never wait behind a write (nor a checkpoint), so a request's
@@ -76,7 +77,9 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS rollout (id INTEGER PRIMARY KEY CHECK (id = 1), version TEXT NOT NULL,
                                                  updated_by TEXT NOT NULL, updated_at INTEGER NOT NULL, counter INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS ingest_keys (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS rate_windows (user_id INTEGER PRIMARY KEY, entries TEXT NOT NULL, revision INTEGER NOT NULL);",
+             CREATE TABLE IF NOT EXISTS rate_windows (user_id INTEGER PRIMARY KEY, entries TEXT NOT NULL, revision INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS trending (hour INTEGER NOT NULL, movie_id INTEGER NOT NULL, n INTEGER NOT NULL,
+                                                  expires_at INTEGER NOT NULL, PRIMARY KEY (hour, movie_id));",
         )
         .map_err(err("sqlite"))?;
         // Databases from before the audit window read lack the time column.
@@ -146,7 +149,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the writer connection on the blocking pool.
-    async fn run<T: Send + 'static>(
+    pub(super) async fn run<T: Send + 'static>(
         &self,
         store: &'static str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -160,7 +163,7 @@ impl SqliteStore {
 
     /// Runs the read `f` on a free read-only connection (the writer in
     /// memory) on the blocking pool.
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         store: &'static str,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,

@@ -1,6 +1,11 @@
-//! The model artifact: `model.onnx`, `history.bin` and `manifest.json` in one
+//! The model artifact: `model.onnx`, `history.bin`, `manifest.json` and the
+//! sidecars (`user_inputs.bin`, `neighbours.bin`) in one
 //! immutable registry version. This module is the single source of truth for
 //! the manifest's fields, the sidecar format and checksum verification.
+
+mod neighbours;
+
+pub use neighbours::{Neighbours, NEIGHBOURS_FILE, NEIGHBOURS_PER_ITEM};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
