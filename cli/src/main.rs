@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use trainer::pipeline::{eval_version, train_and_publish, TrainOptions};
 
 mod audit;
+mod batch;
 mod ingest;
 mod profile;
 mod simulate;
@@ -65,6 +66,9 @@ enum Command {
     /// Fairness, feedback-loop and rating-spam audit of recommendation and
     /// rating files, or of the local data folder's last window.
     Audit(Box<audit::AuditArgs>),
+    /// Recommendations for many users at once (all cores), as /recommend
+    /// ranks them, into Parquet or JSON-lines shards with a manifest.
+    Batch(Box<batch::BatchArgs>),
     /// Create the bucket and tables template.yaml declares on an AWS emulator
     /// (AWS_ENDPOINT_URL), for local trials of the AWS adapters.
     Provision(ProvisionArgs),
@@ -439,7 +443,7 @@ fn registry(spec: &str) -> Result<Box<dyn ModelStore>> {
     Ok(Box::new(FolderRegistry::new(spec)))
 }
 
-fn split_model(model: &str) -> Result<(Box<dyn ModelStore>, String)> {
+pub(crate) fn split_model(model: &str) -> Result<(Box<dyn ModelStore>, String)> {
     let trimmed = model.trim_end_matches('/');
     let (root, version) = match trimmed.rsplit_once('/') {
         Some((r, v)) if !r.is_empty() && !r.ends_with(':') && !v.is_empty() => (r, v),
@@ -1027,6 +1031,7 @@ fn main() -> Result<()> {
         Command::Simulate(a) => simulate::run(*a),
         Command::Rollout { command } => rollout(command),
         Command::Provision(a) => provision(a),
+        Command::Batch(a) => batch::run(*a),
         Command::Ingest(a) => ingest::run(a),
         Command::Audit(a) => audit::run(*a),
         Command::Registry { command } => match command {

@@ -52,14 +52,21 @@ pub fn kafka_batch(data: &[u8]) {
     }
 }
 
-/// The artifact readers: a manifest, and the training-history sidecar.
+/// The artifact readers: a manifest, the training-history sidecar, and the
+/// fold-in inputs and neighbour lists (for the catalogue size their header
+/// claims, so a well-formed file is read through).
 pub fn artifact(data: &[u8]) {
     let _ = crate::artifact::Manifest::from_json(data);
     let _ = crate::artifact::History::decode(data);
+    let claimed = data.get(8..12).map_or(0, |w| {
+        u32::from_le_bytes(w.try_into().expect("4 bytes")) as usize
+    });
+    let _ = crate::artifact::UserInputs::decode(data, claimed.max(1));
+    let _ = crate::artifact::Neighbours::decode(data, claimed);
 }
 
 /// The recommend route's parameters: the path segment and the query string
-/// (`k`, `policy` and its options) as the router hands them over.
+/// (`k`, `policy` and its options, the filters, `hours`) as the router hands them over.
 pub fn recommend_query(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (path, query) = text.split_once('?').unwrap_or((&text, ""));
@@ -75,6 +82,15 @@ pub fn recommend_query(data: &[u8]) {
         }
     }
     let _ = crate::domain::rerank::Policy::from_spec(&text, crate::http::K_MAX);
+    // The catalogue filters (`genre`, years, `exclude`) and `/trending`'s `hours`.
+    let genres: Vec<String> = crate::domain::dataset::GENRES
+        .iter()
+        .map(|g| g.to_string())
+        .collect();
+    if let Ok(f) = crate::domain::filter::Filter::parse(&q, &genres) {
+        let _ = f.admits(&genres[..2], Some(1990));
+    }
+    let _ = crate::domain::trending::parse_hours(q.get("hours").map(String::as_str));
 }
 
 /// A target's body.

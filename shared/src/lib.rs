@@ -15,6 +15,7 @@
 pub mod adapters;
 pub mod artifact;
 pub mod audit;
+pub mod batch;
 pub mod canary;
 pub mod config;
 pub mod data;

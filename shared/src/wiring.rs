@@ -325,6 +325,24 @@ impl Stores {
     }
 }
 
+/// The user-history store alone, for readers that need nothing else
+/// (`movie-recs batch`): DynamoDB when `MOVIE_RECS_HISTORY_TABLE` is set,
+/// else the SQLite file `MOVIE_RECS_DB` if it exists; `None` when neither
+/// holds any history (no file is created).
+pub async fn history_reader(s: &Settings) -> Result<Option<Arc<dyn UserHistory>>, ConfigError> {
+    if let Some(table) = &s.history_table {
+        let cfg = aws::load_sdk_config(None).await;
+        let client = aws_sdk_dynamodb::Client::new(&CallBudget::BACKGROUND.apply(&cfg));
+        return Ok(Some(Arc::new(aws::dynamo::DynamoHistory::new(
+            client, table,
+        ))));
+    }
+    Ok(match s.db.exists() {
+        true => Some(open_sqlite(s)?),
+        false => None,
+    })
+}
+
 fn open_sqlite(s: &Settings) -> Result<Arc<SqliteStore>, ConfigError> {
     let db_err = |reason: String| ConfigError {
         var: "MOVIE_RECS_DB",

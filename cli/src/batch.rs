@@ -1,0 +1,209 @@
+//! `movie-recs batch`: every asked user's list from one model version, on
+//! all cores, into Parquet or JSON-lines shards (a folder or
+//! `s3://bucket/prefix`) with a `manifest.json` of counts. Each list is the
+//! one `GET /recommend` would answer: the same masking (training history
+//! plus the user-history store), filter and policy.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use shared::adapters::aws;
+use shared::adapters::local::FolderLake;
+use shared::batch::{self, BatchManifest, Format, ShardOutput};
+use shared::domain::filter::Filter;
+use shared::domain::rerank::{Policy, DEFAULT_POLICY};
+use shared::ports::{EventLake, UserHistory};
+use shared::scoring::ServingModel;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct BatchArgs {
+    /// Model as <REGISTRY>/<VERSION> (REGISTRY a folder or s3://bucket/prefix).
+    #[arg(long)]
+    model: String,
+    /// A file of user ids (one per line; `#` comments and blank lines
+    /// skipped), or `all`: every user the model was trained on.
+    #[arg(long, default_value = "all")]
+    users: String,
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    /// Re-ranking policy as `name[:key=value,...]` (as MOVIE_RECS_POLICY);
+    /// default: the service default.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Keep movies of any of these genres (comma list).
+    #[arg(long)]
+    genre: Option<String>,
+    #[arg(long)]
+    exclude_genre: Option<String>,
+    #[arg(long)]
+    year_from: Option<String>,
+    #[arg(long)]
+    year_to: Option<String>,
+    /// Movie ids to leave out (comma list).
+    #[arg(long)]
+    exclude: Option<String>,
+    /// Output folder or s3://bucket/prefix.
+    #[arg(long)]
+    out: String,
+    #[arg(long, default_value = "parquet")]
+    format: String,
+    /// Users per output object.
+    #[arg(long, default_value_t = batch::DEFAULT_SHARD_USERS)]
+    shard_users: usize,
+    /// Data folder whose user-history store (movie-recs.db) masks what users
+    /// did since training; MOVIE_RECS_HISTORY_TABLE (DynamoDB) wins when set.
+    #[arg(long, default_value = ".movie-recs")]
+    data_dir: PathBuf,
+    /// Scoring threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn read_users(spec: &str, model: &ServingModel) -> Result<Vec<u64>> {
+    if spec == "all" {
+        return Ok(model.manifest.users.clone());
+    }
+    let text = std::fs::read_to_string(spec).with_context(|| format!("reading --users {spec}"))?;
+    let mut users = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        let t = t.split([',', '\t', ' ']).next().unwrap_or("");
+        if t.is_empty() {
+            continue;
+        }
+        users.push(
+            t.parse::<u64>().with_context(|| {
+                format!("--users {spec}, line {}: {t:?} is not a user id", n + 1)
+            })?,
+        );
+    }
+    Ok(users)
+}
+
+async fn history(a: &BatchArgs) -> Result<Option<Arc<dyn UserHistory>>> {
+    let db = a.data_dir.join("movie-recs.db").display().to_string();
+    let s = shared::config::Settings::from_lookup(|k| match k {
+        "MOVIE_RECS_DB" => Some(db.clone()),
+        _ if k.starts_with("AWS_LAMBDA_") => None,
+        _ => std::env::var(k).ok(),
+    })?;
+    Ok(shared::wiring::history_reader(&s).await?)
+}
+
+async fn output(out: &str) -> Result<Arc<dyn EventLake>> {
+    Ok(match out.starts_with("s3://") {
+        true => {
+            let (bucket, prefix) = aws::parse_s3_url(out).map_err(anyhow::Error::msg)?;
+            let cfg = aws::load_sdk_config(None).await;
+            Arc::new(aws::s3::S3Lake::new(aws::s3_client(&cfg), &bucket, &prefix))
+        }
+        false => Arc::new(FolderLake::new(out)),
+    })
+}
+
+pub fn run(a: BatchArgs) -> Result<()> {
+    let start = std::time::Instant::now();
+    let format = Format::parse(&a.format).map_err(anyhow::Error::msg)?;
+    if !(1..=shared::http::K_MAX).contains(&a.k) {
+        bail!("--k must be from 1 to {}", shared::http::K_MAX);
+    }
+    let (reg, version) = crate::split_model(&a.model)?;
+    let art = reg.fetch(&version)?;
+    let model = ServingModel::load(&art)?;
+    let policy = match &a.policy {
+        Some(p) => Policy::from_spec(p, a.k).map_err(|e| anyhow::anyhow!("--policy: {e}"))?,
+        None => DEFAULT_POLICY.for_k(a.k),
+    };
+    let q: HashMap<String, String> = [
+        ("genre", &a.genre),
+        ("exclude_genre", &a.exclude_genre),
+        ("year_from", &a.year_from),
+        ("year_to", &a.year_to),
+        ("exclude", &a.exclude),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+    .collect();
+    let filter = Filter::parse(&q, model.genres())
+        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replacen('_', "-", 1)))?;
+    let users = read_users(&a.users, &model)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let lake = rt.block_on(output(&a.out))?;
+    let hist = rt.block_on(history(&a))?;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bar = indicatif::ProgressBar::new(users.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} users {per_sec} eta {eta}")
+            .expect("template"),
+    );
+    if a.quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut shards = Vec::new();
+    let mut rows_total = 0;
+    for (index, range) in batch::plan_shards(users.len(), a.shard_users)
+        .into_iter()
+        .enumerate()
+    {
+        let ids = &users[range];
+        let with_seen: Vec<(u64, Vec<u64>)> = rt.block_on(async {
+            let mut v = Vec::with_capacity(ids.len());
+            for &u in ids {
+                let seen = match &hist {
+                    Some(h) => h
+                        .seen(u)
+                        .await
+                        .with_context(|| format!("reading user {u}'s history"))?,
+                    None => Vec::new(),
+                };
+                v.push((u, seen));
+            }
+            Ok::<_, anyhow::Error>(v)
+        })?;
+        let rows = batch::recommend_all(&model, &with_seen, a.k, policy, &filter, threads, &|n| {
+            bar.inc(n as u64)
+        })?;
+        let bytes = match format {
+            Format::Parquet => batch::to_parquet(&rows)?,
+            Format::Jsonl => batch::to_jsonl(&rows),
+        };
+        let key = batch::shard_key("", index, format);
+        let len = bytes.len();
+        rt.block_on(lake.put_object(&key, bytes))?;
+        rows_total += rows.len();
+        shards.push(ShardOutput {
+            key,
+            rows: rows.len(),
+            bytes: len,
+        });
+    }
+    bar.finish_and_clear();
+    let manifest = BatchManifest {
+        model_version: model.version().to_string(),
+        policy: policy.spec(),
+        k: a.k,
+        filter: filter.to_json(),
+        format,
+        users: users.len(),
+        rows: rows_total,
+        shards,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest)?;
+    rt.block_on(lake.put_object("manifest.json", json))?;
+    eprintln!(
+        "{} users ranked in {:.1} s ({:.0} users/s on {threads} threads) into {}",
+        users.len(),
+        manifest.seconds,
+        users.len() as f64 / manifest.seconds.max(1e-9),
+        a.out
+    );
+    crate::out(serde_json::to_string(&manifest)?);
+    Ok(())
+}
