@@ -2,8 +2,8 @@
 //! ("more like this", and with `user_id` "because you watched"),
 //! `GET /popular` and `GET /trending`. Each takes `k` and the filters of
 //! `GET /recommend` ([`crate::domain::filter`]), and answers from state
-//! built at load time, so a request is a lookup (trending: one read of the
-//! hourly counts, cached for [`TRENDING_CACHE`]).
+//! built at load time, so a request is a lookup (trending: a sum of hourly
+//! counts each process caches, [`TrendingCache`]).
 
 use super::{movie_json, parse_filter, parse_user_id, ApiError, AppState, RequestId, K_MAX};
 use crate::domain::filter::{short_reason, Filter};
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 /// `k` of `/similar` when the request names none.
 pub const SIMILAR_K_DEFAULT: usize = 10;
-/// How long one process reuses a window of trending counts. The local
-/// server also drops them whenever it ingests events.
+/// How long one process reuses the current hour's trending counts. The
+/// local server also drops them whenever it ingests events.
 pub const TRENDING_CACHE: Duration = Duration::from_secs(10);
 /// How `/similar` measures likeness (also in its provenance).
 pub const SIMILARITY: &str =
@@ -192,40 +192,70 @@ pub(super) async fn popular(
     Ok(Json(with_shortfall(body, k, ranked.len(), &filter, None)).into_response())
 }
 
-/// `(movie_id, count)` of one window.
+/// `(movie_id, count)` of one hour.
 type Counts = Arc<Vec<(u64, u64)>>;
 
-/// One cached window: when it was read, its hours and its counts.
-type Window = (Instant, (i64, i64), Counts);
-
-/// One process's recent windows of trending counts, by `hours`: when each
-/// was read, its hours and its counts.
+/// One process's hourly trending counts, each with when it was read. A
+/// window is summed from these, so whatever windows clients ask for, a
+/// process reads each hour at most once per [`TRENDING_CACHE`] (the
+/// current hour) or [`TRENDING_PAST_HOUR_CACHE`] (earlier hours, which
+/// change only by late events): at most 168 queries per five minutes and
+/// one per ten seconds, however many distinct `hours` a client cycles through.
 #[derive(Default)]
 pub struct TrendingCache {
-    windows: Mutex<HashMap<i64, Window>>,
+    hours: Mutex<HashMap<i64, (Instant, Counts)>>,
 }
 
+/// How long a past hour's counts are reused.
+pub const TRENDING_PAST_HOUR_CACHE: Duration = Duration::from_secs(300);
+
 impl TrendingCache {
-    /// Forgets every window (new events were counted here).
+    /// Forgets every hour (new events were counted here).
     pub fn clear(&self) {
-        self.windows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.hours.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn get(&self, hours: i64, window: (i64, i64)) -> Option<Counts> {
-        let w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        w.get(&hours)
-            .filter(|(at, win, _)| *win == window && at.elapsed() < TRENDING_CACHE)
-            .map(|(_, _, c)| c.clone())
-    }
-
-    fn put(&self, hours: i64, window: (i64, i64), counts: Counts) {
-        self.windows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hours, (Instant::now(), window, counts));
+    /// Each movie's count over `from..=to` (the current hour is `to`),
+    /// reading from `store` only the hours not fresh here.
+    async fn window(
+        &self,
+        store: &dyn crate::ports::TrendingStore,
+        (from, to): (i64, i64),
+    ) -> Result<HashMap<u64, u64>, crate::ports::StoreError> {
+        let fresh = |h: i64, at: &Instant| {
+            at.elapsed()
+                < match h == to {
+                    true => TRENDING_CACHE,
+                    false => TRENDING_PAST_HOUR_CACHE,
+                }
+        };
+        let mut have: Vec<Counts> = Vec::new();
+        let mut missing: Vec<i64> = Vec::new();
+        {
+            let mut cached = self.hours.lock().unwrap_or_else(|p| p.into_inner());
+            cached.retain(|h, _| *h > to - trending::MAX_HOURS - 1);
+            for h in from..=to {
+                match cached.get(&h).filter(|(at, _)| fresh(h, at)) {
+                    Some((_, c)) => have.push(c.clone()),
+                    None => missing.push(h),
+                }
+            }
+        }
+        for h in missing {
+            let c: Counts = Arc::new(store.window(h, h).await?);
+            self.hours
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(h, (Instant::now(), c.clone()));
+            have.push(c);
+        }
+        let mut sums: HashMap<u64, u64> = HashMap::new();
+        for c in have {
+            for &(m, n) in c.iter() {
+                *sums.entry(m).or_default() += n;
+            }
+        }
+        Ok(sums)
     }
 }
 
@@ -244,17 +274,13 @@ pub(super) async fn trending(
     let filter = parse_filter(&q, &m)?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let window = trending::window(now_ms, hours);
-    let counts = match st.trending_cache.get(hours, window) {
-        Some(c) => c,
-        None => {
-            let c = Arc::new(st.trending()?.window(window.0, window.1).await?);
-            st.trending_cache.put(hours, window, c.clone());
-            c
-        }
-    };
+    let counts = st
+        .trending_cache
+        .window(st.trending()?.as_ref(), window)
+        .await?;
     let man = &m.manifest;
     let mut per_item = vec![0u64; man.items.len()];
-    for &(movie, n) in counts.iter() {
+    for (&movie, &n) in counts.iter() {
         if let Some(i) = m.item_index(movie) {
             per_item[i as usize] = n;
         }
@@ -293,4 +319,45 @@ pub(super) async fn trending(
         }
     });
     Ok(Json(with_shortfall(body, k, got, &filter, why)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{StoreError, TrendingStore};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Movie 1 has count `hour` in every hour; counts the reads.
+    #[derive(Default)]
+    struct Hours(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl TrendingStore for Hours {
+        async fn add(&self, _: &[(i64, u64, u32)], _: i64) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn window(&self, from: i64, to: i64) -> Result<Vec<(u64, u64)>, StoreError> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(vec![(1, (from..=to).map(|h| h as u64).sum())])
+        }
+    }
+
+    #[tokio::test]
+    async fn windows_are_summed_from_hours_each_read_once_whatever_the_windows_asked() {
+        let (store, cache) = (Hours::default(), TrendingCache::default());
+        let reads = || store.0.load(Ordering::Relaxed);
+        let w = cache.window(&store, (1000, 1023)).await.unwrap();
+        assert_eq!(w[&1], (1000..=1023).sum::<u64>());
+        assert_eq!(reads(), 24);
+        // Every window from 1 to 168 hours ending now: only the new hours are read.
+        for hours in 1..=trending::MAX_HOURS {
+            let w = cache.window(&store, (1024 - hours, 1023)).await.unwrap();
+            assert_eq!(w[&1], (1024 - hours..=1023).map(|h| h as u64).sum::<u64>());
+        }
+        assert_eq!(reads(), 168, "each hour once");
+        // The local server drops them when it ingests.
+        cache.clear();
+        cache.window(&store, (1020, 1023)).await.unwrap();
+        assert_eq!(reads(), 172);
+    }
 }
