@@ -344,3 +344,32 @@ async fn trending_follows_posted_watches() {
         assert!(v["detail"].as_str().unwrap().starts_with("hours"));
     }
 }
+
+#[tokio::test]
+async fn a_version_exported_before_neighbour_lists_serves_everything_but_similar() {
+    // A copy of the version without neighbours.bin, as older exports were.
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("registry").join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    for e in std::fs::read_dir(f.reg.root().join("c")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != NEIGHBOURS_FILE {
+            std::fs::copy(e.path(), old.join(e.file_name())).unwrap();
+        }
+    }
+    let mut m: Value = serde_json::from_slice(&std::fs::read(old.join("manifest.json")).unwrap()).unwrap();
+    m["version"] = json!("old");
+    m["files"].as_object_mut().unwrap().remove(NEIGHBOURS_FILE);
+    std::fs::write(old.join("manifest.json"), m.to_string()).unwrap();
+    let db = Arc::new(SqliteStore::in_memory().unwrap());
+    let st = Arc::new(AppState::new(None, db.clone(), db.clone(), db, ApiConfig::default()));
+    let reg = Arc::new(shared::adapters::local::FolderRegistry::new(dir.path().join("registry")));
+    assert_eq!(sync_model(&st, reg).await.unwrap(), SyncOutcome::Loaded("old".into()));
+    let (code, v) = get(&st, &format!("/similar/{}", f.ds.items[0].movie_id)).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"], "no_neighbours");
+    assert!(v["detail"].as_str().unwrap().contains("old"));
+    assert_eq!(list(&ok(&st, "/recommend/1?k=5").await, "items").len(), 5);
+    assert_eq!(list(&ok(&st, "/popular?k=5").await, "items").len(), 5);
+}
