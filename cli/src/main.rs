@@ -87,8 +87,8 @@ enum RolloutCommand {
     },
     /// Set the strategy: fixed, canary, ab_test or shadow (versions verified first).
     Set {
-        #[arg(long, value_parser = ["fixed", "canary", "ab_test", "shadow"])]
-        strategy: String,
+        #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<shared::domain::strategy::Strategy>()))]
+        strategy: shared::domain::strategy::Strategy,
         #[arg(long)]
         primary: String,
         /// Required unless --strategy fixed.
@@ -920,8 +920,8 @@ fn rollout(c: RolloutCommand) -> Result<()> {
                 if !(0.0..=100.0).contains(&percentage) {
                     bail!("--percentage must be from 0 to 100, got {percentage}");
                 }
-                let candidate = match (strategy.as_str(), candidate) {
-                    ("fixed", _) => None,
+                let candidate = match (strategy, candidate) {
+                    (shared::domain::strategy::Strategy::Fixed, _) => None,
                     (_, Some(c)) if c != primary => Some(c),
                     (_, Some(_)) => bail!("--candidate must differ from --primary"),
                     (s, None) => bail!("--candidate is required for --strategy {s}"),

@@ -358,14 +358,26 @@ async fn a_version_exported_before_neighbour_lists_serves_everything_but_similar
             std::fs::copy(e.path(), old.join(e.file_name())).unwrap();
         }
     }
-    let mut m: Value = serde_json::from_slice(&std::fs::read(old.join("manifest.json")).unwrap()).unwrap();
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(old.join("manifest.json")).unwrap()).unwrap();
     m["version"] = json!("old");
     m["files"].as_object_mut().unwrap().remove(NEIGHBOURS_FILE);
     std::fs::write(old.join("manifest.json"), m.to_string()).unwrap();
     let db = Arc::new(SqliteStore::in_memory().unwrap());
-    let st = Arc::new(AppState::new(None, db.clone(), db.clone(), db, ApiConfig::default()));
-    let reg = Arc::new(shared::adapters::local::FolderRegistry::new(dir.path().join("registry")));
-    assert_eq!(sync_model(&st, reg).await.unwrap(), SyncOutcome::Loaded("old".into()));
+    let st = Arc::new(AppState::new(
+        None,
+        db.clone(),
+        db.clone(),
+        db,
+        ApiConfig::default(),
+    ));
+    let reg = Arc::new(shared::adapters::local::FolderRegistry::new(
+        dir.path().join("registry"),
+    ));
+    assert_eq!(
+        sync_model(&st, reg).await.unwrap(),
+        SyncOutcome::Loaded("old".into())
+    );
     let (code, v) = get(&st, &format!("/similar/{}", f.ds.items[0].movie_id)).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["error"], "no_neighbours");

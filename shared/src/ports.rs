@@ -157,8 +157,7 @@ pub trait TrendingStore: Send + Sync {
 /// write names the revision it read and loses if another write came first.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutState {
-    /// `fixed`, `canary`, `ab_test` or `shadow`.
-    pub strategy: String,
+    pub strategy: crate::domain::strategy::Strategy,
     /// The primary version: every user's under `fixed`, the control otherwise.
     pub served_version: String,
     /// The candidate under `canary`, `ab_test` and `shadow`.
@@ -192,7 +191,7 @@ pub struct RolloutState {
 /// What a rollout write sets; the store adds revision, caller and time.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutSpec {
-    pub strategy: String,
+    pub strategy: crate::domain::strategy::Strategy,
     pub primary_version: String,
     pub candidate_version: Option<String>,
     pub percentage: f64,
@@ -211,7 +210,7 @@ impl RolloutSpec {
     /// Every user on `version`.
     pub fn fixed(version: &str) -> Self {
         RolloutSpec {
-            strategy: "fixed".into(),
+            strategy: crate::domain::strategy::Strategy::Fixed,
             primary_version: version.into(),
             candidate_version: None,
             percentage: 0.0,
@@ -238,7 +237,7 @@ impl RolloutSpec {
     /// The state this spec makes as revision `revision`.
     pub fn state(&self, revision: u64, updated_by: &str, updated_at: i64) -> RolloutState {
         RolloutState {
-            strategy: self.strategy.clone(),
+            strategy: self.strategy,
             served_version: self.primary_version.clone(),
             candidate_version: self.candidate_version.clone(),
             percentage: self.percentage,

@@ -168,7 +168,7 @@ async fn concurrent_rollout_switches_cannot_both_win() {
     // A canary round-trips every field; the change log holds each write,
     // newest first, with the state it replaced.
     let spec = shared::ports::RolloutSpec {
-        strategy: "canary".into(),
+        strategy: shared::domain::strategy::Strategy::Canary,
         primary_version: "v3".into(),
         candidate_version: Some("v4".into()),
         percentage: 12.5,
@@ -344,7 +344,7 @@ fn experiment_job_analyses_and_promotes_on_aws() {
     };
     block_on(async move {
         let spec = shared::ports::RolloutSpec {
-            strategy: "ab_test".into(),
+            strategy: shared::domain::strategy::Strategy::AbTest,
             primary_version: "v1".into(),
             candidate_version: Some("v2".into()),
             percentage: 50.0,

@@ -132,7 +132,7 @@ impl ExperimentJob {
             from_ms,
             to_ms: now_ms,
         };
-        let running = state.strategy != "fixed" && state.candidate_version.is_some();
+        let running = state.strategy.has_candidate() && state.candidate_version.is_some();
         let (traces, events, catalog) = if running && from_ms < now_ms {
             let traces = self.traces.window(from_ms, now_ms, now_ms / 1000).await?;
             let events = self.engagements(from_ms, now_ms + 1).await?;

@@ -51,6 +51,7 @@ use crate::domain::experiment::{
     attribute, decide, nearest_rank, quantile_ci_ranks, Analysis, Decision, DecisionRule,
     Engagement, Served,
 };
+use crate::domain::strategy::Strategy;
 use crate::ports::{RolloutSpec, RolloutState};
 use serde::Serialize;
 use serde_json::Value;
@@ -225,7 +226,7 @@ pub struct ShadowReport {
 /// Everything an analysis found and what follows from it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExperimentReport {
-    pub strategy: String,
+    pub strategy: Strategy,
     pub experiment_id: Option<String>,
     pub primary_version: String,
     pub candidate_version: Option<String>,
@@ -319,7 +320,7 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
     let experiment = state
         .experiment_id
         .as_deref()
-        .filter(|_| state.strategy != "fixed");
+        .filter(|_| state.strategy.has_candidate());
     let rows: Vec<Traced> = traces
         .iter()
         .filter_map(|t| traced(t, experiment))
@@ -338,7 +339,7 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         .collect();
     let outcomes = attribute(&served, events, cfg.attribution_ms);
     let mut arms: BTreeMap<String, ArmReport> = BTreeMap::new();
-    let arm_names: &[&str] = if matches!(state.strategy.as_str(), "canary" | "ab_test") {
+    let arm_names: &[&str] = if state.strategy.splits_traffic() {
         &["primary", "candidate"]
     } else {
         &["primary"]
@@ -387,11 +388,11 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         .iter()
         .filter(|s| s.ts_ms + cfg.attribution_ms <= now_ms)
         .count();
-    let shadow =
-        (state.strategy == "shadow").then(|| shadow_report(state, &rows, events, catalog, cfg));
+    let shadow = (state.strategy == Strategy::Shadow)
+        .then(|| shadow_report(state, &rows, events, catalog, cfg));
 
     let mut report = ExperimentReport {
-        strategy: state.strategy.clone(),
+        strategy: state.strategy,
         experiment_id: experiment.map(str::to_string),
         primary_version: state.served_version.clone(),
         candidate_version: state.candidate_version.clone(),
@@ -644,7 +645,7 @@ fn guardrails(p: &ArmReport, c: &ArmReport, analysis: &Analysis, cfg: &CanaryCon
 
 /// Fills in the analysis, guardrails and action.
 fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
-    let strategy = state.strategy.as_str();
+    let strategy = state.strategy;
     let Some(candidate) = state.candidate_version.clone() else {
         r.rationale = format!(
             "no experiment is running: strategy {strategy} serves {} to everyone",
@@ -652,11 +653,11 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
         );
         return;
     };
-    if strategy == "shadow" {
+    if strategy == Strategy::Shadow {
         r.rationale = "shadow serves only the primary: nothing to promote automatically; compare the shadow section, then start a canary".into();
         return;
     }
-    if !matches!(strategy, "canary" | "ab_test") {
+    if !strategy.splits_traffic() {
         r.rationale = format!("strategy {strategy} has no experiment to act on");
         return;
     }
@@ -695,7 +696,7 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
                 r.action = Action::Promote;
                 r.rationale = format!("promote {candidate}: {}", analysis.rationale);
             }
-            (Decision::NoDifference, "canary") => {
+            (Decision::NoDifference, Strategy::Canary) => {
                 r.action = Action::Promote;
                 r.rationale = format!(
                     "promote {candidate}: no worse than {} and every guardrail passes; {}",
@@ -717,7 +718,7 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
                     .all(|g| g.passed == Some(true));
                 let next = cfg.ramp.iter().copied().find(|&s| s > state.percentage);
                 match (strategy, measured, next) {
-                    ("canary", true, Some(to)) => {
+                    (Strategy::Canary, true, Some(to)) => {
                         r.action = Action::Ramp;
                         r.rationale = format!(
                             "guardrails pass at {}%: ramp {candidate} to {to}% (same experiment); conversion: {}",
@@ -725,7 +726,7 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
                         );
                         r.proposed = Some(
                             RolloutSpec {
-                                strategy: state.strategy.clone(),
+                                strategy: state.strategy,
                                 primary_version: state.served_version.clone(),
                                 candidate_version: Some(candidate.clone()),
                                 percentage: to,

@@ -36,7 +36,7 @@ pub struct Scenario {
 pub struct Traffic {
     /// Recommendation requests per hour, both arms.
     pub per_hour: u64,
-    pub strategy: &'static str,
+    pub strategy: crate::domain::strategy::Strategy,
     /// The candidate's starting percentage.
     pub percentage: f64,
     /// Looks (hours) before a run gives up undecided.
@@ -136,7 +136,7 @@ pub fn simulate(
     let mut hours_sum = 0usize;
     for _ in 0..runs {
         let mut state = RolloutState {
-            strategy: traffic.strategy.into(),
+            strategy: traffic.strategy,
             served_version: "primary".into(),
             candidate_version: Some("candidate".into()),
             percentage: traffic.percentage,
@@ -194,7 +194,7 @@ pub fn simulate(
                 ..ArmReport::default()
             };
             let mut r = ExperimentReport {
-                strategy: state.strategy.clone(),
+                strategy: state.strategy,
                 experiment_id: state.experiment_id.clone(),
                 primary_version: state.served_version.clone(),
                 candidate_version: state.candidate_version.clone(),
@@ -287,7 +287,7 @@ mod tests {
     fn traffic(strategy: &'static str, percentage: f64) -> Traffic {
         Traffic {
             per_hour: 4000,
-            strategy,
+            strategy: strategy.parse().unwrap(),
             percentage,
             hours: 336,
             latency_median_ms: 20.0,

@@ -6,7 +6,7 @@ const EXP: &str = "exp-1";
 
 fn state(strategy: &str, percentage: f64) -> RolloutState {
     RolloutState {
-        strategy: strategy.into(),
+        strategy: strategy.parse().unwrap(),
         served_version: "v1".into(),
         candidate_version: (strategy != "fixed").then(|| "v2".to_string()),
         percentage,

@@ -7,6 +7,7 @@ pub mod filter;
 pub mod ranking;
 pub mod rerank;
 pub mod split;
+pub mod strategy;
 pub mod trace;
 pub mod trending;
 

@@ -51,8 +51,8 @@ pub struct Trace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<crate::domain::filter::Filter>,
     /// The rollout strategy (`fixed`, `canary`, `ab_test`, `shadow`).
-    #[serde(default = "fixed")]
-    pub strategy: String,
+    #[serde(default)]
+    pub strategy: super::strategy::Strategy,
     /// `primary` or `candidate`.
     #[serde(default = "primary")]
     pub arm: String,
@@ -89,9 +89,6 @@ pub struct Trace {
     pub replaced_request_id: Option<String>,
 }
 
-fn fixed() -> String {
-    "fixed".into()
-}
 fn primary() -> String {
     "primary".into()
 }

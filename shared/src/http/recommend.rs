@@ -83,7 +83,7 @@ pub(super) async fn recommend(
         fallback: None,
         user_vector: None,
         filter: (!filter.is_empty()).then(|| filter.clone()),
-        strategy: arm.strategy.clone(),
+        strategy: arm.strategy,
         arm: arm.arm.to_string(),
         experiment_id: arm.experiment_id.clone(),
         variant: arm.variant.map(str::to_string),
@@ -345,7 +345,9 @@ async fn health_view(st: &AppState) -> Response {
     let rollout = match st.rollout() {
         Ok(r) => match r.state().await {
             Ok(Some(s)) => json!(s),
-            Ok(None) => json!({"strategy": "fixed", "served_version": null}),
+            Ok(None) => {
+                json!({"strategy": crate::domain::strategy::Strategy::Fixed, "served_version": null})
+            }
             Err(e) => json!({"error": e.to_string()}),
         },
         Err(e) => json!({"error": e.to_string()}),

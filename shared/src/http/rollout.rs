@@ -22,6 +22,7 @@
 //! `window_minutes` it judges the whole experiment.
 
 use super::{ApiError, AppState};
+use crate::domain::strategy::Strategy;
 use crate::ports::{RolloutSpec, RolloutState};
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -110,7 +111,7 @@ async fn status(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError
             v
         }
         None => json!({
-            "strategy": "fixed",
+            "strategy": Strategy::Fixed,
             "primary_version": null,
             "candidate_version": null,
             "percentage": 0.0,
@@ -166,7 +167,7 @@ async fn verify_version(st: &AppState, version: &str) -> Result<(), ApiError> {
 /// when only the percentage changes, new ones when the strategy or a
 /// version changes.
 pub fn name_experiment(spec: &mut RolloutSpec, previous: Option<&RolloutState>) {
-    if spec.strategy == "fixed" || spec.experiment_id.is_some() {
+    if spec.strategy == Strategy::Fixed || spec.experiment_id.is_some() {
         return;
     }
     let same = previous.filter(|p| {
@@ -261,7 +262,12 @@ async fn switch(
 }
 
 /// Strategies `POST /rollout` accepts.
-pub const STRATEGIES: [&str; 4] = ["fixed", "canary", "ab_test", "shadow"];
+pub const STRATEGIES: [&str; 4] = [
+    Strategy::Fixed.as_str(),
+    Strategy::Canary.as_str(),
+    Strategy::AbTest.as_str(),
+    Strategy::Shadow.as_str(),
+];
 
 /// The optional re-ranking policy of one arm (`name[:key=value]`), normalised.
 fn arm_policy(body: &Value, key: &str) -> Result<Option<String>, ApiError> {
@@ -290,19 +296,21 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
             "expected a JSON object {\"strategy\",\"primary_version\",\"candidate_version\",\"percentage\"}".into(),
         )),
     };
-    let strategy = body["strategy"].as_str().unwrap_or("");
-    if !STRATEGIES.contains(&strategy) {
+    let Some(strategy) = body["strategy"]
+        .as_str()
+        .and_then(|s| s.parse::<Strategy>().ok())
+    else {
         return Err(ApiError::InvalidParameter(format!(
             "strategy must be one of {STRATEGIES:?}, got {}",
             body["strategy"]
         )));
-    }
+    };
     let primary = body["primary_version"]
         .as_str()
         .ok_or_else(|| ApiError::InvalidParameter("primary_version is required".into()))?;
     let primary_policy = arm_policy(&body, "primary_policy")?;
     let candidate_policy = arm_policy(&body, "candidate_policy")?;
-    if strategy == "fixed" {
+    if strategy == Strategy::Fixed {
         return apply_fixed(&st, primary, primary_policy, &caller).await;
     }
     let candidate = body["candidate_version"].as_str().ok_or_else(|| {
@@ -327,7 +335,7 @@ async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Result<Re
         verify_version(&st, v).await?;
     }
     let spec = RolloutSpec {
-        strategy: strategy.into(),
+        strategy,
         primary_version: primary.into(),
         candidate_version: Some(candidate.into()),
         percentage,

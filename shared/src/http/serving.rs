@@ -4,6 +4,7 @@
 //! runs twice at once, so a hung registry call cannot stop later reloads.
 
 use super::AppState;
+use crate::domain::strategy::Strategy;
 use crate::ports::{ModelStore, RolloutState};
 use crate::scoring::ServingModel;
 use std::sync::atomic::Ordering;
@@ -36,7 +37,7 @@ pub struct Assignment {
     pub variant: Option<&'static str>,
     /// The candidate to score in the shadow of the served list.
     pub shadow: Option<Arc<ServingModel>>,
-    pub strategy: String,
+    pub strategy: Strategy,
     pub experiment_id: Option<String>,
     /// The arm's re-ranking policy (`name[:key=value]`), if the rollout sets one.
     pub policy: Option<String>,
@@ -50,7 +51,7 @@ impl Serving {
             arm: "primary",
             variant: None,
             shadow: None,
-            strategy: "fixed".into(),
+            strategy: Strategy::Fixed,
             experiment_id: None,
             policy: self.rollout.as_ref().and_then(|r| r.primary_policy.clone()),
         };
@@ -59,7 +60,7 @@ impl Serving {
                 strategy: self
                     .rollout
                     .as_ref()
-                    .map_or_else(|| "fixed".into(), |r| r.strategy.clone()),
+                    .map_or(Strategy::Fixed, |r| r.strategy),
                 ..primary
             };
         };
@@ -70,23 +71,23 @@ impl Serving {
             .unwrap_or_default();
         let hit = crate::domain::experiment::in_candidate(salt, user_id, r.percentage);
         let base = Assignment {
-            strategy: r.strategy.clone(),
+            strategy: r.strategy,
             experiment_id: r.experiment_id.clone(),
             ..primary
         };
-        match r.strategy.as_str() {
-            "canary" | "ab_test" if hit => Assignment {
+        match r.strategy {
+            Strategy::Canary | Strategy::AbTest if hit => Assignment {
                 model: cand.clone(),
                 arm: "candidate",
                 variant: Some("candidate"),
                 policy: r.candidate_policy.clone(),
                 ..base
             },
-            "canary" | "ab_test" => Assignment {
+            Strategy::Canary | Strategy::AbTest => Assignment {
                 variant: Some("primary"),
                 ..base
             },
-            "shadow" if hit => Assignment {
+            Strategy::Shadow if hit => Assignment {
                 shadow: Some(cand.clone()),
                 ..base
             },
@@ -178,7 +179,7 @@ async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncO
         };
         let candidate = rollout
             .as_ref()
-            .filter(|r| r.strategy != "fixed")
+            .filter(|r| r.strategy.has_candidate())
             .and_then(|r| r.candidate_version.clone());
         if rollout.is_none()
             && current

@@ -504,7 +504,7 @@ impl DynamoRollout {
 
 fn rollout_state(item: &Item) -> Option<RolloutState> {
     Some(RolloutState {
-        strategy: get_s(item, "strategy").unwrap_or("fixed").to_string(),
+        strategy: get_s(item, "strategy").unwrap_or("fixed").parse().ok()?,
         served_version: get_s(item, "served_version")?.to_string(),
         candidate_version: get_s(item, "candidate_version").map(str::to_string),
         percentage: get_n(item, "percentage").unwrap_or(0.0),
@@ -557,7 +557,7 @@ impl RolloutStore for DynamoRollout {
             .put_item()
             .table_name(&self.table)
             .item("id", s(Self::KEY))
-            .item("strategy", s(&state.strategy))
+            .item("strategy", s(state.strategy.as_str()))
             .item("served_version", s(&state.served_version))
             .item("percentage", n(state.percentage))
             .item("revision", n(state.revision))

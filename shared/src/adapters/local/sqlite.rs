@@ -485,7 +485,9 @@ fn read_rollout(c: &Connection) -> rusqlite::Result<Option<RolloutState>> {
                 updated_by: r.get(1)?,
                 updated_at: r.get(2)?,
                 revision: r.get::<_, i64>(3)? as u64,
-                strategy: r.get(4)?,
+                strategy: r.get::<_, String>(4)?.parse().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+                })?,
                 candidate_version: r.get(5)?,
                 percentage: r.get(6)?,
                 experiment_id: r.get(7)?,
@@ -538,7 +540,7 @@ impl RolloutStore for SqliteStore {
                         state.updated_by,
                         state.updated_at,
                         state.revision as i64,
-                        state.strategy,
+                        state.strategy.as_str(),
                         state.candidate_version,
                         state.percentage,
                         state.experiment_id,
