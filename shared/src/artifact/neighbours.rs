@@ -144,11 +144,15 @@ impl Neighbours {
         if n != n_items {
             return Err(bad(&format!("{n} movies, the manifest has {n_items}")));
         }
-        let cells = n as u64 * width as u64;
-        if bytes.len() as u64 != 16 + 8 * cells {
+        // A header may claim any sizes: checked, so a lie is an error, not an overflow.
+        let expected = (n as u64)
+            .checked_mul(width as u64)
+            .and_then(|c| c.checked_mul(8))
+            .and_then(|b| b.checked_add(16));
+        if expected != Some(bytes.len() as u64) {
             return Err(bad("length does not match its header"));
         }
-        let cells = cells as usize;
+        let cells = n * width;
         let items: Vec<u32> = (0..cells).map(|c| word(16 + 4 * c)).collect();
         let sims: Vec<f32> = (0..cells)
             .map(|c| f32::from_bits(word(16 + 4 * (cells + c))))
@@ -220,6 +224,11 @@ mod tests {
         let mut magic = bytes;
         magic[0] = b'X';
         assert!(Neighbours::decode(&magic, 10).is_err());
+        // Sizes whose product overflows are refused, not multiplied.
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Neighbours::decode(&huge, u32::MAX as usize).is_err());
         let short = Neighbours::from_lists(&[vec![(1, 0.5)], vec![]], 3);
         assert_eq!(
             Neighbours::decode(&short.encode(), 2)
