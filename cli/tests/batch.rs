@@ -7,27 +7,15 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::model::{history_model, HistoryModel};
-use http_body_util::BodyExt;
+use common::router::{call, state_on};
 use serde_json::{json, Value};
-use shared::adapters::local::{FolderLake, SqliteStore};
-use shared::http::{router, sync_model, ApiConfig, ApiStores, AppState};
-use shared::ingest::Ingestor;
+use shared::adapters::local::SqliteStore;
+use shared::http::{sync_model, ApiConfig};
 use std::sync::{Arc, OnceLock};
-use tower::ServiceExt;
 
 fn fixture() -> &'static HistoryModel {
     static F: OnceLock<HistoryModel> = OnceLock::new();
     F.get_or_init(|| history_model("b"))
-}
-
-async fn call(st: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = router(st.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,23 +23,11 @@ async fn batch_rows_are_the_lists_recommend_answers_one_per_asked_user() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(SqliteStore::open(&dir.path().join("movie-recs.db")).unwrap());
-    let ingestor = Ingestor::new(
-        Arc::new(FolderLake::new(dir.path().join("lake"))),
+    let st = Arc::new(state_on(
         db.clone(),
-        db.clone(),
-    );
-    let st = Arc::new(
-        AppState::with_stores(
-            ApiStores {
-                traces: Some(db.clone()),
-                history: Some(db.clone()),
-                rollout: Some(db.clone()),
-                trending: None,
-            },
-            ApiConfig::default(),
-        )
-        .with_ingestor(Arc::new(ingestor)),
-    );
+        &dir.path().join("lake"),
+        ApiConfig::default(),
+    ));
     sync_model(&st, f.reg.clone()).await.unwrap();
     // User 3 watched a movie since training; 900001 is unknown to the model
     // with one watch; 900002 has no events at all.

@@ -5,19 +5,15 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::model::{history_model, HistoryModel};
-use http_body_util::BodyExt;
+use common::router::{get, state_in_memory, watch};
 use serde_json::{json, Value};
-use shared::adapters::local::{FolderLake, SqliteStore};
 use shared::artifact::NEIGHBOURS_FILE;
-use shared::http::{router, sync_model, ApiConfig, ApiStores, AppState, SyncOutcome};
-use shared::ingest::Ingestor;
+use shared::http::{sync_model, ApiConfig, AppState, SyncOutcome};
 use shared::ports::ModelStore;
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
-use tower::ServiceExt;
 
 /// One history-input model, trained once for all tests.
 fn fixture() -> &'static HistoryModel {
@@ -26,25 +22,14 @@ fn fixture() -> &'static HistoryModel {
 }
 
 async fn state(lake: &std::path::Path) -> Arc<AppState> {
-    let db = Arc::new(SqliteStore::in_memory().unwrap());
-    let ingestor = Ingestor::new(Arc::new(FolderLake::new(lake)), db.clone(), db.clone())
-        .with_trending(db.clone());
-    let st = Arc::new(
-        AppState::with_stores(
-            ApiStores {
-                traces: Some(db.clone()),
-                history: Some(db.clone()),
-                rollout: Some(db.clone()),
-                trending: Some(db),
-            },
-            ApiConfig {
-                function_version: "test".into(),
-                trace_before_response: true,
-                ..ApiConfig::default()
-            },
-        )
-        .with_ingestor(Arc::new(ingestor)),
-    );
+    let st = Arc::new(state_in_memory(
+        lake,
+        ApiConfig {
+            function_version: "test".into(),
+            trace_before_response: true,
+            ..ApiConfig::default()
+        },
+    ));
     assert_eq!(
         sync_model(&st, fixture().reg.clone()).await.unwrap(),
         SyncOutcome::Loaded("c".into())
@@ -52,36 +37,10 @@ async fn state(lake: &std::path::Path) -> Arc<AppState> {
     st
 }
 
-async fn get(st: &Arc<AppState>, uri: &str) -> (StatusCode, Value) {
-    let req = Request::get(uri).body(Body::empty()).unwrap();
-    let resp = router(st.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 async fn ok(st: &Arc<AppState>, uri: &str) -> Value {
     let (code, v) = get(st, uri).await;
     assert_eq!(code, StatusCode::OK, "{uri}: {v}");
     v
-}
-
-async fn watch(st: &Arc<AppState>, user: u64, movies: &[u64]) {
-    let now = chrono::Utc::now().timestamp_millis();
-    let events: Vec<Value> = movies
-        .iter()
-        .enumerate()
-        .map(|(i, m)| json!({"type": "watch", "user_id": user, "movie_id": m, "ts": now - 1000 + i as i64}))
-        .collect();
-    let req = Request::post("/events")
-        .header("content-type", "application/json")
-        .body(Body::from(Value::Array(events).to_string()))
-        .unwrap();
-    let resp = router(st.clone()).oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
 }
 
 fn list(v: &Value, field: &str) -> Vec<Value> {
@@ -363,12 +322,8 @@ async fn a_version_exported_before_neighbour_lists_serves_everything_but_similar
     m["version"] = json!("old");
     m["files"].as_object_mut().unwrap().remove(NEIGHBOURS_FILE);
     std::fs::write(old.join("manifest.json"), m.to_string()).unwrap();
-    let db = Arc::new(SqliteStore::in_memory().unwrap());
-    let st = Arc::new(AppState::new(
-        None,
-        db.clone(),
-        db.clone(),
-        db,
+    let st = Arc::new(state_in_memory(
+        &dir.path().join("lake"),
         ApiConfig::default(),
     ));
     let reg = Arc::new(shared::adapters::local::FolderRegistry::new(

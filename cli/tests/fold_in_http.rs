@@ -8,14 +8,11 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::model::{history_model, HistoryModel};
-use http_body_util::BodyExt;
+use common::router::{call, state_in_memory, watch};
 use serde_json::{json, Value};
-use shared::adapters::local::{FolderLake, SqliteStore};
-use shared::http::{router, sync_model, ApiConfig, AppState, SyncOutcome};
-use shared::ingest::Ingestor;
+use shared::http::{sync_model, ApiConfig, AppState, SyncOutcome};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use tower::ServiceExt;
 
 /// One history-input model, trained once for all tests.
 fn fixture() -> &'static HistoryModel {
@@ -24,36 +21,18 @@ fn fixture() -> &'static HistoryModel {
 }
 
 async fn state(lake: &std::path::Path) -> Arc<AppState> {
-    let db = Arc::new(SqliteStore::in_memory().unwrap());
-    let ingestor = Ingestor::new(Arc::new(FolderLake::new(lake)), db.clone(), db.clone());
-    let st = Arc::new(
-        AppState::new(
-            None,
-            db.clone(),
-            db.clone(),
-            db,
-            ApiConfig {
-                function_version: "test".into(),
-                ..ApiConfig::default()
-            },
-        )
-        .with_ingestor(Arc::new(ingestor)),
-    );
+    let st = Arc::new(state_in_memory(
+        lake,
+        ApiConfig {
+            function_version: "test".into(),
+            ..ApiConfig::default()
+        },
+    ));
     assert_eq!(
         sync_model(&st, fixture().reg.clone()).await.unwrap(),
         SyncOutcome::Loaded("h".into())
     );
     st
-}
-
-async fn call(st: &Arc<AppState>, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = router(st.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// `(movie_id, score)` best first, and the provenance.
@@ -75,21 +54,6 @@ async fn recommend(st: &Arc<AppState>, user: u64) -> (Vec<(u64, f64)>, Value) {
         })
         .collect();
     (recs, v["provenance"].clone())
-}
-
-async fn watch(st: &Arc<AppState>, user: u64, movies: &[u64]) {
-    let now = chrono::Utc::now().timestamp_millis();
-    let events: Vec<Value> = movies
-        .iter()
-        .enumerate()
-        .map(|(i, m)| json!({"type": "watch", "user_id": user, "movie_id": m, "ts": now - 1000 + i as i64}))
-        .collect();
-    let req = Request::post("/events")
-        .header("content-type", "application/json")
-        .body(Body::from(Value::Array(events).to_string()))
-        .unwrap();
-    let (code, v) = call(st, req).await;
-    assert_eq!(code, StatusCode::ACCEPTED, "{v}");
 }
 
 #[tokio::test]

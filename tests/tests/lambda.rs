@@ -337,6 +337,13 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
     assert!(recs
         .iter()
         .all(|r| r["genres"].as_array().unwrap().contains(&json!("Comedy"))));
+    // The function serves the API's contract.
+    let (code, doc) = api_response(&stack.invoke("recommend", "openapi.json"));
+    assert_eq!(code, 200, "{doc}");
+    assert!(
+        doc["paths"]["/similar/{movie_id}"]["get"].is_object(),
+        "{doc}"
+    );
 
     // No function wrote in its (read-only) working directory.
     stack.assert_working_directories_untouched();

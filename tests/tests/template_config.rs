@@ -344,7 +344,11 @@ fn no_anonymous_route_writes_data_or_reads_a_persons_data() {
             match path.as_str() {
                 "/healthz" => assert!(!iam && !key, "/healthz stays public"),
                 // The list routes of client apps: an API key under the plan.
-                "/recommend/{user_id}" | "/similar/{movie_id}" | "/popular" | "/trending" => {
+                "/recommend/{user_id}"
+                | "/similar/{movie_id}"
+                | "/popular"
+                | "/trending"
+                | "/openapi.json" => {
                     assert!(key || iam, "{name:?}: {method} {path} is anonymous")
                 }
                 _ => assert!(iam, "{name:?}: {method} {path} does not take IAM"),
@@ -358,10 +362,34 @@ fn no_anonymous_route_writes_data_or_reads_a_persons_data() {
         ("GET", "/similar/{movie_id}"),
         ("GET", "/popular"),
         ("GET", "/trending"),
+        ("GET", "/openapi.json"),
     ] {
         assert!(
             routes.iter().any(|(m, p)| m == want.0 && p == want.1),
             "{want:?} is not routed"
+        );
+    }
+    // The contract and the deployment name the same routes: every routed
+    // one is in /openapi.json, and every documented one is routed but the
+    // local server's Prometheus page (Lambda publishes EMF instead).
+    let doc: Value = serde_yaml::from_str(shared::http::openapi::document()).unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_mapping().unwrap() {
+        for (method, _) in ops.as_mapping().unwrap() {
+            let m = method.as_str().unwrap().to_ascii_uppercase();
+            documented.push((m, path.as_str().unwrap().to_string()));
+        }
+    }
+    for r in &routes {
+        assert!(
+            documented.contains(r),
+            "{r:?} is deployed but not in /openapi.json"
+        );
+    }
+    for d in &documented {
+        assert!(
+            routes.contains(d) || d == &("GET".to_string(), "/metrics".to_string()),
+            "{d:?} is documented but API Gateway does not route it"
         );
     }
     let api = tpl.resource("Api");

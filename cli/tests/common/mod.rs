@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 pub use std::time::{Duration, Instant};
 
 pub mod model;
+pub mod router;
 
 pub const TOKEN: &str = "t0ken";
 

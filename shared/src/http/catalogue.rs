@@ -77,6 +77,15 @@ fn with_shortfall(
 }
 
 /// `GET /similar/{movie_id}?k=10[&user_id=U][&filters]`.
+#[utoipa::path(get, path = "/similar/{movie_id}", tag = "recommend",
+    params(("movie_id" = u64, Path, description = "A movie of the catalogue"),
+        ("user_id" = Option<u64>, Query, description = "Because this user watched the movie: their seen movies left out, the neighbours ordered by their score"),
+        super::openapi::ListQuery),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "The neighbours, closest first (or by the user's score)", body = super::openapi::SimilarResponse),
+        super::openapi::BadParameter,
+        super::openapi::NotFound,
+        super::openapi::Unavailable))]
 pub(super) async fn similar(
     State(st): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
@@ -160,6 +169,12 @@ pub(super) async fn similar(
 }
 
 /// `GET /popular?k=20[&filters]`: training popularity.
+#[utoipa::path(get, path = "/popular", tag = "recommend",
+    params(super::openapi::ListQuery),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Most interactions in training first", body = super::openapi::PopularResponse),
+        super::openapi::BadParameter,
+        super::openapi::Unavailable))]
 pub(super) async fn popular(
     State(st): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
@@ -261,6 +276,13 @@ impl TrendingCache {
 
 /// `GET /trending?k=20&hours=24[&filters]`: watches and ratings of the last
 /// `hours` whole UTC hours (the current one included), most first.
+#[utoipa::path(get, path = "/trending", tag = "recommend",
+    params(("hours" = Option<u32>, Query, description = "Whole UTC hours summed, the current one included: 1 to 168 (default 24)", minimum = 1, maximum = 168),
+        super::openapi::ListQuery),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Most watched and rated in the window first", body = super::openapi::TrendingResponse),
+        super::openapi::BadParameter,
+        super::openapi::Unavailable))]
 pub(super) async fn trending(
     State(st): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,

@@ -18,19 +18,19 @@ use crate::ingest::{RawRecord, Source};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::sync::Arc;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Most records in one request.
 pub const MAX_BATCH: usize = 500;
 /// Largest request body.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/events", post(post_events))
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(post_events))
 }
 
 /// Refuses a body that does not say it is JSON: a web page can post
@@ -57,6 +57,19 @@ pub fn router(state: Arc<AppState>) -> Router {
     super::finish(routes(), state)
 }
 
+/// Ingests a JSON array of at most 500 events (1 MiB); a result per record.
+#[utoipa::path(post, path = "/events", tag = "events",
+    request_body(content = Vec<super::openapi::Event>, content_type = "application/json"),
+    security((), ("admin" = [])),
+    responses((status = 202, description = "Nothing was rejected", body = super::openapi::EventsResponse),
+        (status = 207, description = "Some records were rejected (each names its field and rule)", body = super::openapi::EventsResponse),
+        super::openapi::BadParameter,
+        super::openapi::Unauthorized,
+        super::openapi::Forbidden,
+        super::openapi::TooLarge,
+        super::openapi::NotJson,
+        super::openapi::RateLimited,
+        super::openapi::Unavailable))]
 async fn post_events(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     // Keys are namespaced by caller: the IAM principal API Gateway
     // authenticated (the Lambda adapter sets it), the token holder locally.

@@ -11,6 +11,7 @@ pub mod events;
 pub mod lambda;
 pub mod limit;
 pub mod metrics;
+pub mod openapi;
 mod recommend;
 pub mod rollout;
 pub mod server;
@@ -26,13 +27,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
 use axum::Router;
 use metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Bounds of `k`.
@@ -334,13 +335,15 @@ pub fn well_formed_request_id(s: &str) -> bool {
 
 /// Every route: the local all-in-one server.
 pub fn router(state: Arc<AppState>) -> Router {
-    finish(
-        recommend_routes()
-            .merge(trace_routes())
-            .merge(rollout::routes())
-            .merge(events::routes()),
-        state,
-    )
+    finish(all_routes(), state)
+}
+
+/// Every function's routes, with their OpenAPI paths ([`openapi`]).
+pub(crate) fn all_routes() -> OpenApiRouter<Arc<AppState>> {
+    recommend_routes()
+        .merge(trace_routes())
+        .merge(rollout::routes())
+        .merge(events::routes())
 }
 
 /// The recommend function's routes.
@@ -353,23 +356,25 @@ pub fn trace_router(state: Arc<AppState>) -> Router {
     finish(trace_routes(), state)
 }
 
-fn recommend_routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/recommend/{user_id}", get(recommend::recommend))
-        .route("/similar/{movie_id}", get(catalogue::similar))
-        .route("/popular", get(catalogue::popular))
-        .route("/trending", get(catalogue::trending))
-        .route("/healthz", get(recommend::healthz))
-        .route("/health", get(recommend::health))
-        .route("/metrics", get(recommend::metrics_page))
+fn recommend_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(recommend::recommend))
+        .routes(routes!(catalogue::similar))
+        .routes(routes!(catalogue::popular))
+        .routes(routes!(catalogue::trending))
+        .routes(routes!(recommend::healthz))
+        .routes(routes!(recommend::health))
+        .routes(routes!(recommend::metrics_page))
 }
 
-fn trace_routes() -> Router<Arc<AppState>> {
-    Router::new().route("/trace/{request_id}", get(recommend::trace))
+fn trace_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(recommend::trace))
 }
 
-/// Adds the fallback, request-id/log/metrics middleware and state.
-pub(crate) fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+/// Adds `GET /openapi.json` (the whole API's document), the fallback,
+/// request-id/log/metrics middleware and state.
+pub(crate) fn finish(routes: OpenApiRouter<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    let (routes, _) = routes.merge(openapi::routes()).split_for_parts();
     routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(

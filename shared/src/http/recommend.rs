@@ -13,6 +13,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// A user's personal top-k: scored by the model of their rollout arm, seen
+/// movies left out, filtered, re-ranked; a user with no events gets the
+/// popularity fallback.
+#[utoipa::path(get, path = "/recommend/{user_id}", tag = "recommend",
+    params(("user_id" = u64, Path, description = "Non-negative integer"),
+        super::openapi::PolicyQuery, super::openapi::ListQuery),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "The list", body = super::openapi::RecommendResponse),
+        super::openapi::BadParameter,
+        super::openapi::Unavailable))]
 pub(super) async fn recommend(
     State(st): State<Arc<AppState>>,
     Extension(RequestId(client_rid)): Extension<RequestId>,
@@ -288,6 +298,14 @@ async fn write_trace(st: &AppState, mut t: Trace) -> String {
     }
 }
 
+/// The provenance stored for a served list (failed requests too).
+#[utoipa::path(get, path = "/trace/{request_id}", tag = "trace",
+    params(("request_id" = String, Path, description = "The response's X-Request-ID (1-128 of A-Z a-z 0-9 . _ : -)")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "The trace", body = super::openapi::TraceBody),
+        super::openapi::BadParameter,
+        super::openapi::NotFound,
+        super::openapi::Unavailable))]
 pub(super) async fn trace(
     State(st): State<Arc<AppState>>,
     Path(request_id): Path<String>,
@@ -307,6 +325,9 @@ pub(super) async fn trace(
 }
 
 /// `GET /healthz`, public: status and the versions serving, nothing else.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "A model serves", body = super::openapi::Healthz),
+        (status = 503, description = "No model can serve", body = super::openapi::Healthz)))]
 pub(super) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let serving = st.serving();
     let body = json!({
@@ -324,6 +345,10 @@ pub(super) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
 /// `GET /health`: the full view (rollout state with its salt and who
 /// changed it, stores), for operators only (IAM in AWS, the admin token
 /// locally).
+#[utoipa::path(get, path = "/health", tag = "operations", security(("admin" = [])),
+    responses((status = 200, description = "The full view", body = super::openapi::Health),
+        super::openapi::Unauthorized,
+        super::openapi::Forbidden))]
 pub(super) async fn health(
     State(st): State<Arc<AppState>>,
     req: axum::extract::Request,
@@ -367,6 +392,9 @@ async fn health_view(st: &AppState) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// Prometheus text: request counts and latency per route, cache and trace-writer counters.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus exposition format", body = String, content_type = "text/plain")))]
 pub(super) async fn metrics_page(State(st): State<Arc<AppState>>) -> Response {
     use std::fmt::Write;
     let mut page = st.metrics.render();

@@ -26,25 +26,25 @@ use crate::domain::strategy::Strategy;
 use crate::ports::{RolloutSpec, RolloutState};
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The authenticated principal of an admin request, set by the Lambda
 /// adapter from API Gateway's IAM identity.
 #[derive(Clone, Debug)]
 pub struct Caller(pub String);
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/rollout/status", get(status))
-        .route("/switch", post(switch))
-        .route("/rollout", post(set_rollout))
-        .route("/rollout/changes", get(changes))
-        .route("/experiment/analyze", get(analyze))
-        .route("/experiment/promote", post(promote))
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(switch))
+        .routes(routes!(set_rollout))
+        .routes(routes!(changes))
+        .routes(routes!(analyze))
+        .routes(routes!(promote))
 }
 
 /// The rollout function's router.
@@ -101,6 +101,9 @@ pub fn status_json(s: &RolloutState) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/rollout/status", tag = "rollout",
+    responses((status = 200, description = "The rollout state", body = super::openapi::RolloutStatus),
+        super::openapi::Unavailable))]
 async fn status(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     Ok(Json(match st.rollout()?.state().await? {
         Some(s) => {
@@ -125,6 +128,11 @@ async fn status(State(st): State<Arc<AppState>>) -> Result<Json<Value>, ApiError
     }))
 }
 
+#[utoipa::path(get, path = "/rollout/changes", tag = "rollout",
+    params(("limit" = Option<u32>, Query, description = "1 to 500 (default 20)", minimum = 1, maximum = 500)),
+    responses((status = 200, description = "The change log, newest first", body = super::openapi::RolloutChanges),
+        super::openapi::BadParameter,
+        super::openapi::Unavailable))]
 async fn changes(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -249,6 +257,16 @@ async fn apply_fixed(
     .await
 }
 
+/// Serves one version to everyone (`fixed`).
+#[utoipa::path(post, path = "/switch", tag = "rollout", security(("admin" = [])),
+    params(("model" = String, Query, description = "A version of the registry")),
+    responses((status = 200, description = "Switched", body = super::openapi::RolloutChange),
+        super::openapi::BadParameter,
+        super::openapi::Unauthorized,
+        super::openapi::Forbidden,
+        super::openapi::Conflict,
+        super::openapi::ArtifactInvalid,
+        super::openapi::Unavailable))]
 async fn switch(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -282,6 +300,17 @@ fn arm_policy(body: &Value, key: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Sets the rollout: `fixed`, `canary`, `ab_test` or `shadow`.
+#[utoipa::path(post, path = "/rollout", tag = "rollout", security(("admin" = [])),
+    request_body(content = super::openapi::RolloutRequest, content_type = "application/json"),
+    responses((status = 200, description = "Set", body = super::openapi::RolloutChange),
+        super::openapi::BadParameter,
+        super::openapi::Unauthorized,
+        super::openapi::Forbidden,
+        super::openapi::Conflict,
+        super::openapi::TooLarge,
+        super::openapi::ArtifactInvalid,
+        super::openapi::Unavailable))]
 async fn set_rollout(State(st): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     let caller = authorize(&st, &req)?;
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
@@ -381,6 +410,12 @@ fn experiments(st: &AppState) -> Result<Arc<crate::canary::job::ExperimentJob>, 
     })
 }
 
+#[utoipa::path(get, path = "/experiment/analyze", tag = "rollout",
+    params(("window_minutes" = Option<u32>, Query, description = "Lists served in the last this many minutes (default 60)", minimum = 1)),
+    responses((status = 200, description = "The experiment's report", body = super::openapi::ExperimentReport),
+        super::openapi::BadParameter,
+        super::openapi::Conflict,
+        super::openapi::Unavailable))]
 async fn analyze(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -393,6 +428,16 @@ async fn analyze(
     Ok(Json(report).into_response())
 }
 
+/// Runs the canary's decision now (promote, roll back, ramp or wait).
+#[utoipa::path(post, path = "/experiment/promote", tag = "rollout", security(("admin" = [])),
+    params(("window_minutes" = Option<u32>, Query, description = "Default: the canary's window", minimum = 1),
+        ("dry_run" = Option<bool>, Query, description = "Decide without applying")),
+    responses((status = 200, description = "The decision", body = super::openapi::PromoteResponse),
+        super::openapi::BadParameter,
+        super::openapi::Unauthorized,
+        super::openapi::Forbidden,
+        super::openapi::Conflict,
+        super::openapi::Unavailable))]
 async fn promote(
     State(st): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
