@@ -307,12 +307,7 @@ pub(super) async fn trending(
             per_item[i as usize] = n;
         }
     }
-    let mut dropped = vec![false; man.items.len()];
-    for i in m.dropped(&filter) {
-        dropped[i as usize] = true;
-    }
-    let popularity: Vec<u32> = man.items.iter().map(|i| i.popularity).collect();
-    let ranked = trending::rank(&per_item, &popularity, &dropped, k);
+    let ranked = trending::rank(&per_item, m.popularity(), &m.dropped_mask(&filter), k);
     let recs: Vec<Value> = ranked
         .iter()
         .map(|&(i, n)| movie_json(man, i, json!({"count": n})))

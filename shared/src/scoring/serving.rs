@@ -263,6 +263,20 @@ impl ServingModel {
         )
     }
 
+    /// [`Self::dropped`] as a mask over the catalogue (`true`: dropped).
+    pub fn dropped_mask(&self, filter: &Filter) -> Vec<bool> {
+        let mut mask = vec![false; self.popularity.len()];
+        for i in self.dropped(filter) {
+            mask[i as usize] = true;
+        }
+        mask
+    }
+
+    /// Each movie's training popularity, by item index.
+    pub fn popularity(&self) -> &[u32] {
+        &self.popularity
+    }
+
     /// The catalogue's genres, sorted: what `genre` filters may name.
     pub fn genres(&self) -> &[String] {
         &self.genres
@@ -298,10 +312,7 @@ impl ServingModel {
         let Some(nb) = &self.neighbours else {
             return Ok(None);
         };
-        let mut dropped = vec![false; self.popularity.len()];
-        for i in self.dropped(filter) {
-            dropped[i as usize] = true;
-        }
+        let mut dropped = self.dropped_mask(filter);
         let mut scores = Vec::new();
         let mut user_vector = None;
         if let Some((user_id, also_seen)) = user {
