@@ -94,6 +94,36 @@ async fn history(a: &BatchArgs) -> Result<Option<Arc<dyn UserHistory>>> {
     Ok(shared::wiring::history_reader(&s).await?)
 }
 
+/// History reads in flight at once: against DynamoDB each is a round trip,
+/// which one at a time would dominate the run.
+const HISTORY_READS_IN_FLIGHT: usize = 32;
+
+/// Each user of `ids` with the movies the history store recorded (none
+/// without a store), in order, read [`HISTORY_READS_IN_FLIGHT`] at a time.
+async fn read_seen(
+    hist: Option<&Arc<dyn UserHistory>>,
+    ids: &[u64],
+) -> Result<Vec<(u64, Vec<u64>)>> {
+    let Some(h) = hist else {
+        return Ok(ids.iter().map(|&u| (u, Vec::new())).collect());
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(HISTORY_READS_IN_FLIGHT) {
+        let mut set = tokio::task::JoinSet::new();
+        for (j, &u) in chunk.iter().enumerate() {
+            let h = h.clone();
+            set.spawn(async move { (j, h.seen(u).await) });
+        }
+        let mut got: Vec<Vec<u64>> = vec![Vec::new(); chunk.len()];
+        while let Some(done) = set.join_next().await {
+            let (j, seen) = done?;
+            got[j] = seen.with_context(|| format!("reading user {}'s history", chunk[j]))?;
+        }
+        out.extend(chunk.iter().copied().zip(got));
+    }
+    Ok(out)
+}
+
 async fn output(out: &str) -> Result<Arc<dyn EventLake>> {
     Ok(match out.starts_with("s3://") {
         true => {
@@ -151,20 +181,7 @@ pub fn run(a: BatchArgs) -> Result<()> {
         .enumerate()
     {
         let ids = &users[range];
-        let with_seen: Vec<(u64, Vec<u64>)> = rt.block_on(async {
-            let mut v = Vec::with_capacity(ids.len());
-            for &u in ids {
-                let seen = match &hist {
-                    Some(h) => h
-                        .seen(u)
-                        .await
-                        .with_context(|| format!("reading user {u}'s history"))?,
-                    None => Vec::new(),
-                };
-                v.push((u, seen));
-            }
-            Ok::<_, anyhow::Error>(v)
-        })?;
+        let with_seen = rt.block_on(read_seen(hist.as_ref(), ids))?;
         let rows = batch::recommend_all(&model, &with_seen, a.k, policy, &filter, threads, &|n| {
             bar.inc(n as u64)
         })?;
