@@ -114,12 +114,7 @@ mod tests {
         })
         .dataset;
         ds.train = (0..interactions)
-            .map(|i| Interaction {
-                user: (i % 30) as u32,
-                item: (i % 20) as u32,
-                rating: 1.0,
-                ts: i as i64,
-            })
+            .map(|i| Interaction::implicit((i % 30) as u32, (i % 20) as u32, i as i64))
             .collect();
         ds.test = test;
         ds

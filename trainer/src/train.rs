@@ -701,12 +701,7 @@ mod sampler_tests {
     }
 
     fn x(user: u32, item: u32, ts: i64) -> Interaction {
-        Interaction {
-            user,
-            item,
-            rating: 1.0,
-            ts,
-        }
+        Interaction::implicit(user, item, ts)
     }
 
     #[test]

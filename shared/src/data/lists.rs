@@ -200,14 +200,7 @@ pub fn load_lcfn(dir: &Path) -> Result<Dataset, DataError> {
         .unwrap_or(0);
     let train = train_lists
         .iter()
-        .flat_map(|(u, items)| {
-            items.iter().map(move |&i| Interaction {
-                user: *u,
-                item: i,
-                rating: 1.0,
-                ts: 0,
-            })
-        })
+        .flat_map(|(u, items)| items.iter().map(move |&i| Interaction::implicit(*u, i, 0)))
         .collect();
     Ok(finish(
         dir,

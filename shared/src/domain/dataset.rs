@@ -37,6 +37,18 @@ pub struct Interaction {
     pub ts: i64,
 }
 
+impl Interaction {
+    /// An implicit interaction (rating 1.0) at `ts`.
+    pub fn implicit(user: u32, item: u32, ts: i64) -> Self {
+        Interaction {
+            user,
+            item,
+            rating: 1.0,
+            ts,
+        }
+    }
+}
+
 /// What the product knows about a movie: its external id, title and genres.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ItemMeta {

@@ -94,12 +94,7 @@ mod tests {
     use super::*;
 
     fn ix(user: u32, item: u32, ts: i64) -> Interaction {
-        Interaction {
-            user,
-            item,
-            rating: 1.0,
-            ts,
-        }
+        Interaction::implicit(user, item, ts)
     }
 
     #[test]
