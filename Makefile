@@ -69,19 +69,22 @@ accuracy: setup
 	set -o pipefail; /usr/bin/time -f 'ml-1m whole run: %e s' $(BIN) train --quiet --data ../shared/data/ml-1m-implicit --registry $(ACCURACY_REG) --version ml1m --seed 1 \
 	  2>&1 | grep -E '^(defaults|best epoch|test:|ml-1m)'
 
-## tradeoffs: docs/tradeoffs.md, the re-ranking policies on ML-100K (NCF) and ML-1M (full ranking); trains the two models first if missing (~30 min)
+## tradeoffs: docs/tradeoffs.md and its charts, the re-ranking policies (the exposure controller among them) on ML-100K (NCF)
+## and ML-1M (full ranking) with the default models; trains the two models first if missing (~40 min)
 TRADEOFF_REG := target/tradeoff-reg
 tradeoffs: setup
 	cargo build --profile local --bin movie-recs
-	test -d $(TRADEOFF_REG)/ml100k || $(BIN) train --data ../shared/data/ml-100k-ncf --registry $(TRADEOFF_REG) --version ml100k --seed 1 --loss bce --negatives 8
-	test -d $(TRADEOFF_REG)/ml1m || $(BIN) train --data ../shared/data/ml-1m-implicit --registry $(TRADEOFF_REG) --version ml1m --loss bce --batch-size 1024 --negatives 8
-	$(BIN) tradeoff --model $(TRADEOFF_REG)/ml100k --data ../shared/data/ml-100k-ncf --genres ../shared/data/ml-100k/u.item --genre-id-offset 1 --title "ML-100K (NCF protocol)" --out docs/tradeoffs.md
-	$(BIN) tradeoff --model $(TRADEOFF_REG)/ml1m --data ../shared/data/ml-1m-implicit --title "ML-1M implicit (full ranking)" --out docs/tradeoffs.md
+	test -d $(TRADEOFF_REG)/ml100k || $(BIN) train --quiet --data ../shared/data/ml-100k-ncf --registry $(TRADEOFF_REG) --version ml100k --seed 1
+	test -d $(TRADEOFF_REG)/ml1m || $(BIN) train --quiet --data ../shared/data/ml-1m-implicit --registry $(TRADEOFF_REG) --version ml1m --seed 1
+	$(BIN) tradeoff --model $(TRADEOFF_REG)/ml100k --data ../shared/data/ml-100k-ncf --genres ../shared/data/ml-100k/u.item --genre-id-offset 1 \
+	  --title "ML-100K (NCF protocol)" --out docs/tradeoffs.md --chart docs/tradeoffs-ml100k.svg
+	$(BIN) tradeoff --model $(TRADEOFF_REG)/ml1m --data ../shared/data/ml-1m-implicit \
+	  --title "ML-1M implicit (full ranking)" --out docs/tradeoffs.md --chart docs/tradeoffs-ml1m.svg
 
-## simulate: docs/simulation/, the closed loop (10 rounds each of none, slots and explore) and the promotion attack; docs/simulation/stealthy/, the attack with 5 filler ratings (~8 min)
+## simulate: docs/simulation/, the closed loop (10 rounds each of none, slots, explore and the exposure controller) and the promotion attack; docs/simulation/stealthy/, the attack with 5 filler ratings (~12 min)
 simulate: setup
 	cargo build --profile local --bin movie-recs
-	$(BIN) simulate --policies "none;slots:slots=3;explore:weight=0.2" --out docs/simulation
+	$(BIN) simulate --policies "none;slots:slots=3;explore:weight=0.2;exposure" --out docs/simulation
 	$(BIN) simulate --rounds 0 --attack-filler 5 --out docs/simulation/stealthy
 
 ## bench-audit: one audit of 1,000,000 exposures and 1,000,000 ratings from JSONL files: wall time and peak memory

@@ -140,6 +140,7 @@ fn bench(c: &mut Criterion) {
             history: Some(db.clone()),
             rollout: Some(db.clone()),
             trending: Some(db.clone()),
+            exposure: None,
         },
         ApiConfig::default(),
     ));

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use shared::audit::control::ControlStep;
 use shared::audit::exposure::Catalog;
 use shared::audit::files::{self, Parsed};
 use shared::audit::job::AuditJob;
@@ -217,6 +218,7 @@ fn from_data_dir(a: &AuditArgs, cfg: &AuditConfig) -> Result<(AuditReport, Vec<S
         ("MOVIE_RECS_LAKE", d("lake")),
         ("MOVIE_RECS_METRICS", d("metrics.jsonl")),
         ("MOVIE_RECS_REPORTS", reports.clone()),
+        ("MOVIE_RECS_EXPOSURE", d("exposure")),
     ]);
     let settings = Settings::from_lookup(|k| local.get(k).cloned())?;
     let now = chrono::Utc::now().timestamp_millis();
@@ -256,6 +258,23 @@ fn from_data_dir(a: &AuditArgs, cfg: &AuditConfig) -> Result<(AuditReport, Vec<S
         d("metrics.jsonl"),
         out.published
     ));
+    match &out.control {
+        Some(ControlStep::Published {
+            name,
+            priced,
+            subsidised,
+        }) => notes.push(format!(
+            "exposure controller: {}/{name}.json ({priced} movies priced, {subsidised} subsidised)",
+            d("exposure")
+        )),
+        Some(ControlStep::AlreadyFolded { name }) => notes.push(format!(
+            "exposure controller: this window is folded into {name} already"
+        )),
+        Some(ControlStep::Failed { error }) => {
+            notes.push(format!("exposure controller: not updated: {error}"))
+        }
+        None => {}
+    }
     Ok((out.report, notes))
 }
 

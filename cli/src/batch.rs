@@ -8,10 +8,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use shared::adapters::aws;
 use shared::adapters::local::FolderLake;
+use shared::artifact::AdjustmentObjects;
 use shared::batch::{self, BatchManifest, Format, ShardOutput};
+use shared::domain::exposure_control::Adjustments;
 use shared::domain::filter::Filter;
 use shared::domain::rerank::{Policy, DEFAULT_POLICY};
-use shared::ports::{EventLake, UserHistory};
+use shared::ports::{AdjustmentStore, EventLake, UserHistory};
 use shared::scoring::ServingModel;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -124,6 +126,25 @@ async fn read_seen(
     Ok(out)
 }
 
+/// The exposure controller's newest adjustments (for `--policy exposure`):
+/// from MOVIE_RECS_EXPOSURE when set, else `<data-dir>/exposure`; `None`
+/// before the first audit published any (the policy ranks as its base).
+async fn adjustments(a: &BatchArgs) -> Result<Option<Adjustments>> {
+    let url = std::env::var("MOVIE_RECS_EXPOSURE")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| a.data_dir.join("exposure").display().to_string());
+    let store = AdjustmentObjects::new(output(&url).await?);
+    match store.latest().await? {
+        None => Ok(None),
+        Some(p) => {
+            Ok(Some(store.fetch(&p).await.with_context(|| {
+                format!("reading the adjustments in {url}")
+            })?))
+        }
+    }
+}
+
 async fn output(out: &str) -> Result<Arc<dyn EventLake>> {
     Ok(match out.starts_with("s3://") {
         true => {
@@ -164,6 +185,14 @@ pub fn run(a: BatchArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let lake = rt.block_on(output(&a.out))?;
     let hist = rt.block_on(history(&a))?;
+    let adjusted = match policy {
+        Policy::Exposure { .. } => rt.block_on(adjustments(&a))?,
+        _ => None,
+    };
+    let net = adjusted
+        .as_ref()
+        .map(|x| model.adjustment_vector(x))
+        .unwrap_or_default();
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -182,9 +211,16 @@ pub fn run(a: BatchArgs) -> Result<()> {
     {
         let ids = &users[range];
         let with_seen = rt.block_on(read_seen(hist.as_ref(), ids))?;
-        let rows = batch::recommend_all(&model, &with_seen, a.k, policy, &filter, threads, &|n| {
-            bar.inc(n as u64)
-        })?;
+        let rows = batch::recommend_all(
+            &model,
+            &with_seen,
+            a.k,
+            policy,
+            &filter,
+            &net,
+            threads,
+            &|n| bar.inc(n as u64),
+        )?;
         let bytes = match format {
             Format::Parquet => batch::to_parquet(&rows)?,
             Format::Jsonl => batch::to_jsonl(&rows),
@@ -203,6 +239,7 @@ pub fn run(a: BatchArgs) -> Result<()> {
     let manifest = BatchManifest {
         model_version: model.version().to_string(),
         policy: policy.spec(),
+        adjustments: adjusted.as_ref().map(|x| x.name()),
         k: a.k,
         filter: filter.to_json(),
         format,

@@ -263,6 +263,12 @@ struct ServeArgs {
     /// does in AWS); 0 turns it off.
     #[arg(long, default_value_t = 60)]
     canary_every_minutes: u64,
+    /// Minutes between audits of the last that many minutes (fairness and
+    /// spam metrics, the report, and the exposure controller's next
+    /// adjustments, as the scheduled audit function does in AWS); 0 turns
+    /// it off.
+    #[arg(long, default_value_t = 60)]
+    audit_every_minutes: u64,
     /// Requests per minute one client address may send (429 with
     /// Retry-After beyond it); 0: no limit.
     #[arg(long, env = "MOVIE_RECS_CLIENT_RATE_LIMIT", default_value_t = 0)]
@@ -310,6 +316,9 @@ struct TradeoffArgs {
     /// Title of the table (and key of its section in --out).
     #[arg(long, default_value = "trade-off")]
     title: String,
+    /// SVG file for the chart of accuracy against gini_exposed, every policy.
+    #[arg(long)]
+    chart: Option<PathBuf>,
     /// Print JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -688,6 +697,12 @@ fn tradeoff(a: TradeoffArgs) -> Result<()> {
             .with_context(|| format!("writing --out {}", out.display()))?;
         eprintln!("wrote {} ({})", out.display(), a.title);
     }
+    if let Some(chart) = &a.chart {
+        let max_gini = shared::audit::Thresholds::default().max_gini_exposed;
+        std::fs::write(chart, t.pareto_svg(&a.title, max_gini))
+            .with_context(|| format!("writing --chart {}", chart.display()))?;
+        eprintln!("wrote {}", chart.display());
+    }
     if a.json {
         out(serde_json::to_string(&t)?);
     } else {
@@ -709,6 +724,7 @@ fn serve_settings(a: &ServeArgs) -> Result<shared::config::Settings> {
         ("MOVIE_RECS_LAKE", d("lake")),
         ("MOVIE_RECS_METRICS", d("metrics.jsonl")),
         ("MOVIE_RECS_REPORTS", d("reports")),
+        ("MOVIE_RECS_EXPOSURE", d("exposure")),
         ("MOVIE_RECS_TRACE_TTL_DAYS", a.trace_ttl_days.to_string()),
         ("MOVIE_RECS_RELOAD_SECS", a.reload_secs.max(1).to_string()),
     ]
@@ -745,7 +761,7 @@ async fn shutdown_signal() {
 
 fn serve(a: ServeArgs) -> Result<()> {
     use shared::config::Role;
-    use shared::http::serving::{log_sync, spawn_reload_loop};
+    use shared::http::serving::spawn_reload_loop;
     use shared::http::{sync_model, AppState};
     use shared::wiring::Stores;
     use std::sync::Arc;
@@ -844,13 +860,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         if let (Some(job), every) = (state.experiments.clone(), a.canary_every_minutes) {
             if every > 0 {
                 eprintln!("  automated canary every {every} min: curl -s http://{addr}/experiment/analyze");
-                let (st, reg) = (state.clone(), reg.clone());
-                tokio::spawn(async move {
-                    let period = std::time::Duration::from_secs(every * 60);
-                    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                    loop {
-                        tick.tick().await;
-                        let now = chrono::Utc::now().timestamp_millis();
+                every_minutes(every, state.clone(), reg.clone(), move |now| {
+                    let job = job.clone();
+                    async move {
                         match job.run(now, job.window_minutes, false, "canary-automation").await {
                             Ok(o) if o.report.alarm => tracing::warn!(target: "canary", action = o.report.action.as_str(),
                                 rationale = %o.report.rationale, applied = o.applied.is_some(), "ALARM: canary rolled back"),
@@ -858,11 +870,24 @@ fn serve(a: ServeArgs) -> Result<()> {
                                 rationale = %o.report.rationale, applied = o.applied.is_some(), "canary run"),
                             Err(e) => tracing::warn!(target: "canary", error = %e, "canary run failed"),
                         }
-                        // What the canary changed serves from the next request.
-                        log_sync(sync_model(&st, reg.clone()).await);
                     }
                 });
             }
+        }
+        if a.audit_every_minutes > 0 {
+            let every = a.audit_every_minutes;
+            eprintln!("  audit (and exposure controller) every {every} min: reports in {}", settings.reports);
+            let job = Arc::new(stores.audit_job(&settings)?);
+            every_minutes(every, state.clone(), reg.clone(), move |now| {
+                let job = job.clone();
+                async move {
+                    match job.run(now - every as i64 * 60_000, now, now).await {
+                        Ok(o) => tracing::info!(target: "audit", passed = o.report.passed,
+                            adjustments = ?o.control.as_ref().and_then(|c| c.name()), "audit run"),
+                        Err(e) => tracing::warn!(target: "audit", error = %e, "audit run failed"),
+                    }
+                }
+            });
         }
         if a.client_rate_limit > 0 {
             eprintln!("  at most {} requests per minute per client address", a.client_rate_limit);
@@ -882,6 +907,30 @@ fn serve(a: ServeArgs) -> Result<()> {
         anyhow::Ok(())
     })?;
     profile::finish(profiler, a.profile_svg.as_deref())
+}
+
+/// Runs `job` (given the time, epoch ms) every `minutes` in the background,
+/// the first time one period from now, then syncs what serves: what the job
+/// changed (a rollout, adjustments) serves from the next request.
+fn every_minutes<F, Fut>(
+    minutes: u64,
+    st: std::sync::Arc<shared::http::AppState>,
+    reg: std::sync::Arc<dyn shared::ports::ModelStore>,
+    mut job: F,
+) where
+    F: FnMut(i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use shared::http::serving::log_sync;
+    tokio::spawn(async move {
+        let period = std::time::Duration::from_secs(minutes * 60);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            job(chrono::Utc::now().timestamp_millis()).await;
+            log_sync(shared::http::sync_model(&st, reg.clone()).await);
+        }
+    });
 }
 
 fn rollout(c: RolloutCommand) -> Result<()> {

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use shared::domain::exposure_control::ControllerConfig;
 use shared::domain::rerank::Policy;
 use std::path::PathBuf;
 use trainer::simulate::{report, simulate, AttackConfig, Behaviour, SimConfig};
@@ -57,6 +58,26 @@ pub struct SimulateArgs {
     /// Skip the attack scenario.
     #[arg(long)]
     no_attack: bool,
+    /// Audit windows per simulated day: users are served in that many
+    /// slices, and the exposure controller (policy `exposure`) updates
+    /// after each, as the hourly audit does.
+    #[arg(long, default_value_t = 24)]
+    audit_windows: usize,
+    /// Exposure controller: change of a price or subsidy per window at full violation.
+    #[arg(long, default_value_t = ControllerConfig::default().step)]
+    controller_step: f64,
+    /// Exposure controller: the highest price, in units of a user's score spread.
+    #[arg(long, default_value_t = ControllerConfig::default().max_price)]
+    controller_max_price: f64,
+    /// Exposure controller: the highest subsidy, in the same units.
+    #[arg(long, default_value_t = ControllerConfig::default().max_subsidy)]
+    controller_max_subsidy: f64,
+    /// Exposure controller: windows after which an exposure counts half.
+    #[arg(long, default_value_t = ControllerConfig::default().half_life_windows)]
+    controller_half_life: f64,
+    /// Exposure controller: share of each threshold aimed at.
+    #[arg(long, default_value_t = ControllerConfig::default().margin)]
+    controller_margin: f64,
     /// Folder for simulation.json, simulation.md and the charts.
     #[arg(long, default_value = ".movie-recs/simulation")]
     out: PathBuf,
@@ -105,8 +126,20 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             ..AttackConfig::default()
         }),
         attack_policy: policy(&a.attack_policy)?,
+        windows: a.audit_windows.max(1),
+        controller: ControllerConfig {
+            step: a.controller_step,
+            max_price: a.controller_max_price,
+            max_subsidy: a.controller_max_subsidy,
+            half_life_windows: a.controller_half_life,
+            margin: a.controller_margin,
+            ..ControllerConfig::default()
+        },
         progress: true,
     };
+    cfg.controller
+        .validate()
+        .map_err(|e| anyhow::anyhow!("controller: {e}"))?;
     // The runs' folders; a leftover of an earlier simulation (it has the
     // marker) is cleared, anything else is never touched.
     let work = a.out.join("work");

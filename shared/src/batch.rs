@@ -74,13 +74,16 @@ pub fn shard_key(prefix: &str, index: usize, format: Format) -> String {
 
 /// Ranks every `(user_id, movies recorded since training)` of `users` on
 /// `threads` threads, in input order; `done` is told how many are ranked
-/// as they finish.
+/// as they finish. `adjustments`: the exposure controller's net adjustment
+/// per item index (the `exposure` policy's; empty for none).
+#[allow(clippy::too_many_arguments)]
 pub fn recommend_all(
     model: &ServingModel,
     users: &[(u64, Vec<u64>)],
     k: usize,
     policy: Policy,
     filter: &Filter,
+    adjustments: &[f32],
     threads: usize,
     done: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<Row>, ScoringError> {
@@ -100,7 +103,14 @@ pub fn recommend_all(
                         let rows: Result<Vec<Row>, ScoringError> = chunk
                             .iter()
                             .map(|(u, seen)| {
-                                let r = model.recommend_filtered(*u, k, seen, policy, filter)?;
+                                let r = model.recommend_adjusted(
+                                    *u,
+                                    k,
+                                    seen,
+                                    policy,
+                                    filter,
+                                    adjustments,
+                                )?;
                                 Ok(row(model, *u, &r.items, policy))
                             })
                             .collect();
@@ -230,6 +240,9 @@ pub fn from_parquet(bytes: Vec<u8>) -> Result<Vec<Row>, parquet::errors::Parquet
 pub struct BatchManifest {
     pub model_version: String,
     pub policy: String,
+    /// The exposure controller's adjustments `exposure` ranked with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjustments: Option<String>,
     pub k: usize,
     pub filter: serde_json::Value,
     pub format: Format,

@@ -303,6 +303,35 @@ pub trait EventLake: Send + Sync {
     /// Keys under `prefix` (relative to the lake root), sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     async fn get_object(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// The object, or `None` when there is none at `key` (told apart from
+    /// a failing store). The default lists first; adapters answer in one call.
+    async fn get_optional(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.list(key).await?.iter().any(|k| k == key) {
+            true => Ok(Some(self.get_object(key).await?)),
+            false => Ok(None),
+        }
+    }
+}
+
+/// Where the exposure controller's adjustments live: immutable versions
+/// and a pointer to the newest ([`crate::artifact::adjustments`]). The
+/// audit publishes, every recommend instance reads.
+#[async_trait::async_trait]
+pub trait AdjustmentStore: Send + Sync {
+    /// The pointer to the newest adjustments; `None` before the first (a cold start).
+    async fn latest(
+        &self,
+    ) -> Result<Option<crate::artifact::AdjustmentsPointer>, crate::artifact::AdjustmentsError>;
+    /// The adjustments `pointer` names, checksum-verified.
+    async fn fetch(
+        &self,
+        pointer: &crate::artifact::AdjustmentsPointer,
+    ) -> Result<crate::domain::exposure_control::Adjustments, crate::artifact::AdjustmentsError>;
+    /// Stores `adjustments` as a new version and points `latest` at it.
+    async fn publish(
+        &self,
+        adjustments: &crate::domain::exposure_control::Adjustments,
+    ) -> Result<crate::artifact::AdjustmentsPointer, crate::artifact::AdjustmentsError>;
 }
 
 /// The accepted ratings of one user within the velocity horizon: `(event

@@ -10,13 +10,14 @@
 
 use crate::adapters::aws::{self, CallBudget, SdkConfig};
 use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
+use crate::artifact::AdjustmentObjects;
 use crate::audit::job::AuditJob;
 use crate::canary::job::ExperimentJob;
 use crate::config::{ConfigError, Role, Settings, Store};
 use crate::ingest::{Ingestor, MetricsSink};
 use crate::ports::{
-    EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore, TraceStore, TrendingStore,
-    UserHistory,
+    AdjustmentStore, EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore,
+    TraceStore, TrendingStore, UserHistory,
 };
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub struct Stores {
     lake: Option<Arc<dyn EventLake>>,
     reports: Option<Arc<dyn EventLake>>,
     metrics: Option<Arc<dyn MetricsPublisher>>,
+    exposure: Option<Arc<dyn AdjustmentStore>>,
     /// The SDK config, when any AWS adapter is in use.
     pub sdk: Option<SdkConfig>,
 }
@@ -44,6 +46,7 @@ fn value(s: &Settings, store: Store) -> Option<&str> {
         Store::Lake => Some(s.lake.as_str()),
         Store::Reports => Some(s.reports.as_str()),
         Store::Metrics => Some(s.metrics.as_str()),
+        Store::Exposure => Some(s.exposure.as_str()),
         Store::Traces => s.traces_table.as_deref(),
         Store::History => s.history_table.as_deref(),
         Store::Rollout => s.rollout_table.as_deref(),
@@ -55,7 +58,9 @@ fn value(s: &Settings, store: Store) -> Option<&str> {
 /// Whether `store` is configured for AWS (what Lambda requires).
 fn is_aws(s: &Settings, store: Store) -> bool {
     match (store, value(s, store)) {
-        (Store::Registry | Store::Lake | Store::Reports, Some(v)) => v.starts_with("s3://"),
+        (Store::Registry | Store::Lake | Store::Reports | Store::Exposure, Some(v)) => {
+            v.starts_with("s3://")
+        }
         (Store::Metrics, Some(v)) => v == "cloudwatch",
         (_, v) => v.is_some(),
     }
@@ -206,6 +211,13 @@ impl Stores {
             false => None,
             true => Some(objects("MOVIE_RECS_REPORTS", &s.reports)?),
         };
+        let exposure: Option<Arc<dyn AdjustmentStore>> = match wanted(Store::Exposure) {
+            false => None,
+            true => Some(Arc::new(AdjustmentObjects::new(objects(
+                "MOVIE_RECS_EXPOSURE",
+                &s.exposure,
+            )?))),
+        };
         let metrics: Option<Arc<dyn MetricsPublisher>> = match wanted(Store::Metrics) {
             false => None,
             true if s.metrics == "cloudwatch" => {
@@ -227,6 +239,7 @@ impl Stores {
             lake,
             reports,
             metrics,
+            exposure,
             sdk,
         })
     }
@@ -265,6 +278,9 @@ impl Stores {
     pub fn metrics(&self) -> Result<Arc<dyn MetricsPublisher>, ConfigError> {
         self.get(Store::Metrics, &self.metrics)
     }
+    pub fn exposure(&self) -> Result<Arc<dyn AdjustmentStore>, ConfigError> {
+        self.get(Store::Exposure, &self.exposure)
+    }
 
     /// The store handles the HTTP routers share (the ones this role built).
     pub fn api_stores(&self) -> crate::http::ApiStores {
@@ -273,6 +289,7 @@ impl Stores {
             history: self.history.clone(),
             rollout: self.rollout.clone(),
             trending: self.trending.clone(),
+            exposure: self.exposure.clone(),
         }
     }
 
@@ -288,6 +305,7 @@ impl Stores {
             stage: s.stage.clone(),
             config: s.audit.clone(),
             catalog: None,
+            exposure: self.exposure.clone(),
         })
     }
 
@@ -428,6 +446,7 @@ mod tests {
             ("MOVIE_RECS_HISTORY_TABLE", "h"),
             ("MOVIE_RECS_ROLLOUT_TABLE", "r"),
             ("MOVIE_RECS_TRENDING_TABLE", "tr"),
+            ("MOVIE_RECS_EXPOSURE", "s3://bkt/exposure"),
         ];
         let with = |extra: &[(&str, &str)]| {
             let mut v: Vec<(&str, &str)> = lambda.to_vec();

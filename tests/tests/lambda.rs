@@ -14,8 +14,16 @@ use std::time::{Duration, Instant};
 fn functions_answer_their_events_under_the_lambda_emulator() {
     // The audit window as a deployment parameter (the schedule payload's
     // events lie up to 2 hours before it).
+    // The committed events carry fixed times (2026-11-28, 19:00-21:00 UTC);
+    // live events older than MaxEventAgeDays are refused, so the stack
+    // under test admits events as old as the fixtures.
+    let fixtures = chrono::DateTime::parse_from_rfc3339("2026-11-28T19:00:00Z").unwrap();
+    let age_days = (chrono::Utc::now() - fixtures.with_timezone(&chrono::Utc)).num_days() + 2;
     let stack = LambdaStack::start_with(StackOptions {
-        params: vec![("AuditWindowMinutes", "120".into())],
+        params: vec![
+            ("AuditWindowMinutes", "120".into()),
+            ("MaxEventAgeDays", age_days.max(7).to_string()),
+        ],
         ..Default::default()
     });
 
@@ -195,7 +203,7 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
     );
     assert_eq!(a["catalog_coverage"], 3.0 / 200.0);
     assert_eq!(a["rating_events"], 2, "{a}");
-    let keys = bucket_keys(&stack, "reports/");
+    let keys = common::bucket_keys(&stack, "reports/");
     for f in [
         "report.json",
         "report.md",
@@ -366,25 +374,5 @@ fn body_items(stack: &LambdaStack) -> serde_json::Value {
 }
 
 fn lake_keys(stack: &LambdaStack) -> Vec<String> {
-    bucket_keys(stack, "lake/")
-}
-
-fn bucket_keys(stack: &LambdaStack, prefix: &str) -> Vec<String> {
-    let prefix = prefix.to_string();
-    let url = stack.moto.url();
-    let bucket = stack.names.bucket.clone();
-    shared::adapters::aws::block_on(async move {
-        let s3 = shared::adapters::aws::s3_client(&sdk_config(&url).await);
-        let out = s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap();
-        out.contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect()
-    })
+    common::bucket_keys(stack, "lake/")
 }

@@ -8,12 +8,21 @@
 //! Lists are produced user after user as a server would, so `explore` sees
 //! the exposure of the lists before (training popularity plus what was
 //! shown). Scores are computed once per user and shared by all policies.
+//!
+//! The `exposure` policy is the service-wide controller: it is iterated
+//! over [`CONTROLLER_PASSES`] passes of every user's list, as hours of
+//! traffic would be, each pass one audit window that updates the
+//! adjustments the next pass ranks with (from a cold start); its row is the
+//! last pass, and its accuracy is measured with the adjustments that pass
+//! used. The price unit is each user's spread over the whole catalogue,
+//! as in serving (the NCF protocol ranks only the candidates).
 
 use crate::pipeline::test_split;
 use shared::audit::exposure::Catalog;
 use shared::canary::Fairness;
 use shared::domain::dataset::{histories, popularity};
 use shared::domain::eval::{recall_ndcg, Scorer};
+use shared::domain::exposure_control::{apply_prices_with, spread, Adjustments, ControllerConfig};
 use shared::domain::rerank::{rerank, ItemFeatures, Policy};
 use shared::domain::{Dataset, TestSet};
 
@@ -41,6 +50,10 @@ pub struct Tradeoff {
 /// Length of the lists whose fairness is measured.
 pub const FAIR_K: usize = 10;
 
+/// Passes of every user's list the exposure controller is iterated over
+/// (a day of hourly audits, each hour serving every user once).
+pub const CONTROLLER_PASSES: usize = 24;
+
 /// The policies compared by default.
 pub fn default_policies() -> Vec<Policy> {
     vec![
@@ -58,7 +71,22 @@ pub fn default_policies() -> Vec<Policy> {
         Policy::Explore { weight: 0.2 },
         Policy::Explore { weight: 0.3 },
         Policy::Explore { weight: 0.5 },
+        exposure(0.05),
+        exposure(0.1),
+        exposure(0.2),
+        exposure(0.5),
+        exposure(1.0),
+        exposure(2.0),
     ]
+}
+
+/// The controller at `scale`, with its default guard and base.
+fn exposure(scale: f64) -> Policy {
+    Policy::Exposure {
+        scale,
+        protect: 2,
+        slots: 3,
+    }
 }
 
 /// Runs the comparison of `policies` for `model` on `ds` (whose items carry
@@ -107,23 +135,53 @@ pub fn compare(
         all.push(buf.clone());
         bar.inc(1);
     }
+    let spreads: Vec<f64> = all.iter().map(|s| spread(s).unwrap_or(0.0)).collect();
+    let movie_ids: Vec<u64> = ds.items.iter().map(|i| i.movie_id).collect();
+    let cfg = ControllerConfig::default();
     let mut rows = Vec::new();
     for &policy in policies {
         bar.set_message(policy.spec());
-        // Fairness: every user's top-10 over the catalogue, in user order.
+        let controlled = matches!(policy, Policy::Exposure { .. });
+        let mut adjustments = Adjustments::default();
+        let mut net = Vec::new();
         let mut exposure = vec![0u64; ni];
         let mut lists: Vec<Vec<u64>> = Vec::with_capacity(nu);
-        for (u, scores) in all.iter().enumerate() {
-            let l = rerank(policy, scores, FAIR_K, &features, &hist[u], &exposure);
-            for (i, _) in &l {
-                exposure[*i as usize] += 1;
+        // Fairness: every user's top-10 over the catalogue, in user order;
+        // the controller's last pass.
+        for pass in 0..if controlled { CONTROLLER_PASSES } else { 1 } {
+            net = adjustments.vector(movie_ids.iter().copied());
+            exposure.fill(0);
+            lists.clear();
+            for (u, scores) in all.iter().enumerate() {
+                let l = ranked(
+                    policy, scores, FAIR_K, &features, &hist[u], &exposure, &net, spreads[u],
+                );
+                for (i, _) in &l {
+                    exposure[*i as usize] += 1;
+                }
+                lists.push(
+                    l.iter()
+                        .map(|(i, _)| ds.items[*i as usize].movie_id)
+                        .collect(),
+                );
             }
-            lists.push(
-                l.iter()
-                    .map(|(i, _)| ds.items[*i as usize].movie_id)
-                    .collect(),
+            if controlled {
+                let mut window = std::collections::HashMap::new();
+                for l in &lists {
+                    for &m in l {
+                        *window.entry(m).or_insert(0u64) += 1;
+                    }
+                }
+                adjustments = adjustments.update(&window, ni, &cfg, pass as i64);
+            }
+            bar.inc(
+                nu as u64
+                    / if controlled {
+                        CONTROLLER_PASSES as u64
+                    } else {
+                        1
+                    },
             );
-            bar.inc(1);
         }
         let refs: Vec<&[u64]> = lists.iter().map(Vec::as_slice).collect();
         let fairness = Fairness::of(&refs, &catalog);
@@ -143,13 +201,15 @@ pub fn compare(
                         model.score_items(c.user, &[c.item], &mut one)?;
                         scores[c.item as usize] = one[0];
                     }
-                    let l = rerank(
+                    let l = ranked(
                         policy,
                         &scores,
                         10,
                         &features,
                         &hist[c.user as usize],
                         &exposure,
+                        &net,
+                        spreads[c.user as usize],
                     );
                     if let Some(pos) = l.iter().position(|(i, _)| *i == c.item) {
                         hr += 1.0;
@@ -171,13 +231,15 @@ pub fn compare(
                     if relevant.is_empty() {
                         continue;
                     }
-                    let l = rerank(
+                    let l = ranked(
                         policy,
                         &all[*u as usize],
                         20,
                         &features,
                         &hist[*u as usize],
                         &exposure,
+                        &net,
+                        spreads[*u as usize],
                     );
                     let ranked: Vec<u32> = l.iter().map(|(i, _)| *i).collect();
                     let (r, n) = recall_ndcg(&ranked, relevant, 20);
@@ -207,6 +269,32 @@ pub fn compare(
         genres: ds.items.iter().any(|i| !i.genres.is_empty()),
         rows,
     })
+}
+
+/// One list as the policy ranks it; `exposure` with the controller's net
+/// adjustments `net` in units of the user's whole-catalogue `unit`.
+#[allow(clippy::too_many_arguments)]
+fn ranked(
+    policy: Policy,
+    scores: &[f32],
+    k: usize,
+    features: &ItemFeatures,
+    history: &[u32],
+    exposure: &[u64],
+    net: &[f32],
+    unit: f64,
+) -> Vec<(u32, f32)> {
+    match policy.for_k(k) {
+        Policy::Exposure { scale, protect, .. } if !net.is_empty() => {
+            let mut adjusted = scores.to_vec();
+            apply_prices_with(&mut adjusted, net, scale, protect, unit);
+            rerank(policy, &adjusted, k, features, history, exposure)
+                .into_iter()
+                .map(|(i, _)| (i, scores[i as usize]))
+                .collect()
+        }
+        _ => rerank(policy, scores, k, features, history, exposure),
+    }
 }
 
 fn f4(x: Option<f64>) -> String {
@@ -276,6 +364,129 @@ impl Tradeoff {
     }
 }
 
+/// One colour per policy family in the chart.
+const FAMILIES: [(&str, &str); 6] = [
+    ("none", "#333333"),
+    ("mmr", "#9467bd"),
+    ("calibrated", "#8c564b"),
+    ("slots", "#1f77b4"),
+    ("explore", "#ff7f0e"),
+    ("exposure", "#2ca02c"),
+];
+
+impl Tradeoff {
+    /// An SVG of accuracy (the first measure) against `gini_exposed`, one
+    /// point per policy, each family's points joined in order of Gini; the
+    /// audit's Gini threshold dashed. Up and to the left is better.
+    pub fn pareto_svg(&self, title: &str, max_gini: f64) -> String {
+        use shared::audit::report::{esc, frame, px, py, y_ticks_from, B, H, R, W};
+        let acc = self
+            .rows
+            .first()
+            .map_or("accuracy".into(), |r| r.accuracy[0].0.clone());
+        let mut s = frame(title, "gini_exposed (lower is fairer)", &acc);
+        let pts: Vec<(&str, &str, f64, f64)> = self
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let family = r.policy.split(':').next().unwrap_or("");
+                Some((
+                    family,
+                    r.policy.as_str(),
+                    r.fairness.gini_exposed?,
+                    r.accuracy[0].1,
+                ))
+            })
+            .collect();
+        let (gx_lo, gx_hi) = pts
+            .iter()
+            .fold((max_gini, max_gini), |(a, b), p| (a.min(p.2), b.max(p.2)));
+        let (x_lo, x_hi) = (
+            ((gx_lo - 0.05) * 20.0).floor() / 20.0,
+            ((gx_hi + 0.05) * 20.0).ceil() / 20.0,
+        );
+        let (a_lo, a_hi) = pts.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+            (a.min(p.3), b.max(p.3))
+        });
+        let pad = ((a_hi - a_lo) * 0.1).max(0.005);
+        let lo = ((a_lo - pad).max(0.0) * 100.0).floor() / 100.0;
+        let span = (((a_hi + pad) * 100.0).ceil() / 100.0 - lo).max(0.01);
+        y_ticks_from(&mut s, lo, span);
+        let x = |g: f64| px((g - x_lo) / (x_hi - x_lo));
+        let y = |a: f64| py(a - lo, span);
+        let mut tick = x_lo;
+        while tick <= x_hi + 1e-9 {
+            let _ = std::fmt::Write::write_fmt(
+                &mut s,
+                format_args!(
+                    "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{tick:.2}</text>\n",
+                    x(tick),
+                    H - B + 16.0
+                ),
+            );
+            tick += 0.05;
+        }
+        let _ = std::fmt::Write::write_fmt(
+            &mut s,
+            format_args!(
+                "<line x1=\"{0:.1}\" y1=\"40\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#d62728\" stroke-dasharray=\"5,4\"/><text x=\"{2:.1}\" y=\"52\" fill=\"#d62728\">gini_exposed threshold {max_gini}</text>\n",
+                x(max_gini),
+                H - B,
+                x(max_gini) + 4.0
+            ),
+        );
+        for (n, (family, colour)) in FAMILIES.iter().enumerate() {
+            let mut mine: Vec<&(&str, &str, f64, f64)> =
+                pts.iter().filter(|p| p.0 == *family).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            mine.sort_by(|a, b| a.2.total_cmp(&b.2));
+            let line: Vec<String> = mine
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", x(p.2), y(p.3)))
+                .collect();
+            let _ = std::fmt::Write::write_fmt(
+                &mut s,
+                format_args!(
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"/>\n",
+                    line.join(" ")
+                ),
+            );
+            for p in &mine {
+                // Each point labelled with its parameter (the family is the colour).
+                let label =
+                    p.1.split_once(':')
+                        .map_or("", |(_, params)| params.split(',').next().unwrap_or(""));
+                let _ = std::fmt::Write::write_fmt(
+                    &mut s,
+                    format_args!(
+                        "<circle cx=\"{0:.1}\" cy=\"{1:.1}\" r=\"4\" fill=\"{colour}\"><title>{2}</title></circle><text x=\"{3:.1}\" y=\"{4:.1}\" font-size=\"9\" fill=\"{colour}\">{5}</text>\n",
+                        x(p.2),
+                        y(p.3),
+                        esc(p.1),
+                        x(p.2) + 5.0,
+                        y(p.3) - 5.0,
+                        esc(label)
+                    ),
+                );
+            }
+            let ly = 70.0 + 16.0 * n as f64;
+            let _ = std::fmt::Write::write_fmt(
+                &mut s,
+                format_args!(
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"4\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{ly:.1}\">{family}</text>\n",
+                    W - R - 110.0,
+                    ly - 4.0,
+                    W - R - 92.0
+                ),
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
 /// Replaces (or appends) the section between `<!-- tradeoff:KEY -->` and
 /// `<!-- /tradeoff:KEY -->` in `doc`.
 pub fn splice(doc: &str, key: &str, section: &str) -> String {
@@ -310,6 +521,51 @@ pub fn splice(doc: &str, key: &str, section: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(policy: &str, acc: f64, gini: f64) -> Row {
+        Row {
+            policy: policy.into(),
+            accuracy: [("hr@10".into(), acc), ("ndcg@10".into(), acc / 2.0)],
+            fairness: Fairness {
+                lists: 10,
+                catalog_coverage: Some(0.5),
+                gini_exposed: Some(gini),
+                gini_catalog: Some(0.8),
+                top_10_pct_share: Some(0.3),
+                tail_share: Some(0.7),
+            },
+        }
+    }
+
+    #[test]
+    fn the_chart_draws_each_family_as_a_line_with_the_threshold() {
+        let t = Tradeoff {
+            data: "d".into(),
+            protocol: "ncf",
+            users: 10,
+            catalog: 20,
+            genres: true,
+            rows: vec![
+                row("none", 0.60, 0.66),
+                row("slots:slots=2", 0.59, 0.62),
+                row("slots:slots=3", 0.58, 0.60),
+                row("exposure:scale=1,protect=2,slots=3", 0.57, 0.30),
+                row("exposure:scale=2,protect=2,slots=3", 0.55, 0.25),
+            ],
+        };
+        let svg = t.pareto_svg("T <1>", 0.35);
+        assert_eq!(svg.matches("<polyline").count(), 3, "none, slots, exposure");
+        assert_eq!(svg.matches("<circle").count(), 5);
+        assert!(svg.contains("gini_exposed threshold 0.35") && svg.contains("T &lt;1&gt;"));
+        resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).unwrap();
+        // Fairer (lower Gini) is further left: exposure's points come first.
+        let cx = |policy: &str| -> f64 {
+            let i = svg.find(&format!("<title>{policy}</title>")).unwrap();
+            let c = svg[..i].rfind("cx=\"").unwrap() + 4;
+            svg[c..].split('"').next().unwrap().parse().unwrap()
+        };
+        assert!(cx("exposure:scale=2,protect=2,slots=3") < cx("none"));
+    }
 
     #[test]
     fn splice_replaces_its_own_section_only() {

@@ -121,7 +121,10 @@ fn a_small_simulation_is_deterministic_and_measures_every_round() {
     let files = report::files(&a, "movie-recs simulate");
     let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
     assert!(names.contains(&"simulation.md") && names.contains(&"attack.svg"));
-    assert_eq!(names.iter().filter(|n| n.ends_with(".svg")).count(), 8);
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".svg")).count(),
+        report::METRICS.len() + 1
+    );
     let json: serde_json::Value = serde_json::from_slice(&files[0].1).unwrap();
     assert_eq!(json["trajectories"][1]["policy"], "slots:slots=3");
     let md = String::from_utf8(files[1].1.clone()).unwrap();
@@ -153,6 +156,54 @@ fn a_small_simulation_is_deterministic_and_measures_every_round() {
         .map(|f| f.0)
         .collect();
     assert_eq!(names, ["simulation.json", "simulation.md", "attack.svg"]);
+}
+
+#[test]
+fn the_exposure_controller_runs_with_the_audit_in_the_loop() {
+    let d = tempfile::tempdir().unwrap();
+    let windows = 8;
+    let cfg = SimConfig {
+        policies: vec![Policy::None, Policy::from_spec("exposure", 10).unwrap()],
+        attack: None,
+        windows,
+        ..small(5)
+    };
+    let r = simulate(&cfg, &d.path().join("x")).unwrap();
+    let (none, ctl) = (&r.trajectories[0], &r.trajectories[1]);
+    assert_eq!(ctl.policy, "exposure:scale=1,protect=2,slots=3");
+    let mut report = String::new();
+    for (r, (a, b)) in none.rounds.iter().zip(&ctl.rounds).enumerate() {
+        report.push_str(&format!(
+            "round {r}: none tail {:.3} gini_exposed {:.3} hr {:.3}; exposure tail {:.3} gini_exposed {:.3} top10 {:.3} coverage {:.3} hr {:.3} ({:?} priced, {:?} subsidised)\n",
+            a.tail_share.unwrap(), a.gini_exposed.unwrap(), a.hr_at_10,
+            b.tail_share.unwrap(), b.gini_exposed.unwrap(), b.top_10_pct_share.unwrap(),
+            b.catalog_coverage.unwrap(), b.hr_at_10, b.priced_movies, b.subsidised_movies
+        ));
+    }
+    eprintln!("{report}");
+    for (r, (a, b)) in none.rounds.iter().zip(&ctl.rounds).enumerate() {
+        // One audit per window, folded into one adjustments version each.
+        assert_eq!(
+            b.adjustments.as_deref(),
+            Some(format!("adj-{:06}", (r + 1) * windows).as_str())
+        );
+        assert!(a.adjustments.is_none() && a.gini_exposed.is_some());
+        // Served traffic is spread far more evenly than the plain ranking's.
+        assert!(b.gini_exposed < a.gini_exposed, "{report}");
+        assert!(b.catalog_coverage > a.catalog_coverage, "{report}");
+        if r > 0 {
+            assert!(b.tail_share > a.tail_share, "{report}");
+        }
+        assert!(b.top_10_pct_share.unwrap() + b.tail_share.unwrap() - 1.0 < 1e-9);
+    }
+    // After the first day the controller holds the audit's thresholds.
+    for b in &ctl.rounds[1..] {
+        assert!(b.tail_share.unwrap() >= 0.70, "{report}");
+        assert!(b.top_10_pct_share.unwrap() <= 0.30, "{report}");
+        assert!(b.gini_exposed.unwrap() <= 0.35, "{report}");
+        assert!(b.catalog_coverage.unwrap() >= 0.40, "{report}");
+    }
+    assert!(ctl.rounds.iter().all(|b| b.priced_movies > Some(0)));
 }
 
 /// Renders an SVG and counts pixels of roughly the colour `rgb` (and saves

@@ -25,6 +25,7 @@ pub fn state_on(db: Arc<SqliteStore>, lake: &Path, config: ApiConfig) -> AppStat
             history: Some(db.clone()),
             rollout: Some(db.clone()),
             trending: Some(db),
+            exposure: None,
         },
         config,
     )

@@ -1,8 +1,10 @@
 //! audit: runs on the EventBridge schedule. Audits the window that ends at
-//! the scheduled time (`MOVIE_RECS_AUDIT_WINDOW_MINUTES`, default 60): the
+//! the scheduled time (`MOVIE_RECS_AUDIT_WINDOW_MINUTES`, default 60; an
+//! operator's invocation may name another with `detail: {"from_ms", "to_ms"}`): the
 //! recommendation traces (DynamoDB time index) and the lake's events of those
 //! hours; publishes the fairness and spam metrics to CloudWatch, quarantines
-//! flagged users in the lake and writes the report to `MOVIE_RECS_REPORTS`.
+//! flagged users in the lake, writes the report to `MOVIE_RECS_REPORTS` and
+//! publishes the exposure controller's next adjustments to `MOVIE_RECS_EXPOSURE`.
 //! A failure fails the invocation, so EventBridge retries it.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -19,8 +21,7 @@ async fn handle(
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Value, Error> {
     let e = event.payload;
-    let to_ms = shared::config::scheduled_time_ms("audit", &e)?;
-    let from_ms = to_ms - window_minutes * 60_000;
+    let (from_ms, to_ms) = shared::config::audit_window(&e, window_minutes)?;
     let out = job
         .run(from_ms, to_ms, chrono::Utc::now().timestamp_millis())
         .await?;
@@ -30,6 +31,7 @@ async fn handle(
     summary["report_keys"] = serde_json::json!(out.report_keys);
     summary["quarantine_key"] = serde_json::json!(out.quarantine_key);
     summary["published"] = out.published.into();
+    summary["exposure_controller"] = serde_json::json!(out.control);
     tracing::info!(summary = %summary, "audit done");
     Ok(summary)
 }

@@ -3,8 +3,10 @@
 //! immutable registry version. This module is the single source of truth for
 //! the manifest's fields, the sidecar format and checksum verification.
 
+pub mod adjustments;
 mod neighbours;
 
+pub use adjustments::{AdjustmentObjects, AdjustmentsError, AdjustmentsPointer};
 pub use neighbours::{Neighbours, NEIGHBOURS_FILE, NEIGHBOURS_PER_ITEM};
 
 use serde::{Deserialize, Serialize};

@@ -1,17 +1,22 @@
 //! The scheduled audit: gathers a window from the trace store (its time
 //! index, never a scan) and the event lake (only the hour partitions the
 //! window covers), computes the audit, publishes the metrics, writes the
-//! users it flags to the lake's `quarantine/users/` (training excludes them)
-//! and writes the report (JSON, Markdown, SVG charts) to the reports store.
+//! users it flags to the lake's `quarantine/users/` (training excludes them),
+//! writes the report (JSON, Markdown, SVG charts) to the reports store, and
+//! folds the window's exposure into the exposure controller's adjustments
+//! ([`super::control`]).
 
 use super::files::{exposure_from_event, exposure_from_trace};
 use super::report;
 use super::spam::Rating;
 use super::{audit, datums, AuditConfig, AuditInput, AuditReport, Window};
 use crate::audit::exposure::Catalog;
+use crate::domain::exposure_control::ControllerConfig;
 use crate::events::{Event, EventType};
 use crate::ingest::lake::{read_under, LakeReadError};
-use crate::ports::{EventLake, MetricsPublisher, ModelStore, RolloutStore, StoreError, TraceStore};
+use crate::ports::{
+    AdjustmentStore, EventLake, MetricsPublisher, ModelStore, RolloutStore, StoreError, TraceStore,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -42,6 +47,9 @@ pub struct AuditJob {
     pub config: AuditConfig,
     /// A catalogue to judge against instead of the served model's.
     pub catalog: Option<Catalog>,
+    /// Where the exposure controller's adjustments live; `None`: no
+    /// controller step.
+    pub exposure: Option<Arc<dyn AdjustmentStore>>,
 }
 
 /// What one run did.
@@ -53,6 +61,8 @@ pub struct Outcome {
     /// The lake key of the quarantined users, when any were flagged.
     pub quarantine_key: Option<String>,
     pub published: usize,
+    /// The exposure controller's step, when the job has an adjustments store.
+    pub control: Option<super::control::ControlStep>,
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -204,6 +214,8 @@ impl AuditJob {
     /// quarantine flagged users and publish the metrics.
     pub async fn run(&self, from_ms: i64, to_ms: i64, now_ms: i64) -> Result<Outcome, AuditError> {
         let input = self.gather(from_ms, to_ms, now_ms).await?;
+        let window = super::control::window_counts(&input.exposures);
+        let catalog_size = input.catalog.size;
         let config = self.config.clone();
         let report = tokio::task::spawn_blocking(move || audit(input, &config, now_ms))
             .await
@@ -255,11 +267,19 @@ impl AuditJob {
         self.metrics
             .publish(crate::adapters::aws::emf::NAMESPACE, &data)
             .await?;
+        let control = match &self.exposure {
+            None => None,
+            Some(store) => {
+                let cfg = ControllerConfig::for_thresholds(self.config.thresholds);
+                Some(super::control::step(store.as_ref(), &window, catalog_size, &cfg, to_ms).await)
+            }
+        };
         Ok(Outcome {
             report,
             report_keys,
             quarantine_key,
             published: data.len(),
+            control,
         })
     }
 }

@@ -19,6 +19,7 @@
 //! Activity counts a user's valid rating and watch events in the audit input:
 //! `cold_start` < 5, `light` < 20, `regular` < 100, `heavy` otherwise.
 
+pub mod control;
 pub mod exposure;
 pub mod files;
 pub mod job;
@@ -70,26 +71,8 @@ pub struct AuditInput {
     pub window: Option<Window>,
 }
 
-/// Alarm thresholds (the defaults are the product's policy).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Thresholds {
-    pub min_catalog_coverage: f64,
-    /// Applied to `gini_exposed`, the definition the threshold was set for.
-    pub max_gini_exposed: f64,
-    pub max_top_10_pct_share: f64,
-    pub min_tail_share: f64,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            min_catalog_coverage: 0.40,
-            max_gini_exposed: 0.35,
-            max_top_10_pct_share: 0.30,
-            min_tail_share: 0.70,
-        }
-    }
-}
+/// Alarm thresholds: the controller of the `exposure` policy steers to the same ones.
+pub use crate::domain::exposure_control::Thresholds;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AuditConfig {
@@ -349,6 +332,7 @@ impl AuditReport {
             "gini_exposed": m.gini_exposed,
             "gini_catalog": m.gini_catalog,
             "tail_share": m.tail_share,
+            "top_10_pct_share": m.top_10_pct_share,
             "starvation_index": m.starvation_index,
             "groups": self.groups.len(),
             "rating_events": self.spam.events,

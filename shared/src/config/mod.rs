@@ -29,6 +29,8 @@ pub struct Settings {
     pub lake: String,
     pub metrics: String,
     pub reports: String,
+    /// The exposure controller's adjustments (a folder or `s3://`).
+    pub exposure: String,
     pub stage: String,
     pub audit_window_minutes: i64,
     pub audit: AuditConfig,
@@ -146,7 +148,7 @@ impl Settings {
                 "MOVIE_RECS_CANARY_MIN_GUARDRAIL_REQUESTS",
                 cd.min_guardrail_requests as i64,
             )? as u64,
-            thresholds: audit.thresholds.clone(),
+            thresholds: audit.thresholds,
             ramp,
             ..cd
         };
@@ -188,6 +190,7 @@ impl Settings {
             metrics: var("MOVIE_RECS_METRICS")
                 .unwrap_or_else(|| ".movie-recs/metrics.jsonl".into()),
             reports: var("MOVIE_RECS_REPORTS").unwrap_or_else(|| ".movie-recs/reports".into()),
+            exposure: var("MOVIE_RECS_EXPOSURE").unwrap_or_else(|| ".movie-recs/exposure".into()),
             stage: var("MOVIE_RECS_STAGE").unwrap_or_else(|| "local".into()),
             audit_window_minutes: positive("MOVIE_RECS_AUDIT_WINDOW_MINUTES", 60)?,
             audit,
@@ -222,6 +225,7 @@ impl Settings {
         self.registry.starts_with("s3://")
             || self.lake.starts_with("s3://")
             || self.reports.starts_with("s3://")
+            || self.exposure.starts_with("s3://")
             || self.metrics == "cloudwatch"
             || self.traces_table.is_some()
             || self.rollout_table.is_some()
@@ -296,10 +300,53 @@ pub fn scheduled_time_ms(
         .ok_or_else(|| "scheduled event without a time".to_string())
 }
 
+/// The window a scheduled audit reads: the `window_minutes` before the
+/// schedule's time, or, when an operator invokes it with `detail:
+/// {"from_ms", "to_ms"}` (to audit or re-audit a chosen window), that one
+/// (at most a day long).
+pub fn audit_window(
+    e: &aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value>,
+    window_minutes: i64,
+) -> Result<(i64, i64), String> {
+    let to_ms = scheduled_time_ms("audit", e)?;
+    let field = |k: &'static str| e.detail.get(k).map(move |v| v.as_i64().ok_or(k));
+    match (field("from_ms"), field("to_ms")) {
+        (None, None) => Ok((to_ms - window_minutes * 60_000, to_ms)),
+        (Some(Ok(from)), Some(Ok(to))) if from < to && to - from <= 86_400_000 => Ok((from, to)),
+        (Some(Ok(_)), Some(Ok(_))) => {
+            Err("detail.from_ms must be before detail.to_ms, at most a day apart".into())
+        }
+        (Some(Err(k)), _) | (_, Some(Err(k))) => {
+            Err(format!("detail.{k} must be an integer (epoch ms)"))
+        }
+        (None, Some(_)) => Err("detail.from_ms must be given with detail.to_ms".into()),
+        (Some(_), None) => Err("detail.to_ms must be given with detail.from_ms".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn an_audit_reads_the_hour_before_the_schedule_or_the_window_an_operator_names() {
+        let body = include_str!("../../../events/audit-schedule.json");
+        let mut e: aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value> =
+            serde_json::from_str(body).unwrap();
+        let t = e.time.unwrap().timestamp_millis();
+        assert_eq!(audit_window(&e, 60), Ok((t - 3_600_000, t)));
+        e.detail = serde_json::json!({"from_ms": 5, "to_ms": 9});
+        assert_eq!(audit_window(&e, 60), Ok((5, 9)));
+        e.detail = serde_json::json!({"from_ms": 9, "to_ms": 5});
+        assert!(audit_window(&e, 60).unwrap_err().contains("before"));
+        e.detail = serde_json::json!({"from_ms": 5});
+        let err = audit_window(&e, 60).unwrap_err();
+        assert!(err.starts_with("detail.to_ms must be given"), "{err}");
+        e.detail = serde_json::json!({"from_ms": "x", "to_ms": 9});
+        let err = audit_window(&e, 60).unwrap_err();
+        assert!(err.starts_with("detail.from_ms must be"), "{err}");
+    }
 
     #[test]
     fn scheduled_time_of_the_schedule_payload_and_refusals() {

@@ -47,11 +47,11 @@ impl Role {
     pub fn stores(self) -> &'static [Store] {
         use Store::*;
         match self {
-            Role::Recommend => &[Registry, Traces, History, Rollout, Trending],
+            Role::Recommend => &[Registry, Traces, History, Rollout, Trending, Exposure],
             Role::Trace => &[Traces],
             Role::Rollout => &[Registry, Rollout, Traces, Lake, Metrics],
             Role::Ingest => &[Lake, IngestState, History, Trending],
-            Role::Audit => &[Registry, Traces, Rollout, Lake, Reports, Metrics],
+            Role::Audit => &[Registry, Traces, Rollout, Lake, Reports, Metrics, Exposure],
             Role::Canary => &[Registry, Traces, Rollout, Lake, Metrics],
             Role::Serve | Role::Cli => &Store::ALL,
         }
@@ -76,10 +76,12 @@ pub enum Store {
     Lake,
     Reports,
     Metrics,
+    /// The exposure controller's adjustments.
+    Exposure,
 }
 
 impl Store {
-    pub const ALL: [Store; 9] = [
+    pub const ALL: [Store; 10] = [
         Store::Registry,
         Store::Traces,
         Store::History,
@@ -89,6 +91,7 @@ impl Store {
         Store::Lake,
         Store::Reports,
         Store::Metrics,
+        Store::Exposure,
     ];
 
     /// The variable that configures it.
@@ -103,6 +106,7 @@ impl Store {
             Store::Lake => "MOVIE_RECS_LAKE",
             Store::Reports => "MOVIE_RECS_REPORTS",
             Store::Metrics => "MOVIE_RECS_METRICS",
+            Store::Exposure => "MOVIE_RECS_EXPOSURE",
         }
     }
 
@@ -118,13 +122,16 @@ impl Store {
             Store::Lake => "event lake",
             Store::Reports => "audit report store",
             Store::Metrics => "metrics publisher",
+            Store::Exposure => "exposure adjustments store",
         }
     }
 
     /// What a Lambda function must be given: the value's expected form.
     pub fn lambda_form(self) -> &'static str {
         match self {
-            Store::Registry | Store::Lake | Store::Reports => "an s3://bucket/prefix URL",
+            Store::Registry | Store::Lake | Store::Reports | Store::Exposure => {
+                "an s3://bucket/prefix URL"
+            }
             Store::Metrics => "\"cloudwatch\"",
             _ => "a DynamoDB table name",
         }
@@ -226,6 +233,13 @@ pub const VARS: &[Var] = &[
         doc: "Where the audit writes its reports.",
         kind: Kind::Store(Store::Reports),
         roles: &[Audit, Serve, Cli],
+    },
+    Var {
+        name: "MOVIE_RECS_EXPOSURE",
+        default: "`.movie-recs/exposure` (Lambda: required, `s3://bucket/exposure`)",
+        doc: "The exposure controller's adjustments (policy `exposure`): a folder or `s3://bucket/prefix`; the audit writes them, recommend reads them.",
+        kind: Kind::Store(Store::Exposure),
+        roles: &[Recommend, Audit, Serve, Cli],
     },
     Var {
         name: "MOVIE_RECS_METRICS",

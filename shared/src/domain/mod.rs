@@ -3,6 +3,7 @@
 pub mod dataset;
 pub mod eval;
 pub mod experiment;
+pub mod exposure_control;
 pub mod filter;
 pub mod ranking;
 pub mod rerank;

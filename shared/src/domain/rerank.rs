@@ -23,6 +23,16 @@
 //!   before). Until something was served it equals `none`; then it rotates
 //!   near-equally relevant movies so that exposure spreads.
 //!
+//! - `exposure` (`scale` from 0 to 4, default 1; `protect` from 0 to k,
+//!   default 2; `slots` from 0 to k, default 3): the service-wide exposure
+//!   controller ([`super::exposure_control`]): each movie's price (over its
+//!   exposure cap) or subsidy (under its floor), set from the whole
+//!   service's recent exposure by the audit, times `scale` times the user's
+//!   score spread, moves its score; the user's `protect` best movies stay
+//!   first; then `slots` as above (0: the plain ranking). Without
+//!   adjustments (a cold start) it equals that base: by default the
+//!   service's earlier default, `slots:slots=3`.
+//!
 //! With their weight at 0, `mmr`, `calibrated` and `explore` equal `none`.
 
 use super::eval::top_k;
@@ -30,7 +40,7 @@ use super::ranking::top_k_scored;
 use std::collections::HashMap;
 
 /// The policies' names, as in `?policy=` and `provenance.policy`.
-pub const POLICIES: [&str; 5] = ["none", "mmr", "slots", "calibrated", "explore"];
+pub const POLICIES: [&str; 6] = ["none", "mmr", "slots", "calibrated", "explore", "exposure"];
 
 /// The service's default policy (`MOVIE_RECS_POLICY` unset): three of the
 /// slots of a list go to movies outside the popularity head. Chosen from
@@ -59,6 +69,11 @@ pub enum Policy {
     Explore {
         weight: f64,
     },
+    Exposure {
+        scale: f64,
+        protect: usize,
+        slots: usize,
+    },
 }
 
 impl Policy {
@@ -69,6 +84,7 @@ impl Policy {
             Policy::Slots { .. } => "slots",
             Policy::Calibrated { .. } => "calibrated",
             Policy::Explore { .. } => "explore",
+            Policy::Exposure { .. } => "exposure",
         }
     }
 
@@ -81,6 +97,11 @@ impl Policy {
             }
             Policy::Slots { slots } => serde_json::json!({ "slots": slots }),
             Policy::Explore { weight } => serde_json::json!({ "weight": weight }),
+            Policy::Exposure {
+                scale,
+                protect,
+                slots,
+            } => serde_json::json!({ "scale": scale, "protect": protect, "slots": slots }),
         }
     }
 
@@ -92,11 +113,17 @@ impl Policy {
             Policy::Slots { slots } => format!("slots:slots={slots}"),
             Policy::Calibrated { lambda } => format!("calibrated:lambda={lambda}"),
             Policy::Explore { weight } => format!("explore:weight={weight}"),
+            Policy::Exposure {
+                scale,
+                protect,
+                slots,
+            } => format!("exposure:scale={scale},protect={protect},slots={slots}"),
         }
     }
 
-    /// A policy from its name and parameters (`lambda`, `slots`, `weight`);
-    /// the error names what is wrong. `k` bounds `slots`.
+    /// A policy from its name and parameters (`lambda`, `slots`, `weight`,
+    /// `scale`, `protect`); the error names what is wrong. `k` bounds
+    /// `slots` and `protect`.
     pub fn parse(name: &str, params: &HashMap<String, String>, k: usize) -> Result<Policy, String> {
         let unit = |key: &str, default: f64| -> Result<f64, String> {
             match params.get(key) {
@@ -110,8 +137,32 @@ impl Policy {
                     }),
             }
         };
+        let upto_k = |key: &str, default: usize| -> Result<usize, String> {
+            match params.get(key) {
+                None => Ok(default.min(k)),
+                Some(v) => v.parse::<usize>().ok().filter(|s| *s <= k).ok_or_else(|| {
+                    format!("{key} must be an integer from 0 to k ({k}), got {v:?}")
+                }),
+            }
+        };
         let p = match name {
             "none" => Policy::None,
+            "exposure" => Policy::Exposure {
+                scale: match params.get("scale") {
+                    None => 1.0,
+                    Some(v) => v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| (0.0..=4.0).contains(x))
+                        .ok_or_else(|| {
+                            format!(
+                                "scale must be a number from 0 to 4 for policy exposure, got {v:?}"
+                            )
+                        })?,
+                },
+                protect: upto_k("protect", 2)?,
+                slots: upto_k("slots", 3)?,
+            },
             "mmr" => Policy::Mmr {
                 lambda: unit("lambda", 0.3)?,
             },
@@ -122,12 +173,7 @@ impl Policy {
                 weight: unit("weight", 0.1)?,
             },
             "slots" => Policy::Slots {
-                slots: match params.get("slots") {
-                    None => 3.min(k),
-                    Some(v) => v.parse::<usize>().ok().filter(|s| *s <= k).ok_or_else(|| {
-                        format!("slots must be an integer from 0 to k ({k}), got {v:?}")
-                    })?,
-                },
+                slots: upto_k("slots", 3)?,
             },
             other => return Err(format!("policy must be one of {POLICIES:?}, got {other:?}")),
         };
@@ -147,10 +193,28 @@ impl Policy {
         Policy::parse(name.trim(), &params, k)
     }
 
+    /// The ranking `exposure` applies after its prices (itself for the others).
+    pub fn base(self) -> Policy {
+        match self {
+            Policy::Exposure { slots: 0, .. } => Policy::None,
+            Policy::Exposure { slots, .. } => Policy::Slots { slots },
+            p => p,
+        }
+    }
+
     /// The same policy for lists of `k` (slots never exceed k).
     pub fn for_k(self, k: usize) -> Policy {
         match self {
             Policy::Slots { slots } => Policy::Slots {
+                slots: slots.min(k),
+            },
+            Policy::Exposure {
+                scale,
+                protect,
+                slots,
+            } => Policy::Exposure {
+                scale,
+                protect: protect.min(k),
                 slots: slots.min(k),
             },
             p => p,
@@ -267,8 +331,8 @@ pub fn rerank(
     let with_scores = |idx: Vec<u32>| -> Vec<(u32, f32)> {
         idx.into_iter().map(|i| (i, scores[i as usize])).collect()
     };
-    match policy.for_k(k) {
-        Policy::None => top_k_scored(scores, k),
+    match policy.for_k(k).base() {
+        Policy::None | Policy::Exposure { .. } => top_k_scored(scores, k),
         Policy::Slots { slots } => {
             let tail: Vec<u32> = top_k(
                 &scores
@@ -408,6 +472,31 @@ pub fn rerank(
     }
 }
 
+/// [`rerank`] with the exposure controller's net adjustments (`prices`:
+/// price − subsidy per item index; see
+/// [`super::exposure_control::apply_prices`]) for the `exposure` policy: its
+/// base ranks the adjusted scores, and the items keep their model scores.
+/// Other policies ignore `prices`.
+pub fn rerank_priced(
+    policy: Policy,
+    scores: &[f32],
+    k: usize,
+    f: &ItemFeatures,
+    history: &[u32],
+    exposure: &[u64],
+    prices: &[f32],
+) -> Vec<(u32, f32)> {
+    let Policy::Exposure { scale, protect, .. } = policy.for_k(k) else {
+        return rerank(policy, scores, k, f, history, exposure);
+    };
+    let mut priced = scores.to_vec();
+    super::exposure_control::apply_prices(&mut priced, prices, scale, protect);
+    rerank(policy, &priced, k, f, history, exposure)
+        .into_iter()
+        .map(|(i, _)| (i, scores[i as usize]))
+        .collect()
+}
+
 /// Greedy selection of `k` of `pool` (positions), each step taking the
 /// position with the highest `gain(position, chosen so far)`; ties go to
 /// the earlier (better-scored) position.
@@ -466,6 +555,16 @@ mod tests {
             Policy::Slots { slots: k },
             Policy::Mmr { lambda: 1.0 },
             Policy::Explore { weight: 1.0 },
+            Policy::Exposure {
+                scale: 1.0,
+                protect: 2,
+                slots: 0,
+            },
+            Policy::Exposure {
+                scale: 2.0,
+                protect: 0,
+                slots: 3,
+            },
         ]
     }
 
@@ -661,6 +760,9 @@ mod tests {
             ("calibrated", q(&[("lambda", "x")]), "lambda"),
             ("explore", q(&[("weight", "-0.1")]), "weight"),
             ("slots", q(&[("slots", "11")]), "slots"),
+            ("exposure", q(&[("scale", "5")]), "scale"),
+            ("exposure", q(&[("protect", "11")]), "protect"),
+            ("exposure", q(&[("slots", "-1")]), "slots"),
         ] {
             let e = Policy::parse(name, &params, 10).unwrap_err();
             assert!(e.contains(needle), "{name}: {e}");
@@ -669,5 +771,36 @@ mod tests {
         for p in all_policies(10) {
             assert_eq!(Policy::from_spec(&p.spec(), 10), Ok(p));
         }
+    }
+
+    #[test]
+    fn exposure_without_prices_is_its_base_and_with_prices_moves_priced_movies_down() {
+        let (f, scores) = setup();
+        let policy = |slots| Policy::Exposure {
+            scale: 1.0,
+            protect: 2,
+            slots,
+        };
+        for slots in [0, 3] {
+            let base = rerank(policy(slots).base(), &scores, 10, &f, &[], &[]);
+            assert_eq!(rerank(policy(slots), &scores, 10, &f, &[], &[]), base);
+            assert_eq!(
+                rerank_priced(policy(slots), &scores, 10, &f, &[], &[], &[0.0; 50]),
+                base
+            );
+        }
+        // Price the first five movies fully: the two protected (0, 1) stay,
+        // 2, 3, 4 leave the top 10 (the spread is 0.49: they fall below 0.6).
+        let mut prices = vec![0.0f32; 50];
+        prices[..5].fill(1.0);
+        let out = rerank_priced(policy(0), &scores, 10, &f, &[], &[], &prices);
+        assert_eq!(ids(&out), vec![0, 1, 5, 6, 7, 8, 9, 10, 11, 12]);
+        // The model's scores are kept.
+        assert!(out.iter().all(|(i, s)| *s == scores[*i as usize]));
+        // Other policies ignore prices.
+        assert_eq!(
+            rerank_priced(Policy::None, &scores, 10, &f, &[], &[], &prices),
+            rerank(Policy::None, &scores, 10, &f, &[], &[])
+        );
     }
 }

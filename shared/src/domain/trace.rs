@@ -46,6 +46,10 @@ pub struct Trace {
     /// absent with the popularity fallback and in older traces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_vector: Option<String>,
+    /// The exposure controller's adjustments the list was ranked with
+    /// (`adj-000042`; policy `exposure` once there are any); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjustments: Option<String>,
     /// The catalogue filter of the request (`genre`, `exclude_genre`,
     /// `year_from`, `year_to`, `exclude`); absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,9 +19,11 @@ pub mod serving;
 pub mod trace_writer;
 
 pub use error::ApiError;
-pub use serving::{sync_model, Assignment, Serving, SyncOutcome};
+pub use serving::{sync_model, ArmAdjustments, Assignment, Serving, SyncOutcome};
 
-use crate::ports::{ModelStore, RolloutStore, TraceStore, TrendingStore, UserHistory};
+use crate::ports::{
+    AdjustmentStore, ModelStore, RolloutStore, TraceStore, TrendingStore, UserHistory,
+};
 use crate::scoring::ServingModel;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
@@ -101,6 +103,8 @@ pub struct ApiStores {
     pub rollout: Option<Arc<dyn RolloutStore>>,
     /// Watch and rate counts per hour (`GET /trending`).
     pub trending: Option<Arc<dyn TrendingStore>>,
+    /// The exposure controller's adjustments (the `exposure` policy).
+    pub exposure: Option<Arc<dyn AdjustmentStore>>,
 }
 
 /// Everything the handlers share. The serving models are one immutable
@@ -150,6 +154,7 @@ impl AppState {
                 history: Some(history),
                 rollout: Some(rollout),
                 trending: None,
+                exposure: None,
             },
             config,
         );
@@ -239,6 +244,11 @@ impl AppState {
             .ok_or_else(|| not_configured("rollout store"))
     }
 
+    /// The exposure controller's adjustments store, if this process reads one.
+    pub fn exposure_store(&self) -> Option<Arc<dyn AdjustmentStore>> {
+        self.stores.exposure.clone()
+    }
+
     /// The primary model serving now.
     pub fn current_model(&self) -> Option<Arc<ServingModel>> {
         self.serving().map(|s| s.primary.clone())
@@ -255,6 +265,7 @@ impl AppState {
             rollout: None,
             primary: model,
             candidate: None,
+            adjustments: None,
         });
     }
 

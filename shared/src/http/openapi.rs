@@ -257,6 +257,9 @@ pub struct Provenance {
     policy: String,
     #[schema(value_type = Object)]
     policy_params: serde_json::Value,
+    /// The exposure controller's adjustments the list was ranked with
+    /// (`adj-000042`): policy `exposure` once the audit published any, else null.
+    adjustments: Option<String>,
     filter: Option<FilterBody>,
 }
 
@@ -277,7 +280,8 @@ pub struct Provenance {
         "git_sha": "08b5d44", "data_snapshot_id": "7c6bf09ea975", "function_version": "local",
         "latency_ms": 0.41, "fallback": null, "user_vector": "history",
         "strategy": "fixed", "arm": "primary", "experiment_id": null,
-        "policy": "slots", "policy_params": {"slots": 3},
+        "policy": "exposure", "policy_params": {"scale": 1.0, "protect": 2, "slots": 3},
+        "adjustments": "adj-000042",
         "filter": {"genre": ["Action"], "year_from": 1970}
     },
     "fewer_than_k": "only 2 unseen movies pass the filter"
@@ -421,6 +425,9 @@ pub struct Healthz {
 #[schema(example = json!({
     "status": "ok", "model_loaded": true, "serving_versions": ["v20261204-101500-1a2b3c"],
     "rollout": {"strategy": "fixed", "served_version": null},
+    "adjustments": {"version": 42, "name": "adj-000042", "key": "adj-000042.json",
+        "sha256": "4b227777d4dd1fc61c6f884f48641d02b4d121d3fd328cb08b5531fcacdabf8a", "bytes": 20480,
+        "updated_ms": 1796467200000i64},
     "stores": {"traces": "ok"}
 }))]
 pub struct Health {
@@ -430,6 +437,10 @@ pub struct Health {
     /// The rollout state as stored (with its salt and who changed it), or `{"error"}`.
     #[schema(value_type = Object)]
     rollout: serde_json::Value,
+    /// The exposure controller's adjustments serving (the pointer to the
+    /// newest version: name, sha256, end of the last audit window), or null.
+    #[schema(value_type = Option<Object>)]
+    adjustments: serde_json::Value,
     /// Each store's state.
     #[schema(value_type = Object)]
     stores: serde_json::Value,
@@ -444,9 +455,9 @@ pub struct Health {
     "request_id": "my-id-1", "timestamp": 1796467200000i64, "model_version": "v20261204-101500-1a2b3c",
     "model_name": "neumf", "model_sha256": "9f2c1e0b8a7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3",
     "git_sha": "08b5d44", "data_snapshot_id": "7c6bf09ea975", "function_version": "local",
-    "latency_ms": 0.41, "fallback": null, "user_vector": "history", "filter": {"genre": ["Action"]},
-    "strategy": "shadow", "arm": "primary", "experiment_id": "exp-0193a4c2", "variant": null, "policy": "slots",
-    "policy_params": {"slots": 3}, "user_id": 42, "k": 2, "items": [50, 181], "status": 200, "error": null,
+    "latency_ms": 0.41, "fallback": null, "user_vector": "history", "adjustments": "adj-000042", "filter": {"genre": ["Action"]},
+    "strategy": "shadow", "arm": "primary", "experiment_id": "exp-0193a4c2", "variant": null, "policy": "exposure",
+    "policy_params": {"scale": 1.0, "protect": 2, "slots": 3}, "user_id": 42, "k": 2, "items": [50, 181], "status": 200, "error": null,
     "path": "/recommend/42", "stored_at": 1796467200003i64,
     "shadow": {"model_version": "v2", "items": [181, 50]}, "replaced_request_id": "my-id-0"
 }))]
@@ -463,6 +474,8 @@ pub struct TraceBody {
     latency_ms: Option<f64>,
     fallback: Option<String>,
     user_vector: Option<String>,
+    /// The exposure controller's adjustments the list was ranked with.
+    adjustments: Option<String>,
     filter: Option<FilterBody>,
     strategy: StrategyName,
     arm: String,

@@ -73,6 +73,11 @@ pub(super) async fn recommend(
     let arm = serving.assign(user_id);
     let policy = policy.unwrap_or_else(|| arm_policy(&arm));
     let model = arm.model.clone();
+    // The controller's adjustments rank the `exposure` policy only.
+    let adjustments = match policy {
+        crate::domain::rerank::Policy::Exposure { .. } => arm.adjustments.as_ref(),
+        _ => None,
+    };
     let seen = st.history()?.seen(user_id).await.unwrap_or_else(|e| {
         st.metrics.history_read_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(request_id = %rid, error = %e, "user history unavailable; excluding training history only");
@@ -92,6 +97,7 @@ pub(super) async fn recommend(
         latency_ms: None,
         fallback: None,
         user_vector: None,
+        adjustments: adjustments.map(|a| a.name.clone()),
         filter: (!filter.is_empty()).then(|| filter.clone()),
         strategy: arm.strategy,
         arm: arm.arm.to_string(),
@@ -109,7 +115,8 @@ pub(super) async fn recommend(
         shadow: None,
         replaced_request_id: (rid != client_rid).then(|| client_rid.clone()),
     };
-    let ranked = match model.recommend_filtered(user_id, k, &seen, policy, &filter) {
+    let net = adjustments.map_or(&[][..], |a| &a.net[..]);
+    let ranked = match model.recommend_adjusted(user_id, k, &seen, policy, &filter, net) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "scoring failed");
@@ -212,6 +219,7 @@ pub(super) async fn recommend(
         "experiment_id": arm.experiment_id,
         "policy": policy.name(),
         "policy_params": policy.params(),
+        "adjustments": trace.adjustments,
         "filter": filter.to_json(),
     });
     let mut body = json!({
@@ -382,6 +390,7 @@ async fn health_view(st: &AppState) -> Response {
         "model_loaded": model.is_some(),
         "serving_versions": serving.as_ref().map(|s| s.versions()).unwrap_or_default(),
         "rollout": rollout,
+        "adjustments": serving.as_ref().and_then(|s| s.adjustments.as_ref()).map(|a| &a.pointer),
         "stores": {"traces": traces},
     });
     let code = if model.is_some() {

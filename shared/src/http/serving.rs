@@ -1,9 +1,14 @@
-//! What serves: the loaded model versions and the rollout state that splits
-//! users between them ([`Serving`], swapped whole), and [`sync_model`], which
-//! makes it match the rollout store. A sync is bounded in time and never
-//! runs twice at once, so a hung registry call cannot stop later reloads.
+//! What serves: the loaded model versions, the rollout state that splits
+//! users between them and the exposure controller's adjustments
+//! ([`Serving`], swapped whole), and [`sync_model`], which makes it match the
+//! rollout store and the newest adjustments. A sync is bounded in time and
+//! never runs twice at once, so a hung registry call cannot stop later
+//! reloads. Every instance that synced to the same adjustments version ranks
+//! the `exposure` policy alike.
 
 use super::AppState;
+use crate::artifact::AdjustmentsPointer;
+use crate::domain::exposure_control::Adjustments;
 use crate::domain::strategy::Strategy;
 use crate::ports::{ModelStore, RolloutState};
 use crate::scoring::ServingModel;
@@ -25,6 +30,54 @@ pub struct Serving {
     pub primary: Arc<ServingModel>,
     /// Loaded under `canary`, `ab_test` and `shadow`.
     pub candidate: Option<Arc<ServingModel>>,
+    /// The exposure controller's newest adjustments; `None` before the
+    /// first (the `exposure` policy then ranks as its base).
+    pub adjustments: Option<Arc<ServedAdjustments>>,
+}
+
+/// Adjustments serving now, as each loaded model's vector (built once per
+/// adjustments version and model, not per request).
+pub struct ServedAdjustments {
+    pub pointer: AdjustmentsPointer,
+    adjustments: Arc<Adjustments>,
+    primary: Arc<[f32]>,
+    candidate: Option<Arc<[f32]>>,
+}
+
+impl ServedAdjustments {
+    /// The vectors of `adjustments` for the models of `serving`.
+    fn build(
+        pointer: AdjustmentsPointer,
+        adjustments: Arc<Adjustments>,
+        primary: &ServingModel,
+        candidate: Option<&ServingModel>,
+    ) -> Self {
+        ServedAdjustments {
+            primary: primary.adjustment_vector(&adjustments).into(),
+            candidate: candidate.map(|c| c.adjustment_vector(&adjustments).into()),
+            pointer,
+            adjustments,
+        }
+    }
+
+    /// The same adjustments for other models.
+    fn rebuilt(&self, primary: &ServingModel, candidate: Option<&ServingModel>) -> Self {
+        Self::build(
+            self.pointer.clone(),
+            self.adjustments.clone(),
+            primary,
+            candidate,
+        )
+    }
+}
+
+/// The adjustments a request's arm ranks the `exposure` policy with.
+#[derive(Clone)]
+pub struct ArmAdjustments {
+    /// `adj-000042`, for provenance and traces.
+    pub name: String,
+    /// Net adjustment per item index of the arm's model.
+    pub net: Arc<[f32]>,
 }
 
 /// Which model a request gets.
@@ -41,6 +94,8 @@ pub struct Assignment {
     pub experiment_id: Option<String>,
     /// The arm's re-ranking policy (`name[:key=value]`), if the rollout sets one.
     pub policy: Option<String>,
+    /// The controller's adjustments for the arm's model, once there are any.
+    pub adjustments: Option<ArmAdjustments>,
 }
 
 impl Serving {
@@ -54,6 +109,10 @@ impl Serving {
             strategy: Strategy::Fixed,
             experiment_id: None,
             policy: self.rollout.as_ref().and_then(|r| r.primary_policy.clone()),
+            adjustments: self.adjustments.as_ref().map(|a| ArmAdjustments {
+                name: a.pointer.name.clone(),
+                net: a.primary.clone(),
+            }),
         };
         let (Some(r), Some(cand)) = (&self.rollout, &self.candidate) else {
             return Assignment {
@@ -81,6 +140,12 @@ impl Serving {
                 arm: "candidate",
                 variant: Some("candidate"),
                 policy: r.candidate_policy.clone(),
+                adjustments: self.adjustments.as_ref().and_then(|a| {
+                    Some(ArmAdjustments {
+                        name: a.pointer.name.clone(),
+                        net: a.candidate.clone()?,
+                    })
+                }),
                 ..base
             },
             Strategy::Canary | Strategy::AbTest => Assignment {
@@ -148,11 +213,57 @@ pub async fn sync_model(
     }
     let guard = InFlight(&st.syncing);
     st.mark_synced();
-    let out = tokio::time::timeout(SYNC_TIMEOUT, sync_once(st, registry))
-        .await
-        .map_err(|_| format!("sync gave up after {} s", SYNC_TIMEOUT.as_secs()))?;
+    let out = tokio::time::timeout(SYNC_TIMEOUT, async {
+        let models = sync_once(st, registry).await;
+        // Adjustments follow whatever serves now, even when a model was
+        // refused (the current one keeps serving, with the newest prices).
+        if let Err(e) = sync_adjustments(st).await {
+            tracing::error!(error = %e, "exposure adjustments refused; the current ones keep serving");
+        }
+        models
+    })
+    .await
+    .map_err(|_| format!("sync gave up after {} s", SYNC_TIMEOUT.as_secs()))?;
     drop(guard);
     out
+}
+
+/// Makes the adjustments serving match the newest in the adjustments store
+/// (when the process has one and a model serves): a new version is
+/// fetched, checksum-verified and swapped in whole; a refused one leaves
+/// the current adjustments serving.
+pub async fn sync_adjustments(st: &AppState) -> Result<Option<String>, String> {
+    let (Some(store), Some(current)) = (st.exposure_store(), st.serving()) else {
+        return Ok(None);
+    };
+    let Some(pointer) = store.latest().await.map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    if current
+        .adjustments
+        .as_ref()
+        .is_some_and(|a| a.pointer == pointer)
+    {
+        return Ok(Some(pointer.name));
+    }
+    let adjustments = Arc::new(store.fetch(&pointer).await.map_err(|e| e.to_string())?);
+    let name = pointer.name.clone();
+    let built = {
+        let c = current.clone();
+        tokio::task::spawn_blocking(move || {
+            ServedAdjustments::build(pointer, adjustments, &c.primary, c.candidate.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    // Swap only if what serves did not change meanwhile (a sync is the
+    // only writer, and at most one runs at a time).
+    st.set_serving(Serving {
+        adjustments: Some(Arc::new(built)),
+        ..(*current).clone()
+    });
+    tracing::info!(adjustments = %name, "exposure adjustments now serving");
+    Ok(Some(name))
 }
 
 async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncOutcome, String> {
@@ -208,10 +319,16 @@ async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncO
             Some(c) => Some(load(c)?),
             None => None,
         };
+        // The adjustments serving so far, for the models now loaded.
+        let adjustments = current
+            .as_ref()
+            .and_then(|c| c.adjustments.as_ref())
+            .map(|a| Arc::new(a.rebuilt(&primary_model, candidate_model.as_deref())));
         let serving = Serving {
             primary: primary_model,
             candidate: candidate_model,
             rollout,
+            adjustments,
         };
         Ok((SyncOutcome::Loaded(primary), Some(serving)))
     })

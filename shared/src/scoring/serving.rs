@@ -6,9 +6,10 @@ use super::cache::{CacheKey, ScoreCache, DEFAULT_BUDGET_BYTES};
 use super::{OnnxModel, ScoringError};
 use crate::artifact::{ArtifactError, History, Manifest, UserVector, HISTORY_FILE};
 use crate::artifact::{Neighbours, NEIGHBOURS_FILE};
+use crate::domain::exposure_control::Adjustments;
 use crate::domain::filter::Filter;
 use crate::domain::ranking::mask_seen;
-use crate::domain::rerank::{rerank, ItemFeatures, Policy};
+use crate::domain::rerank::{rerank_priced, ItemFeatures, Policy};
 use crate::ports::VerifiedArtifact;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +139,12 @@ impl ServingModel {
         &self.manifest.version
     }
 
+    /// The controller's net adjustment of every movie of this version, by
+    /// item index (built once per adjustments and version, not per request).
+    pub fn adjustment_vector(&self, adjustments: &Adjustments) -> Vec<f32> {
+        adjustments.vector(self.manifest.items.iter().map(|i| i.movie_id))
+    }
+
     /// Model item index of an external movie id.
     pub fn item_index(&self, movie_id: u64) -> Option<u32> {
         self.item_index.get(&movie_id).copied()
@@ -178,6 +185,21 @@ impl ServingModel {
         policy: Policy,
         filter: &Filter,
     ) -> Result<Ranked, ScoringError> {
+        self.recommend_adjusted(user_id, k, also_seen, policy, filter, &[])
+    }
+
+    /// [`Self::recommend_filtered`] with the exposure controller's net
+    /// adjustments per item index ([`Self::adjustment_vector`]), which the
+    /// `exposure` policy ranks by; the other policies ignore them.
+    pub fn recommend_adjusted(
+        &self,
+        user_id: u64,
+        k: usize,
+        also_seen: &[u64],
+        policy: Policy,
+        filter: &Filter,
+        adjustments: &[f32],
+    ) -> Result<Ranked, ScoringError> {
         let extra = self.indices(also_seen);
         let known = self.user_index.get(&user_id).copied();
         let mut scores = Vec::with_capacity(self.popularity.len());
@@ -202,7 +224,15 @@ impl ServingModel {
         } else {
             Vec::new()
         };
-        let items = rerank(policy, &scores, k, &self.features, &history, &exposure);
+        let items = rerank_priced(
+            policy,
+            &scores,
+            k,
+            &self.features,
+            &history,
+            &exposure,
+            adjustments,
+        );
         for (i, _) in &items {
             self.exposure[*i as usize].fetch_add(1, Ordering::Relaxed);
         }

@@ -408,6 +408,22 @@ pub fn resolver<'a>(
     r
 }
 
+/// `movie-recs ARGS` against moto at `endpoint` (the AWS stores of a
+/// stack); its trimmed stdout, after asserting it succeeded.
+pub fn movie_recs_on(endpoint: &str, args: &[&str]) -> String {
+    let out = Command::new(workspace_bin("movie-recs"))
+        .args(args)
+        .envs(aws_env(endpoint))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "movie-recs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 impl LambdaStack {
     /// moto with the stack's resources and version `demo-1` published by
     /// `movie-recs train --registry s3://…`, then the emulator and functions.
@@ -418,20 +434,7 @@ impl LambdaStack {
     pub fn start_with(opts: StackOptions) -> LambdaStack {
         let moto = moto();
         let names = names("fn");
-        let env = aws_env(&moto.url());
-        let run = |args: &[&str]| {
-            let out = Command::new(workspace_bin("movie-recs"))
-                .args(args)
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "movie-recs {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let run = |args: &[&str]| movie_recs_on(&moto.url(), args);
         run(&[
             "provision",
             "--bucket",
@@ -691,4 +694,25 @@ pub fn api_response(v: &serde_json::Value) -> (u64, serde_json::Value) {
         status,
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// The keys under `prefix` in the stack's bucket (moto).
+pub fn bucket_keys(stack: &LambdaStack, prefix: &str) -> Vec<String> {
+    let prefix = prefix.to_string();
+    let url = stack.moto.url();
+    let bucket = stack.names.bucket.clone();
+    shared::adapters::aws::block_on(async move {
+        let s3 = shared::adapters::aws::s3_client(&sdk_config(&url).await);
+        let out = s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    })
 }

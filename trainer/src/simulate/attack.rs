@@ -140,9 +140,9 @@ fn exposure_of(
     mitigations: &[&str],
 ) -> Result<(TargetExposure, Vec<Vec<u32>>), SimError> {
     let model = lp.load(version)?;
-    let lists = lp.serve(&model, users, cfg.k, cfg.attack_policy)?;
+    let lists = lp.serve(&model, users, cfg.k, cfg.attack_policy, &[])?;
     let with = lists.iter().filter(|l| l.contains(&target)).count();
-    let all = lp.serve(&model, users, model.manifest.items.len(), Policy::None)?;
+    let all = lp.serve(&model, users, model.manifest.items.len(), Policy::None, &[])?;
     let mut ranks: Vec<usize> = all
         .iter()
         .filter_map(|l| l.iter().position(|&i| i == target))
@@ -364,6 +364,7 @@ fn run_audit(
         stage: "simulate".into(),
         config: AuditConfig::default(),
         catalog: Some(world.catalog(served)),
+        exposure: None,
     };
     let from = day_end - DAY_MS;
     let out = shared::adapters::aws::block_on(async move { job.run(from, day_end, day_end).await })

@@ -49,6 +49,7 @@ use shared::adapters::local::{FolderLake, FolderRegistry, SqliteStore};
 use shared::artifact::{HyperParams, Manifest};
 use shared::audit::exposure::{metrics, Catalog, ExposureCounts};
 use shared::data::synthetic::{generate, SyntheticConfig, SyntheticWorld};
+use shared::domain::exposure_control::{Adjustments, ControllerConfig};
 use shared::domain::rerank::{Policy, DEFAULT_POLICY};
 use shared::events::{Event, Rate, Watch};
 use shared::ingest::{Ingestor, RawRecord, Source};
@@ -107,6 +108,13 @@ pub struct SimConfig {
     pub attack: Option<AttackConfig>,
     /// The policy the attack's lists are served with.
     pub attack_policy: Policy,
+    /// Audit windows per round (a simulated day: 24 hourly audits). The
+    /// users of a round are served in that many slices; after each, the
+    /// audit's exposure counts update the controller's adjustments, which
+    /// the next slice of an `exposure` trajectory is ranked with.
+    pub windows: usize,
+    /// How the controller moves (its thresholds are the audit's).
+    pub controller: ControllerConfig,
     pub progress: bool,
 }
 
@@ -138,6 +146,8 @@ impl Default for SimConfig {
             behaviour: Behaviour::default(),
             attack: Some(AttackConfig::default()),
             attack_policy: DEFAULT_POLICY,
+            windows: 24,
+            controller: ControllerConfig::default(),
             progress: false,
         }
     }
@@ -174,6 +184,10 @@ pub struct RoundMetrics {
     pub catalog_coverage: Option<f64>,
     pub gini_catalog: Option<f64>,
     pub tail_share: Option<f64>,
+    /// Gini of the exposed movies' counts (the audit's alarm metric).
+    pub gini_exposed: Option<f64>,
+    /// Share of the exposures the top tenth of the exposed movies took.
+    pub top_10_pct_share: Option<f64>,
     /// Exposure share / catalogue share of the top 10% of movies by training popularity.
     pub top_tier_amplification: Option<f64>,
     pub starvation_index: Option<f64>,
@@ -184,6 +198,14 @@ pub struct RoundMetrics {
     /// What ingest did with the round's events.
     pub accepted: usize,
     pub quarantined: usize,
+    /// The controller's adjustments at the end of the round (`exposure`
+    /// trajectories), and how many movies they price and subsidise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjustments: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priced_movies: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subsidised_movies: Option<usize>,
 }
 
 /// The rounds of one policy.
@@ -438,6 +460,7 @@ impl Loop {
         users: &[usize],
         k: usize,
         policy: Policy,
+        adjustments: &[f32],
     ) -> Result<Vec<Vec<u32>>, SimError> {
         let history = self.history.clone();
         let ids: Vec<u64> = users.iter().map(|&u| u as u64 + 1).collect();
@@ -454,7 +477,14 @@ impl Loop {
             .zip(seen)
             .map(|(&u, also_seen)| {
                 let ranked = model
-                    .recommend_with(u as u64 + 1, k, &also_seen, policy)
+                    .recommend_adjusted(
+                        u as u64 + 1,
+                        k,
+                        &also_seen,
+                        policy,
+                        &Default::default(),
+                        adjustments,
+                    )
                     .map_err(store_err)?;
                 Ok(ranked
                     .items
@@ -555,6 +585,22 @@ fn active_users(world: &World, b: &Behaviour, seed: u64, round: usize) -> Vec<us
     (0..world.users())
         .filter(|_| rng.gen::<f64>() < b.active_share)
         .collect()
+}
+
+/// The round's users in the order they are served: shuffled (seeded), so
+/// each audit window sees a sample of all users, as hours of traffic would.
+/// (Positions in `users`; the lists are kept in `users`' order.)
+fn served_order(users: &[usize], seed: u64, round: usize) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..users.len()).collect();
+    order.shuffle(&mut rng_for(seed, 3, round as u64, 0));
+    order
+}
+
+/// `users` in `windows` consecutive slices of near-equal size.
+fn slices(users: &[usize], windows: usize) -> impl Iterator<Item = &[usize]> + '_ {
+    let n = users.len();
+    (0..windows).map(move |w| &users[w * n / windows..(w + 1) * n / windows])
 }
 
 /// HR@10, NDCG@10 against the truth, and mean true affinity, of the lists.
@@ -693,11 +739,37 @@ fn trajectory(
     let mut manifest = lp.train(&world, "r00", &cfg.hp)?;
     pb.inc(1);
     let mut rounds = Vec::new();
+    let controlled = matches!(policy, Policy::Exposure { .. });
+    let mut adjustments = Adjustments::default();
     for r in 0..cfg.rounds {
         pb.set_message(format!("{}: round {r}", policy.spec()));
         let model = lp.load(&manifest.version)?;
         let users = active_users(&world, &cfg.behaviour, seed, r);
-        let lists = lp.serve(&model, &users, cfg.k, policy)?;
+        // The day in audit windows: serve a slice, audit it, update.
+        let order = served_order(&users, seed, r);
+        let windows = cfg.windows.clamp(1, users.len().max(1));
+        let mut lists = vec![Vec::new(); users.len()];
+        for (w, slice) in slices(&order, windows).enumerate() {
+            let slice_users: Vec<usize> = slice.iter().map(|&p| users[p]).collect();
+            let net = match controlled {
+                true => model.adjustment_vector(&adjustments),
+                false => Vec::new(),
+            };
+            let served = lp.serve(&model, &slice_users, cfg.k, policy, &net)?;
+            if controlled {
+                let mut window = ExposureCounts::default();
+                for l in &served {
+                    window.add_list(&l.iter().map(|&i| i as u64 + 1).collect::<Vec<_>>());
+                }
+                let end =
+                    SIM_START_MS + r as i64 * DAY_MS + (w as i64 + 1) * DAY_MS / windows as i64;
+                adjustments =
+                    adjustments.update(&window.counts, world.items(), &cfg.controller, end);
+            }
+            for (&p, l) in slice.iter().zip(served) {
+                lists[p] = l;
+            }
+        }
         let mut counts = ExposureCounts::default();
         for l in &lists {
             counts.add_list(&l.iter().map(|&i| i as u64 + 1).collect::<Vec<_>>());
@@ -718,6 +790,8 @@ fn trajectory(
             catalog_coverage: m.catalog_coverage,
             gini_catalog: m.gini_catalog,
             tail_share: m.tail_share,
+            gini_exposed: m.gini_exposed,
+            top_10_pct_share: m.top_10_pct_share,
             top_tier_amplification: m.popularity_tiers.get("high").and_then(|t| t.amplification),
             starvation_index: m.starvation_index,
             watches: resp.watches,
@@ -725,6 +799,9 @@ fn trajectory(
             organic: resp.organic,
             accepted: ing.accepted,
             quarantined: ing.quarantined,
+            adjustments: controlled.then(|| adjustments.name()),
+            priced_movies: controlled.then_some(adjustments.prices.len()),
+            subsidised_movies: controlled.then_some(adjustments.subsidies.len()),
         });
         if r + 1 < cfg.rounds {
             manifest = lp.train(&world, &format!("r{:02}", r + 1), &cfg.hp)?;

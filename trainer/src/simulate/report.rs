@@ -9,7 +9,7 @@ use std::fmt::Write;
 type Metric = (&'static str, &'static str, fn(&RoundMetrics) -> Option<f64>);
 
 /// The metrics charted and tabulated, in report order.
-pub const METRICS: [Metric; 7] = [
+pub const METRICS: [Metric; 9] = [
     ("hr_at_10", "HR@10 against true tastes", |m| {
         Some(m.hr_at_10)
     }),
@@ -23,6 +23,10 @@ pub const METRICS: [Metric; 7] = [
         m.gini_catalog
     }),
     ("tail_share", "Tail share", |m| m.tail_share),
+    ("gini_exposed", "Gini of the exposed movies", |m| {
+        m.gini_exposed
+    }),
+    ("top_10_pct_share", "Top-10% share", |m| m.top_10_pct_share),
     (
         "top_tier_amplification",
         "Amplification of the top popularity tier",
@@ -128,13 +132,13 @@ pub fn markdown(r: &SimReport, command: &str) -> String {
         for t in &r.trajectories {
             let _ = writeln!(
                 s,
-                "\n### `{}`\n\n| round | model | trained on | HR@10 | NDCG@10 | mean affinity | coverage | gini_catalog | tail share | top-tier amplification | starvation | watches | ratings | found elsewhere | ingest accepted | quarantined |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "\n### `{}`\n\n| round | model | trained on | HR@10 | NDCG@10 | mean affinity | coverage | gini_catalog | tail share | gini_exposed | top-10% share | top-tier amplification | starvation | watches | ratings | found elsewhere | ingest accepted | quarantined | adjustments |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
                 t.policy
             );
             for m in &t.rounds {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     m.round,
                     m.model_version,
                     m.train_interactions,
@@ -144,13 +148,19 @@ pub fn markdown(r: &SimReport, command: &str) -> String {
                     f(m.catalog_coverage),
                     f(m.gini_catalog),
                     f(m.tail_share),
+                    f(m.gini_exposed),
+                    f(m.top_10_pct_share),
                     f(m.top_tier_amplification),
                     f(m.starvation_index),
                     m.watches,
                     m.ratings,
                     m.organic,
                     m.accepted,
-                    m.quarantined
+                    m.quarantined,
+                    match (&m.adjustments, m.priced_movies, m.subsidised_movies) {
+                        (Some(a), Some(p), Some(q)) => format!("{a} ({p} priced, {q} subsidised)"),
+                        _ => "–".into(),
+                    }
                 );
             }
         }

@@ -317,19 +317,35 @@ impl EventLake for S3Lake {
     }
 
     async fn get_object(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_optional(key).await?.ok_or_else(|| {
+            StoreError::unavailable(
+                "event_lake",
+                format!("s3://{}/{}: no such key", self.bucket, self.full_key(key)),
+            )
+        })
+    }
+
+    async fn get_optional(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.full_key(key);
         let fail = |e: String| {
             StoreError::unavailable("event_lake", format!("s3://{}/{key}: {e}", self.bucket))
         };
-        let out = self
+        // (S3 answers NoSuchKey only to a caller allowed to list the
+        // prefix; without s3:ListBucket a missing key is AccessDenied.)
+        match self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&key)
             .send()
             .await
-            .map_err(|e| fail(sdk_error(e)))?;
-        let body = out.body.collect().await.map_err(|e| fail(e.to_string()))?;
-        Ok(body.into_bytes().to_vec())
+        {
+            Ok(out) => {
+                let body = out.body.collect().await.map_err(|e| fail(e.to_string()))?;
+                Ok(Some(body.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(fail(sdk_error(e))),
+        }
     }
 }

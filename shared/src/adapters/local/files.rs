@@ -90,6 +90,18 @@ impl EventLake for FolderLake {
             .await
             .map_err(|e| StoreError::unavailable("event_lake", format!("{}: {e}", path.display())))
     }
+
+    async fn get_optional(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.root.join(key);
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::unavailable(
+                "event_lake",
+                format!("{}: {e}", path.display()),
+            )),
+        }
+    }
 }
 
 /// Metrics appended to a JSON-lines file, one object per data point.
