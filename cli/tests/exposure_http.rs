@@ -20,7 +20,19 @@ use std::sync::Arc;
 /// One recommend instance: its own trace and history stores, the shared
 /// registry and adjustments store.
 fn instance(exposure: Arc<dyn AdjustmentStore>, registry: Arc<dyn ModelStore>) -> Arc<AppState> {
-    let db = Arc::new(SqliteStore::in_memory().unwrap());
+    instance_on(
+        Arc::new(SqliteStore::in_memory().unwrap()),
+        exposure,
+        registry,
+    )
+}
+
+/// [`instance`] on `db` (traces, history, rollout).
+fn instance_on(
+    db: Arc<SqliteStore>,
+    exposure: Arc<dyn AdjustmentStore>,
+    registry: Arc<dyn ModelStore>,
+) -> Arc<AppState> {
     Arc::new(
         AppState::with_stores(
             ApiStores {
@@ -147,4 +159,58 @@ async fn instances_on_one_adjustments_version_rank_alike_and_a_cold_start_is_the
     sync_model(&a, reg.clone()).await.unwrap();
     let (_, p) = list(&a, users[0], "exposure").await;
     assert_eq!(p["adjustments"], "adj-000004");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_can_ab_test_the_controller_against_the_default_on_one_version() {
+    use shared::domain::strategy::Strategy;
+    use shared::ports::{RolloutSpec, RolloutStore};
+    let m = history_model("v1");
+    let dir = tempfile::tempdir().unwrap();
+    let objects = Arc::new(FolderLake::new(dir.path().join("exposure")));
+    let store: Arc<dyn AdjustmentStore> = Arc::new(AdjustmentObjects::new(objects));
+    let counts: HashMap<u64, u64> =
+        m.ds.items
+            .iter()
+            .take(30)
+            .map(|i| (i.movie_id, 50))
+            .collect();
+    let adj =
+        Adjustments::default().update(&counts, m.ds.items.len(), &ControllerConfig::default(), 1);
+    store.publish(&adj).await.unwrap();
+    let db = Arc::new(SqliteStore::in_memory().unwrap());
+    let spec = RolloutSpec {
+        strategy: Strategy::AbTest,
+        candidate_version: Some("v1".into()),
+        percentage: 50.0,
+        experiment_id: Some("controller-ab".into()),
+        candidate_policy: Some("exposure".into()),
+        ..RolloutSpec::fixed("v1")
+    };
+    db.set(0, &spec, "test").await.unwrap();
+    let st = instance_on(db, store, m.reg.clone());
+    sync_model(&st, m.reg.clone()).await.unwrap();
+    let mut arms = HashMap::new();
+    for &u in m.ds.user_ids.iter().take(60) {
+        let (code, b) = get(&st, &format!("/recommend/{u}?k=10")).await;
+        assert_eq!(code, 200, "{b}");
+        let p = &b["provenance"];
+        match p["arm"].as_str().unwrap() {
+            "candidate" => {
+                assert_eq!(p["policy"], "exposure", "{p}");
+                assert_eq!(p["adjustments"], "adj-000001", "{p}");
+            }
+            _ => {
+                assert_eq!(p["policy"], "slots", "{p}");
+                assert!(p["adjustments"].is_null(), "{p}");
+            }
+        }
+        *arms
+            .entry(p["arm"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(
+        arms.len() == 2 && arms.values().all(|n| *n > 10),
+        "{arms:?}"
+    );
 }
