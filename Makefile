@@ -34,10 +34,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## cfn: lint template.yaml with cfn-lint and `sam validate --lint` (offline; dummy credentials),
+## cfn: lint template.yaml with cfn-lint, its state machines with asl-validator, and `sam validate --lint` (offline; dummy credentials),
 ## and scan it with checkov (every check passes or is skipped in the template with its reason)
 cfn: test-tools
 	.tools/venv/bin/cfn-lint template.yaml
+	.tools/venv/bin/python infra/validate-asl.py
 	.tools/checkov-venv/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 	SAM_CLI_TELEMETRY=0 AWS_ACCESS_KEY_ID=none AWS_SECRET_ACCESS_KEY=none \
 	  .tools/sam-venv/bin/sam validate --lint --region eu-west-1 --template template.yaml

@@ -21,7 +21,7 @@ done
 [[ ${#ARCHS[@]} -gt 0 ]] || ARCHS=(arm64 x86_64)
 infra/python-tools.sh
 export PATH="$ROOT/.tools/venv/bin:$PATH"
-FUNCTIONS=(recommend trace rollout ingest audit canary)
+FUNCTIONS=(recommend trace rollout ingest audit canary batch)
 OUT="$ROOT/target/package"
 rm -rf "$OUT"
 for ARCH in "${ARCHS[@]}"; do

@@ -35,3 +35,14 @@ own_venv sam-venv "aws-sam-cli==1.170.0"
 if [[ "${1:-}" == "--peer" ]]; then
   own_venv peer-venv "fastapi==0.165.0" "uvicorn[standard]==0.55.0" "numpy==2.4.6" "onnxruntime==1.31.1"
 fi
+
+# asl-validator (npm): the Amazon States Language check of the state machines
+# in template.yaml (infra/validate-asl.py), which cfn-lint does not make.
+ASL_PIN="asl-validator@4.0.0"
+NODE_DIR="$ROOT/.tools/node"
+if [[ ! -f "$NODE_DIR/.pins" || "$(cat "$NODE_DIR/.pins")" != "$ASL_PIN" ]]; then
+  echo "installing $ASL_PIN into $NODE_DIR" >&2
+  mkdir -p "$NODE_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$NODE_DIR" "$ASL_PIN"
+  echo "$ASL_PIN" > "$NODE_DIR/.pins"
+fi

@@ -70,20 +70,7 @@ fn read_users(spec: &str, model: &ServingModel) -> Result<Vec<u64>> {
         return Ok(model.manifest.users.clone());
     }
     let text = std::fs::read_to_string(spec).with_context(|| format!("reading --users {spec}"))?;
-    let mut users = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let t = line.split('#').next().unwrap_or("").trim();
-        let t = t.split([',', '\t', ' ']).next().unwrap_or("");
-        if t.is_empty() {
-            continue;
-        }
-        users.push(
-            t.parse::<u64>().with_context(|| {
-                format!("--users {spec}, line {}: {t:?} is not a user id", n + 1)
-            })?,
-        );
-    }
-    Ok(users)
+    batch::parse_users(&text).map_err(|e| anyhow::anyhow!("--users {spec}, {e}"))
 }
 
 async fn history(a: &BatchArgs) -> Result<Option<Arc<dyn UserHistory>>> {
@@ -94,36 +81,6 @@ async fn history(a: &BatchArgs) -> Result<Option<Arc<dyn UserHistory>>> {
         _ => std::env::var(k).ok(),
     })?;
     Ok(shared::wiring::history_reader(&s).await?)
-}
-
-/// History reads in flight at once: against DynamoDB each is a round trip,
-/// which one at a time would dominate the run.
-const HISTORY_READS_IN_FLIGHT: usize = 32;
-
-/// Each user of `ids` with the movies the history store recorded (none
-/// without a store), in order, read [`HISTORY_READS_IN_FLIGHT`] at a time.
-async fn read_seen(
-    hist: Option<&Arc<dyn UserHistory>>,
-    ids: &[u64],
-) -> Result<Vec<(u64, Vec<u64>)>> {
-    let Some(h) = hist else {
-        return Ok(ids.iter().map(|&u| (u, Vec::new())).collect());
-    };
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(HISTORY_READS_IN_FLIGHT) {
-        let mut set = tokio::task::JoinSet::new();
-        for (j, &u) in chunk.iter().enumerate() {
-            let h = h.clone();
-            set.spawn(async move { (j, h.seen(u).await) });
-        }
-        let mut got: Vec<Vec<u64>> = vec![Vec::new(); chunk.len()];
-        while let Some(done) = set.join_next().await {
-            let (j, seen) = done?;
-            got[j] = seen.with_context(|| format!("reading user {}'s history", chunk[j]))?;
-        }
-        out.extend(chunk.iter().copied().zip(got));
-    }
-    Ok(out)
 }
 
 /// The exposure controller's newest adjustments (for `--policy exposure`):
@@ -210,7 +167,7 @@ pub fn run(a: BatchArgs) -> Result<()> {
         .enumerate()
     {
         let ids = &users[range];
-        let with_seen = rt.block_on(read_seen(hist.as_ref(), ids))?;
+        let with_seen = rt.block_on(batch::read_seen(hist.as_ref(), ids))?;
         let rows = batch::recommend_all(
             &model,
             &with_seen,
@@ -247,15 +204,15 @@ pub fn run(a: BatchArgs) -> Result<()> {
         rows: rows_total,
         shards,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: Some(start.elapsed().as_secs_f64()),
     };
     let json = serde_json::to_vec_pretty(&manifest)?;
     rt.block_on(lake.put_object("manifest.json", json))?;
+    let seconds = start.elapsed().as_secs_f64();
     eprintln!(
-        "{} users ranked in {:.1} s ({:.0} users/s on {threads} threads) into {}",
+        "{} users ranked in {seconds:.1} s ({:.0} users/s on {threads} threads) into {}",
         users.len(),
-        manifest.seconds,
-        users.len() as f64 / manifest.seconds.max(1e-9),
+        users.len() as f64 / seconds.max(1e-9),
         a.out
     );
     crate::out(serde_json::to_string(&manifest)?);

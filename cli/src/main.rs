@@ -725,6 +725,7 @@ fn serve_settings(a: &ServeArgs) -> Result<shared::config::Settings> {
         ("MOVIE_RECS_METRICS", d("metrics.jsonl")),
         ("MOVIE_RECS_REPORTS", d("reports")),
         ("MOVIE_RECS_EXPOSURE", d("exposure")),
+        ("MOVIE_RECS_BATCH", d("batch")),
         ("MOVIE_RECS_TRACE_TTL_DAYS", a.trace_ttl_days.to_string()),
         ("MOVIE_RECS_RELOAD_SECS", a.reload_secs.max(1).to_string()),
     ]

@@ -168,3 +168,142 @@ async fn batch_rows_are_the_lists_recommend_answers_one_per_asked_user() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The state machine's three steps (what the batch function runs in AWS) on
+/// local stores: a run over a user list, shard by shard, equals the CLI's
+/// rows; a bad input names its field before any shard runs; a run whose
+/// shards did not cover every user gets no manifest.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_batch_steps_plan_shard_and_finish_a_run_and_name_bad_input() {
+    use shared::adapters::local::{FolderLake, FolderRegistry};
+    use shared::artifact::adjustments::AdjustmentObjects;
+    use shared::batch::job::{BatchError, BatchInput, BatchJob, BatchRequest};
+    use shared::ports::EventLake;
+
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(SqliteStore::open(&dir.path().join("movie-recs.db")).unwrap());
+    let out: Arc<dyn EventLake> = Arc::new(FolderLake::new(dir.path().join("batch")));
+    let exposure = Arc::new(AdjustmentObjects::new(Arc::new(FolderLake::new(
+        dir.path().join("exposure"),
+    ))));
+    let job = BatchJob::new(
+        Arc::new(FolderRegistry::new(f.reg.root())),
+        db.clone(),
+        db.clone(),
+        exposure,
+        out.clone(),
+        2,
+    );
+    let users: Vec<u64> = f.ds.user_ids[..25].to_vec();
+    let list: String = users.iter().map(|u| format!("{u}\n")).collect();
+    out.put_object("lists/some.txt", list.into_bytes())
+        .await
+        .unwrap();
+
+    let input: BatchInput = serde_json::from_value(json!({
+        "users": "lists/some.txt", "k": 5, "shard_users": 10, "filter": {"year_from": "1900"}
+    }))
+    .unwrap();
+    let plan = job.plan("run-1", input).await.unwrap();
+    assert_eq!(plan.job.model_version, "b", "the newest version");
+    assert_eq!(plan.users_total, 25);
+    let ranges: Vec<(usize, usize)> = plan.shards.iter().map(|s| (s.from, s.to)).collect();
+    assert_eq!(ranges, [(0, 10), (10, 20), (20, 25)]);
+    let mut outputs = Vec::new();
+    for s in &plan.shards {
+        // Through the function's request shape, as the Map passes it.
+        let req: BatchRequest =
+            serde_json::from_value(json!({"action": "shard", "job": plan.job, "shard": s}))
+                .unwrap();
+        outputs.push(serde_json::from_value(job.handle(req).await.unwrap()).unwrap());
+    }
+    let manifest = job.finish(&plan.job, 25, outputs.clone()).await.unwrap();
+    assert_eq!((manifest.users, manifest.rows), (25, 25));
+    let mut rows = Vec::new();
+    for s in &manifest.shards {
+        rows.extend(shared::batch::from_parquet(out.get_object(&s.key).await.unwrap()).unwrap());
+    }
+    let got: Vec<u64> = rows.iter().map(|r| r.user_id).collect();
+    assert_eq!(got, users, "one row per listed user, in order");
+    assert!(out.get_object("run-1/manifest.json").await.is_ok());
+
+    // The same users through the CLI rank the same lists.
+    let cli_out = dir.path().join("cli");
+    let users_file = dir.path().join("users.txt");
+    std::fs::write(
+        &users_file,
+        users.iter().map(|u| format!("{u}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let o = common::bin()
+        .args(["batch", "--quiet", "--model"])
+        .arg(f.reg.root().join("b"))
+        .args(["--k", "5", "--year-from", "1900", "--users"])
+        .arg(&users_file)
+        .arg("--out")
+        .arg(&cli_out)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cli_rows =
+        shared::batch::from_parquet(std::fs::read(cli_out.join("part-00000.parquet")).unwrap())
+            .unwrap();
+    assert_eq!(cli_rows.len(), rows.len());
+    for (a, b) in rows.iter().zip(&cli_rows) {
+        assert_eq!((a.user_id, &a.movie_ids), (b.user_id, &b.movie_ids));
+    }
+
+    // A run whose shards lost a user writes no manifest.
+    outputs.pop();
+    let err = job
+        .finish(&plan.job.clone(), 25, outputs)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BatchError::Incomplete {
+                rows: 20,
+                users: 25
+            }
+        ),
+        "{err}"
+    );
+
+    // Bad input fails the plan naming the field.
+    for (run, input, field) in [
+        ("bad", json!({"k": 0}), "k must"),
+        ("bad", json!({"shard_users": 0}), "shard_users"),
+        ("bad", json!({"max_concurrency": 5000}), "max_concurrency"),
+        ("bad", json!({"policy": "nope"}), "policy"),
+        ("bad", json!({"filter": {"genre": "Nope"}}), "filter.genre"),
+        (
+            "bad",
+            json!({"filter": {"year_from": "x"}}),
+            "filter.year_from",
+        ),
+        ("bad", json!({"model_version": "missing"}), "missing"),
+        (
+            "bad",
+            json!({"users": "lists/absent.txt"}),
+            "lists/absent.txt",
+        ),
+        ("../up", json!({}), "run"),
+    ] {
+        let input: BatchInput = serde_json::from_value(input.clone()).unwrap();
+        let err = job.plan(run, input).await.unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+    out.put_object("lists/bad.txt", b"1\nseven\n".to_vec())
+        .await
+        .unwrap();
+    let input: BatchInput = serde_json::from_value(json!({"users": "lists/bad.txt"})).unwrap();
+    let err = job.plan("bad", input).await.unwrap_err().to_string();
+    assert!(err.contains("line 2"), "{err}");
+    // An unknown field in the execution input is refused, named.
+    let err = serde_json::from_value::<BatchInput>(json!({"user": "all"})).unwrap_err();
+    assert!(err.to_string().contains("user"), "{err}");
+}

@@ -35,6 +35,7 @@ pub struct Stores {
     reports: Option<Arc<dyn EventLake>>,
     metrics: Option<Arc<dyn MetricsPublisher>>,
     exposure: Option<Arc<dyn AdjustmentStore>>,
+    batch: Option<Arc<dyn EventLake>>,
     /// The SDK config, when any AWS adapter is in use.
     pub sdk: Option<SdkConfig>,
 }
@@ -47,6 +48,7 @@ fn value(s: &Settings, store: Store) -> Option<&str> {
         Store::Reports => Some(s.reports.as_str()),
         Store::Metrics => Some(s.metrics.as_str()),
         Store::Exposure => Some(s.exposure.as_str()),
+        Store::Batch => Some(s.batch.as_str()),
         Store::Traces => s.traces_table.as_deref(),
         Store::History => s.history_table.as_deref(),
         Store::Rollout => s.rollout_table.as_deref(),
@@ -58,9 +60,10 @@ fn value(s: &Settings, store: Store) -> Option<&str> {
 /// Whether `store` is configured for AWS (what Lambda requires).
 fn is_aws(s: &Settings, store: Store) -> bool {
     match (store, value(s, store)) {
-        (Store::Registry | Store::Lake | Store::Reports | Store::Exposure, Some(v)) => {
-            v.starts_with("s3://")
-        }
+        (
+            Store::Registry | Store::Lake | Store::Reports | Store::Exposure | Store::Batch,
+            Some(v),
+        ) => v.starts_with("s3://"),
         (Store::Metrics, Some(v)) => v == "cloudwatch",
         (_, v) => v.is_some(),
     }
@@ -218,6 +221,10 @@ impl Stores {
                 &s.exposure,
             )?))),
         };
+        let batch = match wanted(Store::Batch) {
+            false => None,
+            true => Some(objects("MOVIE_RECS_BATCH", &s.batch)?),
+        };
         let metrics: Option<Arc<dyn MetricsPublisher>> = match wanted(Store::Metrics) {
             false => None,
             true if s.metrics == "cloudwatch" => {
@@ -240,6 +247,7 @@ impl Stores {
             reports,
             metrics,
             exposure,
+            batch,
             sdk,
         })
     }
@@ -280,6 +288,24 @@ impl Stores {
     }
     pub fn exposure(&self) -> Result<Arc<dyn AdjustmentStore>, ConfigError> {
         self.get(Store::Exposure, &self.exposure)
+    }
+    pub fn batch(&self) -> Result<Arc<dyn EventLake>, ConfigError> {
+        self.get(Store::Batch, &self.batch)
+    }
+
+    /// The batch recommendations' steps on these stores, ranking on every
+    /// core the process has.
+    pub fn batch_job(&self, s: &Settings) -> Result<crate::batch::job::BatchJob, ConfigError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(crate::batch::job::BatchJob::new(
+            self.registry()?,
+            self.rollout()?,
+            self.history()?,
+            self.exposure()?,
+            self.batch()?,
+            threads,
+        )
+        .with_default_policy(s.policy))
     }
 
     /// The store handles the HTTP routers share (the ones this role built).

@@ -353,6 +353,11 @@ fn functions_answer_their_events_under_the_lambda_emulator() {
         "{doc}"
     );
 
+    // Batch recommendations: template.yaml's state machine, interpreted
+    // step by step against the batch function (plan, a Distributed Map of
+    // shards, finish), on the served version's 300 users in shards of 128.
+    batch_runs(&stack);
+
     // No function wrote in its (read-only) working directory.
     stack.assert_working_directories_untouched();
 }
@@ -375,4 +380,163 @@ fn body_items(stack: &LambdaStack) -> serde_json::Value {
 
 fn lake_keys(stack: &LambdaStack) -> Vec<String> {
     common::bucket_keys(stack, "lake/")
+}
+
+/// Runs template.yaml's batch state machine on the stack and checks what it
+/// wrote against what `/recommend` answers.
+fn batch_runs(stack: &LambdaStack) {
+    let tpl = common::template::Template::load();
+    let sm = tpl.resource("BatchStateMachine");
+    let def: serde_json::Value = serde_json::to_value(&sm["Properties"]["Definition"]).unwrap();
+    let machine = common::states::Machine::new(&def, &[("BatchFunctionArn", "batch")]);
+    let invoke = |function: &str, payload: &serde_json::Value| {
+        assert_eq!(function, "batch");
+        let (code, out) = stack.invoke_raw("batch", &serde_json::to_vec(payload).unwrap());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            code == 200 && v.get("errorType").is_none(),
+            "{payload} -> {v}\n{}",
+            stack.function("batch").output()
+        );
+        v
+    };
+    // The committed step events (sam local invoke BatchFunction -e ...).
+    let plan = stack.invoke("batch", "batch-plan.json");
+    assert_eq!(plan["job"]["model_version"], "demo-1", "{plan}");
+    assert_eq!(
+        plan["shards"],
+        json!([{"index": 0, "from": 0, "to": 128}, {"index": 1, "from": 128, "to": 256},
+               {"index": 2, "from": 256, "to": 300}])
+    );
+    let shard = stack.invoke("batch", "batch-shard.json");
+    assert_eq!(
+        (shard["key"].as_str(), shard["rows"].as_u64()),
+        (Some("sam-local-run-1/part-00000.parquet"), Some(128))
+    );
+    let done = stack.invoke("batch", "batch-finish.json");
+    assert_eq!(done["rows"], 128, "{done}");
+    assert!(common::bucket_keys(stack, "batch/sam-local-run-1/")
+        .contains(&"batch/sam-local-run-1/manifest.json".to_string()));
+    // The committed execution input (one shard of every user).
+    let input: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::repo_root().join("events/batch-execution-input.json")).unwrap(),
+    )
+    .unwrap();
+    let (manifest, _) = machine.run("run-input", input, &invoke);
+    assert_eq!(
+        (manifest["rows"].as_u64(), manifest["k"].as_u64()),
+        (Some(300), Some(20))
+    );
+
+    let input = json!({"users": "all", "k": 5, "shard_users": 128, "max_concurrency": 4});
+    let (manifest, concurrency) = machine.run("run-all", input, &invoke);
+    assert_eq!(concurrency, vec![4]);
+    assert_eq!(
+        (manifest["users"].as_u64(), manifest["rows"].as_u64()),
+        (Some(300), Some(300)),
+        "{manifest}"
+    );
+    assert_eq!(manifest["model_version"], "demo-1");
+    assert_eq!(manifest["shards"].as_array().unwrap().len(), 3);
+    let keys = common::bucket_keys(stack, "batch/run-all/");
+    assert_eq!(
+        keys,
+        [
+            "batch/run-all/manifest.json",
+            "batch/run-all/part-00000.parquet",
+            "batch/run-all/part-00001.parquet",
+            "batch/run-all/part-00002.parquet"
+        ]
+    );
+    // Every row is the list /recommend answers that user (same k, policy,
+    // and the DynamoDB history: user 2's watch of movie 51 is masked).
+    let rows: Vec<shared::batch::Row> = keys[1..]
+        .iter()
+        .flat_map(|k| shared::batch::from_parquet(object(stack, k)).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 300);
+    for user in [1u64, 2, 150, 300] {
+        let row = rows.iter().find(|r| r.user_id == user).unwrap();
+        let (code, out) = stack.invoke_raw("recommend", &LambdaStack::recommend_event(user));
+        assert_eq!(code, 200);
+        let (_, body) = api_response(&serde_json::from_slice(&out).unwrap());
+        assert_eq!(json!(row.movie_ids), body["items"], "user {user}");
+        assert_eq!(row.policy, "slots:slots=3");
+    }
+    assert!(!rows
+        .iter()
+        .find(|r| r.user_id == 2)
+        .unwrap()
+        .movie_ids
+        .contains(&51));
+
+    // A list of users from the batch store, in JSON lines, with a filter.
+    put_object(stack, "batch/lists/few.txt", b"# three users\n2\n9001\n7\n");
+    let input = json!({"users": "lists/few.txt", "k": 3, "format": "jsonl",
+                       "filter": {"genre": "Comedy"}, "policy": "none"});
+    let (manifest, _) = machine.run("run-few", input, &invoke);
+    assert_eq!(
+        (manifest["users"].as_u64(), manifest["rows"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let lines = String::from_utf8(object(stack, "batch/run-few/part-00000.jsonl")).unwrap();
+    let users: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["user_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(users, [2, 9001, 7], "in the list's order");
+
+    // A bad input fails the plan step naming the field (the execution fails).
+    let (code, out) = stack.invoke_raw(
+        "batch",
+        br#"{"action": "plan", "run": "bad", "input": {"filter": {"genre": "Nope"}}}"#,
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        code >= 400 || text.contains("errorMessage"),
+        "{code} {text}"
+    );
+    assert!(text.contains("filter.genre"), "{text}");
+}
+
+fn object(stack: &LambdaStack, key: &str) -> Vec<u8> {
+    let (url, bucket, key) = (
+        stack.moto.url(),
+        stack.names.bucket.clone(),
+        key.to_string(),
+    );
+    shared::adapters::aws::block_on(async move {
+        let s3 = shared::adapters::aws::s3_client(&sdk_config(&url).await);
+        let o = s3
+            .get_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        o.body.collect().await.unwrap().into_bytes().to_vec()
+    })
+}
+
+fn put_object(stack: &LambdaStack, key: &str, bytes: &[u8]) {
+    let (url, bucket, key, bytes) = (
+        stack.moto.url(),
+        stack.names.bucket.clone(),
+        key.to_string(),
+        bytes.to_vec(),
+    );
+    shared::adapters::aws::block_on(async move {
+        let s3 = shared::adapters::aws::s3_client(&sdk_config(&url).await);
+        s3.put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap();
+    });
 }

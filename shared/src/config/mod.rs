@@ -31,6 +31,8 @@ pub struct Settings {
     pub reports: String,
     /// The exposure controller's adjustments (a folder or `s3://`).
     pub exposure: String,
+    /// Batch recommendation runs (a folder or `s3://`).
+    pub batch: String,
     pub stage: String,
     pub audit_window_minutes: i64,
     pub audit: AuditConfig,
@@ -191,6 +193,7 @@ impl Settings {
                 .unwrap_or_else(|| ".movie-recs/metrics.jsonl".into()),
             reports: var("MOVIE_RECS_REPORTS").unwrap_or_else(|| ".movie-recs/reports".into()),
             exposure: var("MOVIE_RECS_EXPOSURE").unwrap_or_else(|| ".movie-recs/exposure".into()),
+            batch: var("MOVIE_RECS_BATCH").unwrap_or_else(|| ".movie-recs/batch".into()),
             stage: var("MOVIE_RECS_STAGE").unwrap_or_else(|| "local".into()),
             audit_window_minutes: positive("MOVIE_RECS_AUDIT_WINDOW_MINUTES", 60)?,
             audit,
@@ -226,6 +229,7 @@ impl Settings {
             || self.lake.starts_with("s3://")
             || self.reports.starts_with("s3://")
             || self.exposure.starts_with("s3://")
+            || self.batch.starts_with("s3://")
             || self.metrics == "cloudwatch"
             || self.traces_table.is_some()
             || self.rollout_table.is_some()

@@ -12,6 +12,8 @@ pub enum Role {
     Ingest,
     Audit,
     Canary,
+    /// The batch recommendations of the Step Functions state machine.
+    Batch,
     /// `movie-recs serve`: every route in one process.
     Serve,
     /// The other `movie-recs` commands.
@@ -19,14 +21,15 @@ pub enum Role {
 }
 
 impl Role {
-    /// The six Lambda functions.
-    pub const FUNCTIONS: [Role; 6] = [
+    /// The seven Lambda functions.
+    pub const FUNCTIONS: [Role; 7] = [
         Role::Recommend,
         Role::Trace,
         Role::Rollout,
         Role::Ingest,
         Role::Audit,
         Role::Canary,
+        Role::Batch,
     ];
 
     /// The function's binary name (`recommend`, ...), `serve` or `cli`.
@@ -38,6 +41,7 @@ impl Role {
             Role::Ingest => "ingest",
             Role::Audit => "audit",
             Role::Canary => "canary",
+            Role::Batch => "batch",
             Role::Serve => "serve",
             Role::Cli => "cli",
         }
@@ -53,6 +57,7 @@ impl Role {
             Role::Ingest => &[Lake, IngestState, History, Trending],
             Role::Audit => &[Registry, Traces, Rollout, Lake, Reports, Metrics, Exposure],
             Role::Canary => &[Registry, Traces, Rollout, Lake, Metrics],
+            Role::Batch => &[Registry, History, Rollout, Exposure, Batch],
             Role::Serve | Role::Cli => &Store::ALL,
         }
     }
@@ -78,10 +83,12 @@ pub enum Store {
     Metrics,
     /// The exposure controller's adjustments.
     Exposure,
+    /// Batch recommendation runs (and the user lists they read).
+    Batch,
 }
 
 impl Store {
-    pub const ALL: [Store; 10] = [
+    pub const ALL: [Store; 11] = [
         Store::Registry,
         Store::Traces,
         Store::History,
@@ -92,6 +99,7 @@ impl Store {
         Store::Reports,
         Store::Metrics,
         Store::Exposure,
+        Store::Batch,
     ];
 
     /// The variable that configures it.
@@ -107,6 +115,7 @@ impl Store {
             Store::Reports => "MOVIE_RECS_REPORTS",
             Store::Metrics => "MOVIE_RECS_METRICS",
             Store::Exposure => "MOVIE_RECS_EXPOSURE",
+            Store::Batch => "MOVIE_RECS_BATCH",
         }
     }
 
@@ -123,13 +132,14 @@ impl Store {
             Store::Reports => "audit report store",
             Store::Metrics => "metrics publisher",
             Store::Exposure => "exposure adjustments store",
+            Store::Batch => "batch output store",
         }
     }
 
     /// What a Lambda function must be given: the value's expected form.
     pub fn lambda_form(self) -> &'static str {
         match self {
-            Store::Registry | Store::Lake | Store::Reports | Store::Exposure => {
+            Store::Registry | Store::Lake | Store::Reports | Store::Exposure | Store::Batch => {
                 "an s3://bucket/prefix URL"
             }
             Store::Metrics => "\"cloudwatch\"",
@@ -163,9 +173,11 @@ pub struct Var {
     pub roles: &'static [Role],
 }
 
-use Role::{Audit, Canary, Cli, Ingest, Recommend, Rollout, Serve, Trace};
+use Role::{Audit, Batch, Canary, Cli, Ingest, Recommend, Rollout, Serve, Trace};
 
-const ALL: &[Role] = &[Recommend, Trace, Rollout, Ingest, Audit, Canary, Serve, Cli];
+const ALL: &[Role] = &[
+    Recommend, Trace, Rollout, Ingest, Audit, Canary, Batch, Serve, Cli,
+];
 const AUDIT_READERS: &[Role] = &[Audit, Canary, Rollout, Serve, Cli];
 const CANARY_READERS: &[Role] = &[Canary, Rollout, Serve, Cli];
 
@@ -176,14 +188,14 @@ pub const VARS: &[Var] = &[
         default: "`.movie-recs/registry` (Lambda: required, `s3://bucket/models`)",
         doc: "Model registry: a folder or `s3://bucket/prefix`.",
         kind: Kind::Store(Store::Registry),
-        roles: &[Recommend, Rollout, Audit, Canary, Serve, Cli],
+        roles: &[Recommend, Rollout, Audit, Canary, Batch, Serve, Cli],
     },
     Var {
         name: "MOVIE_RECS_MODEL_CACHE",
         default: "`/tmp/movie-recs-models`",
         doc: "Where versions fetched from S3 are kept, verified (in Lambda it must be under `/tmp`).",
         kind: Kind::Setting,
-        roles: &[Recommend, Rollout, Audit, Canary, Serve, Cli],
+        roles: &[Recommend, Rollout, Audit, Canary, Batch, Serve, Cli],
     },
     Var {
         name: "MOVIE_RECS_TRACES_TABLE",
@@ -197,14 +209,14 @@ pub const VARS: &[Var] = &[
         default: "SQLite (Lambda: required)",
         doc: "DynamoDB table of the rollout state and its change log.",
         kind: Kind::Store(Store::Rollout),
-        roles: &[Recommend, Rollout, Audit, Canary, Serve, Cli],
+        roles: &[Recommend, Rollout, Audit, Canary, Batch, Serve, Cli],
     },
     Var {
         name: "MOVIE_RECS_HISTORY_TABLE",
         default: "SQLite (Lambda: required)",
         doc: "DynamoDB table of the movies users watched or rated since training.",
         kind: Kind::Store(Store::History),
-        roles: &[Recommend, Ingest, Serve, Cli],
+        roles: &[Recommend, Ingest, Batch, Serve, Cli],
     },
     Var {
         name: "MOVIE_RECS_TRENDING_TABLE",
@@ -239,7 +251,14 @@ pub const VARS: &[Var] = &[
         default: "`.movie-recs/exposure` (Lambda: required, `s3://bucket/exposure`)",
         doc: "The exposure controller's adjustments (policy `exposure`): a folder or `s3://bucket/prefix`; the audit writes them, recommend reads them.",
         kind: Kind::Store(Store::Exposure),
-        roles: &[Recommend, Audit, Serve, Cli],
+        roles: &[Recommend, Audit, Batch, Serve, Cli],
+    },
+    Var {
+        name: "MOVIE_RECS_BATCH",
+        default: "`.movie-recs/batch` (Lambda: required, `s3://bucket/batch`)",
+        doc: "Where the batch function writes each run (`<run>/part-*.parquet`, `manifest.json`) and reads user lists from.",
+        kind: Kind::Store(Store::Batch),
+        roles: &[Batch, Serve, Cli],
     },
     Var {
         name: "MOVIE_RECS_METRICS",
@@ -274,7 +293,7 @@ pub const VARS: &[Var] = &[
         default: "`slots:slots=3`",
         doc: "Re-ranking policy of requests without `?policy=` (`name[:key=value]`).",
         kind: Kind::Setting,
-        roles: &[Recommend, Serve],
+        roles: &[Recommend, Batch, Serve],
     },
     Var {
         name: "MOVIE_RECS_TRACE_TTL_DAYS",

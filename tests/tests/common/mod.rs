@@ -5,6 +5,7 @@
 
 pub mod cloudwatch;
 pub mod proxy;
+pub mod states;
 pub mod template;
 
 use std::io::Write;
@@ -334,7 +335,15 @@ pub struct LambdaStack {
     pub proxy: Option<proxy::FaultProxy>,
 }
 
-pub const FUNCTIONS: [&str; 6] = ["recommend", "trace", "rollout", "ingest", "audit", "canary"];
+pub const FUNCTIONS: [&str; 7] = [
+    "recommend",
+    "trace",
+    "rollout",
+    "ingest",
+    "audit",
+    "canary",
+    "batch",
+];
 
 /// What a test changes about a stack: template parameters (as `sam deploy
 /// --parameter-overrides` would) and, per function, emulator plumbing such

@@ -2,7 +2,10 @@
 //! ranked exactly as `GET /recommend` ranks it (same masking, filter and
 //! policy), written as Parquet or JSON lines, one object per shard of
 //! users, with a manifest of counts. `movie-recs batch` runs it on all
-//! cores; the shard planner splits the users the same way for a fan-out.
+//! cores; in AWS a Step Functions state machine fans it out over shards of
+//! users, each scored by the batch function ([`job`]).
+
+pub mod job;
 
 use crate::domain::filter::Filter;
 use crate::domain::rerank::Policy;
@@ -10,7 +13,7 @@ use crate::scoring::{ScoringError, ServingModel};
 use arrow_array::types::{Float32Type, UInt64Type};
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,9 +32,10 @@ pub struct Row {
 }
 
 /// How the output is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    #[default]
     Parquet,
     Jsonl,
 }
@@ -51,6 +55,58 @@ impl Format {
             Format::Jsonl => "jsonl",
         }
     }
+}
+
+/// User ids, one per line (a `#` starts a comment; anything after the
+/// first comma, tab or space is ignored, so a CSV's first column works);
+/// the error names the line.
+pub fn parse_users(text: &str) -> Result<Vec<u64>, String> {
+    let mut users = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        let t = t.split([',', '\t', ' ']).next().unwrap_or("");
+        if t.is_empty() {
+            continue;
+        }
+        users.push(
+            t.parse::<u64>()
+                .map_err(|_| format!("line {}: {t:?} is not a user id", n + 1))?,
+        );
+    }
+    Ok(users)
+}
+
+/// History reads in flight at once: against DynamoDB each is a round trip,
+/// which one at a time would dominate the run.
+pub const HISTORY_READS_IN_FLIGHT: usize = 32;
+
+/// Each user of `ids` with the movies the history store recorded (none
+/// without a store), in order, read [`HISTORY_READS_IN_FLIGHT`] at a time.
+pub async fn read_seen(
+    hist: Option<&Arc<dyn crate::ports::UserHistory>>,
+    ids: &[u64],
+) -> Result<Vec<(u64, Vec<u64>)>, crate::ports::StoreError> {
+    let Some(h) = hist else {
+        return Ok(ids.iter().map(|&u| (u, Vec::new())).collect());
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(HISTORY_READS_IN_FLIGHT) {
+        let mut set = tokio::task::JoinSet::new();
+        for (j, &u) in chunk.iter().enumerate() {
+            let h = h.clone();
+            set.spawn(async move { (j, h.seen(u).await) });
+        }
+        let mut got: Vec<Vec<u64>> = vec![Vec::new(); chunk.len()];
+        while let Some(done) = set.join_next().await {
+            let (j, seen) =
+                done.map_err(|e| crate::ports::StoreError::unavailable("history", e))?;
+            got[j] = seen.map_err(|e| {
+                crate::ports::StoreError::unavailable("history", format!("user {}: {e}", chunk[j]))
+            })?;
+        }
+        out.extend(chunk.iter().copied().zip(got));
+    }
+    Ok(out)
 }
 
 /// Splits `n` users into consecutive shards of at most `per_shard` (at
@@ -250,10 +306,12 @@ pub struct BatchManifest {
     pub rows: usize,
     pub shards: Vec<ShardOutput>,
     pub created_at: String,
-    pub seconds: f64,
+    /// Wall time of the whole run, where one process saw it all (the CLI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardOutput {
     pub key: String,
     pub rows: usize,
@@ -285,6 +343,18 @@ mod tests {
             "out/run1/part-00003.parquet"
         );
         assert_eq!(shard_key("", 12, Format::Jsonl), "part-00012.jsonl");
+    }
+
+    #[test]
+    fn a_user_list_reads_ids_comments_and_csv_and_names_a_bad_line() {
+        assert_eq!(
+            parse_users("# users\n7\n  8 # eight\n9,extra\n\n10\tx\n").unwrap(),
+            vec![7, 8, 9, 10]
+        );
+        assert_eq!(
+            parse_users("1\nx2\n").unwrap_err(),
+            "line 2: \"x2\" is not a user id"
+        );
     }
 
     #[test]
