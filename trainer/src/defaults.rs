@@ -17,8 +17,11 @@
 //! - **full ranking** (a test set of every held-out movie, ranked over the
 //!   whole catalogue: MovieLens 1M): α 2, 256 factors (about 1,000 or more
 //!   interactions per movie carry them), only the dropped movies as targets,
-//!   128 users a step, up to 60 epochs with patience 8, then a refit on all
-//!   training data for the chosen epoch count.
+//!   128 users a step, up to 60 epochs with patience 8, then a warm refit:
+//!   the chosen weights continue for [`WARM_REFIT_EPOCHS`] epochs on all
+//!   training data (the validation holdout included). On ML-1M that gave
+//!   Recall@20 0.2804 in a 7.1-minute run, where refitting from scratch for
+//!   the chosen epoch count gave 0.2806 in 15.9 minutes.
 //!
 //! Data with fewer than [`LARGE_FACTORS_MIN_INTERACTIONS`] interactions
 //! gets 64 factors under the full-ranking preset instead of 256 (fewer
@@ -28,6 +31,9 @@
 
 use shared::artifact::{HyperParams, Loss, UserInput};
 use shared::domain::Dataset;
+
+/// Epochs the full-ranking preset's refit continues the chosen weights for.
+pub const WARM_REFIT_EPOCHS: usize = 4;
 
 /// Interactions from which the full-ranking preset uses 256 factors.
 pub const LARGE_FACTORS_MIN_INTERACTIONS: usize = 500_000;
@@ -70,6 +76,7 @@ pub fn for_data(ds: &Dataset) -> Chosen {
                 epochs: 60,
                 patience: 8,
                 refit: true,
+                refit_epochs: WARM_REFIT_EPOCHS,
                 ..base
             },
         }
@@ -139,6 +146,7 @@ mod tests {
             (big.hp.factors, big.hp.refit, big.hp.dropped_targets),
             (256, true, true)
         );
+        assert_eq!(big.hp.refit_epochs, WARM_REFIT_EPOCHS);
     }
 
     #[test]

@@ -90,11 +90,7 @@ pub fn new_users(
      -> Result<EvalReport, PipelineError> {
         let mut trained = train(nu, ni, fit, Some(val), hp, progress)?;
         if hp.refit {
-            let refit_hp = HyperParams {
-                epochs: trained.best_epoch,
-                ..hp.clone()
-            };
-            trained.weights = train(nu, ni, all, None, &refit_hp, progress)?.weights;
+            crate::train::refit(nu, ni, all, hp, &mut trained, progress)?;
         }
         let onnx = export_history_onnx(&trained.weights, &[]);
         let scorer = OnnxModel::from_bytes(&onnx, nu, ni)?.with_user_inputs(inputs.clone());

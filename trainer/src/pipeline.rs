@@ -196,13 +196,7 @@ pub fn train_and_publish(
     let epochs_run = trained.epochs.len();
     if opts.hp.refit {
         // The epoch count was chosen on validation; now use every training interaction.
-        let hp = HyperParams {
-            epochs: trained.best_epoch,
-            ..opts.hp.clone()
-        };
-        let refit = train(nu, ni, &sp.train, None, &hp, opts.progress)?;
-        trained.weights = refit.weights;
-        trained.epochs.extend(refit.epochs);
+        crate::train::refit(nu, ni, &sp.train, &opts.hp, &mut trained, opts.progress)?;
     }
     let meta = [
         ("version", version.as_str()),

@@ -498,13 +498,56 @@ pub fn train(
     hp: &HyperParams,
     progress: bool,
 ) -> Result<Trained, TrainError> {
+    train_from(n_users, n_items, train, validation, hp, progress, None)
+}
+
+/// After the epoch count was chosen on validation (`selected`), the weights
+/// to publish, trained on `all` (the training data with the validation
+/// holdout): `hp.refit_epochs` more epochs from the chosen weights, or with
+/// 0 as many epochs as were chosen from a fresh start. The refit's epochs
+/// are appended to `selected.epochs`.
+pub fn refit(
+    n_users: usize,
+    n_items: usize,
+    all: &[Interaction],
+    hp: &HyperParams,
+    selected: &mut Trained,
+    progress: bool,
+) -> Result<(), TrainError> {
+    let (epochs, init) = match hp.refit_epochs {
+        0 => (selected.best_epoch, None),
+        n => (n, Some(&selected.weights)),
+    };
+    let hp = HyperParams {
+        epochs,
+        ..hp.clone()
+    };
+    let done = train_from(n_users, n_items, all, None, &hp, progress, init)?;
+    selected.weights = done.weights;
+    selected.epochs.extend(done.epochs);
+    Ok(())
+}
+
+/// [`train`], starting from `init`'s weights (of the same shape) instead of
+/// a fresh initialisation when given; a history-input model then reads
+/// `train`'s histories.
+pub fn train_from(
+    n_users: usize,
+    n_items: usize,
+    train: &[Interaction],
+    validation: Option<&[LooCase]>,
+    hp: &HyperParams,
+    progress: bool,
+    init: Option<&NeuMfWeights>,
+) -> Result<Trained, TrainError> {
     validate(hp)?;
     if train.is_empty() {
         return Err(TrainError::NoData);
     }
-    let model = match hp.user_input {
-        UserInput::Id => NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?,
-        UserInput::History | UserInput::IdHistory => NeuMf::with_history(
+    let model = match (hp.user_input, init) {
+        (UserInput::Id, None) => NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?,
+        (UserInput::Id, Some(w)) => NeuMf::from_weights(w)?,
+        (UserInput::History | UserInput::IdHistory, None) => NeuMf::with_history(
             n_items,
             hp.factors,
             &hp.layers,
@@ -512,6 +555,9 @@ pub fn train(
             user_inputs(n_users, train, hp),
             hp.user_input == UserInput::IdHistory,
         )?,
+        (UserInput::History | UserInput::IdHistory, Some(w)) => {
+            NeuMf::reading(w, user_inputs(n_users, train, hp))?
+        }
     };
     let mut opt = AdamW::new(
         model.vars(),
@@ -702,6 +748,68 @@ mod sampler_tests {
 
     fn x(user: u32, item: u32, ts: i64) -> Interaction {
         Interaction::implicit(user, item, ts)
+    }
+
+    /// A warm refit continues the chosen weights for `refit_epochs` epochs
+    /// (at a vanishing step size they barely move); a cold one starts
+    /// afresh for the chosen epoch count. Both log their epochs after the
+    /// selection run's.
+    #[test]
+    fn a_warm_refit_continues_the_chosen_weights_and_a_cold_one_starts_afresh() {
+        let (nu, ni) = (40usize, 30usize);
+        let data: Vec<Interaction> = (0..nu as u32)
+            .flat_map(|u| (0..6).map(move |k| x(u, (u * 7 + k * 5) % ni as u32, k as i64)))
+            .collect();
+        for user_input in [UserInput::History, UserInput::Id] {
+            let hp = HyperParams {
+                factors: 4,
+                layers: vec![8, 4],
+                epochs: 3,
+                batch_size: 8,
+                loss: Loss::Squared,
+                positive_weight: 3.0,
+                user_input,
+                ..HyperParams::default()
+            };
+            let selected = train(nu, ni, &data, None, &hp, false).unwrap();
+            let moved = |a: &NeuMfWeights, b: &NeuMfWeights| {
+                a.gmf_item
+                    .iter()
+                    .zip(&b.gmf_item)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0f32, f32::max)
+            };
+            let tiny = HyperParams {
+                learning_rate: 1e-9,
+                refit_epochs: 2,
+                ..hp.clone()
+            };
+            let mut warm = selected.clone();
+            refit(nu, ni, &data, &tiny, &mut warm, false).unwrap();
+            assert_eq!(warm.epochs.len(), 3 + 2, "{user_input:?}");
+            assert!(
+                moved(&warm.weights, &selected.weights) < 1e-5,
+                "{user_input:?}"
+            );
+            let mut cold = selected.clone();
+            refit(
+                nu,
+                ni,
+                &data,
+                &HyperParams {
+                    refit_epochs: 0,
+                    ..tiny
+                },
+                &mut cold,
+                false,
+            )
+            .unwrap();
+            assert_eq!(cold.epochs.len(), 3 + selected.best_epoch);
+            assert!(
+                moved(&cold.weights, &selected.weights) > 1e-3,
+                "{user_input:?}"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub struct HyperParams {
     /// (validation items included) for that many epochs.
     #[serde(default)]
     pub refit: bool,
+    /// With `refit`: 0 retrains from a fresh start for the chosen epoch
+    /// count; N > 0 continues the chosen weights for N epochs on all training
+    /// data instead (a warm refit: the validation holdout is learnt at a
+    /// fraction of a full refit's cost).
+    #[serde(default)]
+    pub refit_epochs: usize,
     /// Mitigation: negatives drawn ∝ (training interactions + 1)^this
     /// instead of uniformly (0); 0.75 as word2vec's unigram sampler. Popular
     /// movies are then seen as negatives more often, which counters
@@ -209,6 +215,7 @@ impl Default for HyperParams {
             patience: 3,
             seed: 42,
             refit: true,
+            refit_epochs: 0,
             popularity_negatives: 0.0,
             young_account_days: 0,
             young_account_weight: 1.0,
