@@ -339,7 +339,7 @@ async fn serving_handles_are_immutable() {
     sync_model(&st, registry()).await.unwrap();
     assert_eq!(st.serving().unwrap().assign(1).model.version(), "a");
     assert_eq!(held.assign(1).model.version(), "b");
-    assert_eq!(held.assign(1).arm, "candidate");
+    assert_eq!(held.assign(1).arm, shared::domain::arm::Arm::Candidate);
 }
 
 /// State whose experiment analysis reads the same store's traces and a lake

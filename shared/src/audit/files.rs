@@ -105,7 +105,7 @@ pub fn exposure_from_trace(t: &Value) -> Option<Exposure> {
         request_id: Some(t.request_id),
         user_id: t.user_id,
         model_version: t.model_version,
-        variant: t.variant,
+        variant: t.variant.map(|a| a.to_string()),
         ts_ms: t.timestamp,
         movie_ids: t.items,
     })

@@ -47,6 +47,7 @@ pub mod sim;
 
 use crate::audit::exposure::{self, Catalog, ExposureCounts};
 use crate::audit::{Thresholds, Window};
+use crate::domain::arm::Arm;
 use crate::domain::experiment::{
     attribute, decide, nearest_rank, quantile_ci_ranks, Analysis, Decision, DecisionRule,
     Engagement, Served,
@@ -260,7 +261,7 @@ pub struct ExperimentReport {
 /// One traced request, as the analysis reads it.
 #[derive(Clone, Debug, PartialEq)]
 struct Traced {
-    arm: String,
+    arm: Arm,
     user_id: u64,
     ts_ms: i64,
     ok: bool,
@@ -331,7 +332,7 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         .filter(|r| r.ok)
         .map(|r| Served {
             user_id: r.user_id,
-            arm: r.arm.to_string(),
+            arm: r.arm,
             ts_ms: r.ts_ms,
             items: r.items.clone(),
             latency_ms: r.latency_ms,
@@ -339,10 +340,10 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         .collect();
     let outcomes = attribute(&served, events, cfg.attribution_ms);
     let mut arms: BTreeMap<String, ArmReport> = BTreeMap::new();
-    let arm_names: &[&str] = if state.strategy.splits_traffic() {
-        &["primary", "candidate"]
+    let arm_names: &[Arm] = if state.strategy.splits_traffic() {
+        &Arm::ALL
     } else {
-        &["primary"]
+        &[Arm::Primary]
     };
     for name in arm_names {
         arms.insert(name.to_string(), ArmReport::default());
@@ -359,21 +360,21 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
     }
     let lists_of = |arm: &str| -> Vec<&[u64]> {
         rows.iter()
-            .filter(|r| r.ok && r.arm == arm)
+            .filter(|r| r.ok && r.arm.as_str() == arm)
             .map(|r| r.items.as_slice())
             .collect()
     };
     let matched = arms.keys().map(|a| lists_of(a).len()).min().unwrap_or(0);
     for (name, a) in arms.iter_mut() {
         a.error_rate = ratio(a.errors, a.requests);
-        if let Some(o) = outcomes.get(name) {
+        if let Some(o) = name.parse::<Arm>().ok().and_then(|arm| outcomes.get(&arm)) {
             a.lists = o.requests;
             a.conversions = o.conversions;
         }
         a.conversion_rate = ratio(a.conversions, a.lists);
         let mut lat: Vec<f64> = rows
             .iter()
-            .filter(|r| r.ok && r.arm == *name)
+            .filter(|r| r.ok && r.arm.as_str() == name)
             .filter_map(|r| r.latency_ms)
             .collect();
         // Sorts `lat`, which the interval's order statistics then read.
@@ -429,7 +430,7 @@ fn shadow_report(
         both.iter()
             .map(|r| Served {
                 user_id: r.user_id,
-                arm: "x".into(),
+                arm: Arm::Candidate,
                 ts_ms: r.ts_ms,
                 items: pick(r),
                 latency_ms: None,
@@ -438,7 +439,7 @@ fn shadow_report(
     };
     let rate = |s: Vec<Served>| {
         attribute(&s, events, cfg.attribution_ms)
-            .get("x")
+            .get(&Arm::Candidate)
             .map(|o| o.conversion_rate)
     };
     let overlaps: Vec<f64> = both

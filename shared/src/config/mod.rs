@@ -159,15 +159,15 @@ impl Settings {
             crate::canary::job::MAX_WINDOW_MINUTES,
         )?
         .min(crate::canary::job::MAX_WINDOW_MINUTES);
-        let policy = match var("MOVIE_RECS_POLICY") {
-            None => crate::domain::rerank::DEFAULT_POLICY,
-            Some(v) => crate::domain::rerank::Policy::from_spec(&v, crate::http::K_MAX).map_err(
-                |reason| ConfigError {
-                    var: "MOVIE_RECS_POLICY",
-                    reason,
-                },
-            )?,
-        };
+        let policy =
+            match var("MOVIE_RECS_POLICY") {
+                None => crate::domain::rerank::DEFAULT_POLICY,
+                Some(v) => crate::domain::rerank::Policy::from_spec(&v, crate::http::K_MAX)
+                    .map_err(|e| ConfigError {
+                        var: "MOVIE_RECS_POLICY",
+                        reason: e.to_string(),
+                    })?,
+            };
         let topics = match var("MOVIE_RECS_TOPIC_SUFFIXES") {
             None => TopicMap::default(),
             Some(v) => TopicMap::parse(&v).map_err(|reason| ConfigError {

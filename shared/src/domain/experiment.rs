@@ -21,6 +21,7 @@
 //! Λ *ever* crosses 1/α is at most α, so the test may be looked at every hour
 //! without inflating false positives, unlike repeated z-tests.
 
+pub use super::arm::Arm;
 use sha2::{Digest, Sha256};
 
 /// Buckets of the assignment hash.
@@ -337,8 +338,7 @@ pub fn decide(primary: Counts, candidate: Counts, rule: &DecisionRule) -> Analys
 #[derive(Clone, Debug, PartialEq)]
 pub struct Served {
     pub user_id: u64,
-    /// `primary` or `candidate`.
-    pub arm: String,
+    pub arm: Arm,
     /// Epoch ms.
     pub ts_ms: i64,
     pub items: Vec<u64>,
@@ -403,7 +403,7 @@ pub fn attribute(
     served: &[Served],
     events: &[Engagement],
     window_ms: i64,
-) -> std::collections::BTreeMap<String, ArmOutcome> {
+) -> std::collections::BTreeMap<Arm, ArmOutcome> {
     let mut by_user: std::collections::HashMap<u64, Vec<(i64, u64)>> =
         std::collections::HashMap::new();
     for e in events {
@@ -415,9 +415,9 @@ pub fn attribute(
     for v in by_user.values_mut() {
         v.sort_unstable();
     }
-    let mut acc: std::collections::BTreeMap<String, (u64, u64, Vec<f64>)> = Default::default();
+    let mut acc: std::collections::BTreeMap<Arm, (u64, u64, Vec<f64>)> = Default::default();
     for s in served {
-        let a = acc.entry(s.arm.clone()).or_default();
+        let a = acc.entry(s.arm).or_default();
         a.0 += 1;
         if let Some(l) = s.latency_ms {
             a.2.push(l);
@@ -802,21 +802,21 @@ mod tests {
         let served = vec![
             Served {
                 user_id: 1,
-                arm: "primary".into(),
+                arm: Arm::Primary,
                 ts_ms: 1000,
                 items: vec![10, 11],
                 latency_ms: Some(5.0),
             },
             Served {
                 user_id: 2,
-                arm: "primary".into(),
+                arm: Arm::Primary,
                 ts_ms: 1000,
                 items: vec![20],
                 latency_ms: Some(9.0),
             },
             Served {
                 user_id: 3,
-                arm: "candidate".into(),
+                arm: Arm::Candidate,
                 ts_ms: 0,
                 items: vec![30],
                 latency_ms: None,
@@ -835,11 +835,11 @@ mod tests {
             e(3, 30, day),
         ];
         let out = attribute(&served, &events, day);
-        let p = &out["primary"];
+        let p = &out[&Arm::Primary];
         assert_eq!((p.requests, p.conversions, p.conversion_rate), (2, 1, 0.5));
         // Nearest rank of 95% over [5, 9]: ceil(1.9) = 2nd = 9.
         assert_eq!(p.p95_latency_ms, Some(9.0));
-        let c = &out["candidate"];
+        let c = &out[&Arm::Candidate];
         assert_eq!((c.requests, c.conversions, c.p95_latency_ms), (1, 1, None));
         assert_eq!(
             c.counts(),

@@ -36,6 +36,7 @@
 //! With their weight at 0, `mmr`, `calibrated` and `explore` equal `none`.
 
 use super::eval::top_k;
+use super::param::InvalidParam;
 use super::ranking::top_k_scored;
 use std::collections::HashMap;
 
@@ -124,8 +125,12 @@ impl Policy {
     /// A policy from its name and parameters (`lambda`, `slots`, `weight`,
     /// `scale`, `protect`); the error names what is wrong. `k` bounds
     /// `slots` and `protect`.
-    pub fn parse(name: &str, params: &HashMap<String, String>, k: usize) -> Result<Policy, String> {
-        let unit = |key: &str, default: f64| -> Result<f64, String> {
+    pub fn parse(
+        name: &str,
+        params: &HashMap<String, String>,
+        k: usize,
+    ) -> Result<Policy, InvalidParam> {
+        let unit = |key: &str, default: f64| -> Result<f64, InvalidParam> {
             match params.get(key) {
                 None => Ok(default),
                 Some(v) => v
@@ -133,15 +138,21 @@ impl Policy {
                     .ok()
                     .filter(|x| (0.0..=1.0).contains(x))
                     .ok_or_else(|| {
-                        format!("{key} must be a number from 0 to 1 for policy {name}, got {v:?}")
+                        InvalidParam::new(
+                            key,
+                            format!("must be a number from 0 to 1 for policy {name}, got {v:?}"),
+                        )
                     }),
             }
         };
-        let upto_k = |key: &str, default: usize| -> Result<usize, String> {
+        let upto_k = |key: &str, default: usize| -> Result<usize, InvalidParam> {
             match params.get(key) {
                 None => Ok(default.min(k)),
                 Some(v) => v.parse::<usize>().ok().filter(|s| *s <= k).ok_or_else(|| {
-                    format!("{key} must be an integer from 0 to k ({k}), got {v:?}")
+                    InvalidParam::new(
+                        key,
+                        format!("must be an integer from 0 to k ({k}), got {v:?}"),
+                    )
                 }),
             }
         };
@@ -155,8 +166,11 @@ impl Policy {
                         .ok()
                         .filter(|x| (0.0..=4.0).contains(x))
                         .ok_or_else(|| {
-                            format!(
-                                "scale must be a number from 0 to 4 for policy exposure, got {v:?}"
+                            InvalidParam::new(
+                                "scale",
+                                format!(
+                                    "must be a number from 0 to 4 for policy exposure, got {v:?}"
+                                ),
                             )
                         })?,
                 },
@@ -175,19 +189,27 @@ impl Policy {
             "slots" => Policy::Slots {
                 slots: upto_k("slots", 3)?,
             },
-            other => return Err(format!("policy must be one of {POLICIES:?}, got {other:?}")),
+            other => {
+                return Err(InvalidParam::new(
+                    "policy",
+                    format!("must be one of {POLICIES:?}, got {other:?}"),
+                ))
+            }
         };
         Ok(p)
     }
 
     /// Parses `name[:key=value[,key=value]]`.
-    pub fn from_spec(spec: &str, k: usize) -> Result<Policy, String> {
+    pub fn from_spec(spec: &str, k: usize) -> Result<Policy, InvalidParam> {
         let (name, rest) = spec.split_once(':').unwrap_or((spec, ""));
         let mut params = HashMap::new();
         for kv in rest.split(',').filter(|s| !s.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("expected key=value in policy {spec:?}, got {kv:?}"))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                InvalidParam::new(
+                    "policy",
+                    format!("must be name[:key=value,...], got {kv:?} in {spec:?}"),
+                )
+            })?;
             params.insert(k.trim().to_string(), v.trim().to_string());
         }
         Policy::parse(name.trim(), &params, k)
@@ -765,9 +787,12 @@ mod tests {
             ("exposure", q(&[("slots", "-1")]), "slots"),
         ] {
             let e = Policy::parse(name, &params, 10).unwrap_err();
-            assert!(e.contains(needle), "{name}: {e}");
+            assert!(e.to_string().starts_with(needle), "{name}: {e}");
         }
-        assert!(Policy::from_spec("mmr:lambda", 10).is_err());
+        assert_eq!(
+            Policy::from_spec("mmr:lambda", 10).unwrap_err().name,
+            "policy"
+        );
         for p in all_policies(10) {
             assert_eq!(Policy::from_spec(&p.spec(), 10), Ok(p));
         }

@@ -57,14 +57,14 @@ pub struct Trace {
     /// The rollout strategy (`fixed`, `canary`, `ab_test`, `shadow`).
     #[serde(default)]
     pub strategy: super::strategy::Strategy,
-    /// `primary` or `candidate`.
-    #[serde(default = "primary")]
-    pub arm: String,
+    /// The side of the rollout that served the list.
+    #[serde(default)]
+    pub arm: super::arm::Arm,
     #[serde(default)]
     pub experiment_id: Option<String>,
     /// The response's `variant` (the arm under canary and A/B, else null).
     #[serde(default)]
-    pub variant: Option<String>,
+    pub variant: Option<super::arm::Arm>,
     #[serde(default)]
     pub policy: Option<String>,
     #[serde(default)]
@@ -93,9 +93,6 @@ pub struct Trace {
     pub replaced_request_id: Option<String>,
 }
 
-fn primary() -> String {
-    "primary".into()
-}
 fn ok() -> u16 {
     200
 }
@@ -106,8 +103,8 @@ impl Trace {
         let mut t: Trace = serde_json::from_value(v.clone()).ok()?;
         // Writers before the arm field named the arm by the variant.
         if v.get("arm").is_none() {
-            if let Some(variant) = &t.variant {
-                t.arm = variant.clone();
+            if let Some(variant) = t.variant {
+                t.arm = variant;
             }
         }
         Some(t)

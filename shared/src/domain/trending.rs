@@ -37,14 +37,15 @@ pub fn window(now_ms: i64, hours: i64) -> (i64, i64) {
     (to - hours + 1, to)
 }
 
-/// Parses `hours` (default 24, 1 to [`MAX_HOURS`]); the error is the 400 detail.
-pub fn parse_hours(raw: Option<&str>) -> Result<i64, String> {
+/// Parses `hours` (default 24, 1 to [`MAX_HOURS`]).
+pub fn parse_hours(raw: Option<&str>) -> Result<i64, super::param::InvalidParam> {
     match raw {
         None => Ok(DEFAULT_HOURS),
         Some(r) => match r.parse::<i64>() {
             Ok(h) if (1..=MAX_HOURS).contains(&h) => Ok(h),
-            _ => Err(format!(
-                "hours must be an integer from 1 to {MAX_HOURS}, got {r:?}"
+            _ => Err(super::param::InvalidParam::new(
+                "hours",
+                format!("must be an integer from 1 to {MAX_HOURS}, got {r:?}"),
             )),
         },
     }
@@ -105,10 +106,7 @@ mod tests {
         assert_eq!(parse_hours(None), Ok(24));
         assert_eq!(parse_hours(Some("168")), Ok(168));
         for bad in ["0", "169", "x", "-3"] {
-            assert!(
-                parse_hours(Some(bad)).unwrap_err().contains("hours"),
-                "{bad}"
-            );
+            assert!(parse_hours(Some(bad)).unwrap_err().name == "hours", "{bad}");
         }
     }
 }

@@ -5,7 +5,7 @@
 //! built at load time, so a request is a lookup (trending: a sum of hourly
 //! counts each process caches, [`TrendingCache`]).
 
-use super::{movie_json, parse_filter, parse_user_id, ApiError, AppState, RequestId, K_MAX};
+use super::{movie_json, parse_filter, parse_k_or, parse_user_id, ApiError, AppState, RequestId};
 use crate::domain::filter::{short_reason, Filter};
 use crate::domain::trending;
 use crate::scoring::ServingModel;
@@ -25,18 +25,6 @@ pub const TRENDING_CACHE: Duration = Duration::from_secs(10);
 /// How `/similar` measures likeness (also in its provenance).
 pub const SIMILARITY: &str =
     "cosine of the model's GMF item factors scaled by its prediction weights";
-
-fn parse_k_or(q: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
-    match q.get("k") {
-        None => Ok(default),
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(k) if (1..=K_MAX).contains(&k) => Ok(k),
-            _ => Err(ApiError::InvalidParameter(format!(
-                "k must be an integer from 1 to {K_MAX}, got {raw:?}"
-            ))),
-        },
-    }
-}
 
 fn parse_movie_id(s: &str) -> Result<u64, ApiError> {
     match s.parse::<u64>() {
@@ -97,7 +85,7 @@ pub(super) async fn similar(
     let k = parse_k_or(&q, SIMILAR_K_DEFAULT)?;
     let user_id = match q.get("user_id") {
         None => None,
-        Some(u) => Some(parse_user_id(u).map_err(ApiError::InvalidParameter)?),
+        Some(u) => Some(parse_user_id(u)?),
     };
     // A named user is served by the model of their rollout arm.
     let m = match user_id {
@@ -290,8 +278,7 @@ pub(super) async fn trending(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let k = parse_k_or(&q, super::K_DEFAULT)?;
-    let hours = trending::parse_hours(q.get("hours").map(String::as_str))
-        .map_err(ApiError::InvalidParameter)?;
+    let hours = trending::parse_hours(q.get("hours").map(String::as_str))?;
     let m = model(&st)?;
     let filter = parse_filter(&q, &m)?;
     let now_ms = chrono::Utc::now().timestamp_millis();

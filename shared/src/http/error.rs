@@ -106,6 +106,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::domain::param::InvalidParam> for ApiError {
+    fn from(e: crate::domain::param::InvalidParam) -> Self {
+        ApiError::InvalidParameter(e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -21,6 +21,7 @@ pub mod trace_writer;
 pub use error::ApiError;
 pub use serving::{sync_model, ArmAdjustments, Assignment, Serving, SyncOutcome};
 
+use crate::domain::param::InvalidParam;
 use crate::ports::{
     AdjustmentStore, ModelStore, RolloutStore, TraceStore, TrendingStore, UserHistory,
 };
@@ -472,13 +473,16 @@ async fn request_context(
     resp
 }
 
-/// Parses a `user_id` path segment; the error is the 400 detail.
-pub fn parse_user_id(s: &str) -> Result<u64, String> {
+/// Parses a `user_id` path segment.
+pub fn parse_user_id(s: &str) -> Result<u64, InvalidParam> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("user_id must be a non-negative integer, got {s:?}"));
+        return Err(InvalidParam::new(
+            "user_id",
+            format!("must be a non-negative integer, got {s:?}"),
+        ));
     }
     s.parse()
-        .map_err(|_| format!("user_id is out of range: {s:?}"))
+        .map_err(|_| InvalidParam::new("user_id", format!("is out of range: {s:?}")))
 }
 
 /// The catalogue filter of a list request, checked against `model`'s
@@ -511,15 +515,21 @@ pub fn movie_json(
     v
 }
 
-/// Parses the `k` query parameter (default 20); the error is the 400 detail.
-pub fn parse_k(q: &HashMap<String, String>) -> Result<usize, String> {
+/// Parses the `k` query parameter (default 20).
+pub fn parse_k(q: &HashMap<String, String>) -> Result<usize, InvalidParam> {
+    parse_k_or(q, K_DEFAULT)
+}
+
+/// Parses the `k` query parameter, `default` when absent (1 to [`K_MAX`]).
+pub fn parse_k_or(q: &HashMap<String, String>, default: usize) -> Result<usize, InvalidParam> {
     let Some(raw) = q.get("k") else {
-        return Ok(K_DEFAULT);
+        return Ok(default);
     };
     match raw.parse::<usize>() {
         Ok(k) if (1..=K_MAX).contains(&k) => Ok(k),
-        _ => Err(format!(
-            "k must be an integer from 1 to {K_MAX}, got {raw:?}"
+        _ => Err(InvalidParam::new(
+            "k",
+            format!("must be an integer from 1 to {K_MAX}, got {raw:?}"),
         )),
     }
 }

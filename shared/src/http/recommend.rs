@@ -34,8 +34,8 @@ pub(super) async fn recommend(
     if let Some(every) = st.config.reload_every {
         st.sync_if_due(every);
     }
-    let user_id = parse_user_id(&user).map_err(ApiError::InvalidParameter)?;
-    let k = parse_k(&q).map_err(ApiError::InvalidParameter)?;
+    let user_id = parse_user_id(&user)?;
+    let k = parse_k(&q)?;
     let arm_policy = |arm: &Assignment| {
         arm.policy
             .as_deref()
@@ -45,10 +45,7 @@ pub(super) async fn recommend(
     };
     let policy = match q.get("policy") {
         None => None,
-        Some(name) => Some(
-            crate::domain::rerank::Policy::parse(name, &q, k)
-                .map_err(ApiError::InvalidParameter)?,
-        ),
+        Some(name) => Some(crate::domain::rerank::Policy::parse(name, &q, k)?),
     };
     let serving = st
         .serving()
@@ -100,9 +97,9 @@ pub(super) async fn recommend(
         adjustments: adjustments.map(|a| a.name.clone()),
         filter: (!filter.is_empty()).then(|| filter.clone()),
         strategy: arm.strategy,
-        arm: arm.arm.to_string(),
+        arm: arm.arm,
         experiment_id: arm.experiment_id.clone(),
-        variant: arm.variant.map(str::to_string),
+        variant: arm.variant,
         policy: Some(policy.name().to_string()),
         policy_params: json!(policy.params()),
         user_id,

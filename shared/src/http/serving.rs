@@ -8,6 +8,7 @@
 
 use super::AppState;
 use crate::artifact::AdjustmentsPointer;
+use crate::domain::arm::Arm;
 use crate::domain::exposure_control::Adjustments;
 use crate::domain::strategy::Strategy;
 use crate::ports::{ModelStore, RolloutState};
@@ -84,10 +85,9 @@ pub struct ArmAdjustments {
 #[derive(Clone)]
 pub struct Assignment {
     pub model: Arc<ServingModel>,
-    /// `primary` or `candidate`.
-    pub arm: &'static str,
+    pub arm: Arm,
     /// The response's `variant`: the arm under `canary` and `ab_test`, else null.
-    pub variant: Option<&'static str>,
+    pub variant: Option<Arm>,
     /// The candidate to score in the shadow of the served list.
     pub shadow: Option<Arc<ServingModel>>,
     pub strategy: Strategy,
@@ -103,7 +103,7 @@ impl Serving {
     pub fn assign(&self, user_id: u64) -> Assignment {
         let primary = Assignment {
             model: self.primary.clone(),
-            arm: "primary",
+            arm: Arm::Primary,
             variant: None,
             shadow: None,
             strategy: Strategy::Fixed,
@@ -137,8 +137,8 @@ impl Serving {
         match r.strategy {
             Strategy::Canary | Strategy::AbTest if hit => Assignment {
                 model: cand.clone(),
-                arm: "candidate",
-                variant: Some("candidate"),
+                arm: Arm::Candidate,
+                variant: Some(Arm::Candidate),
                 policy: r.candidate_policy.clone(),
                 adjustments: self.adjustments.as_ref().and_then(|a| {
                     Some(ArmAdjustments {
@@ -149,7 +149,7 @@ impl Serving {
                 ..base
             },
             Strategy::Canary | Strategy::AbTest => Assignment {
-                variant: Some("primary"),
+                variant: Some(Arm::Primary),
                 ..base
             },
             Strategy::Shadow if hit => Assignment {
