@@ -377,7 +377,11 @@ pub struct MetricDatum {
     pub timestamp_ms: i64,
 }
 
-/// Where the audit publishes its metrics (CloudWatch in AWS, a file locally).
+/// The namespace of every movie-recs metric.
+pub const METRICS_NAMESPACE: &str = "MovieRecs";
+
+/// Where the audit, the canary and ingest publish their metrics (CloudWatch
+/// or EMF log lines in AWS, a file locally).
 #[async_trait::async_trait]
 pub trait MetricsPublisher: Send + Sync {
     async fn publish(&self, namespace: &str, data: &[MetricDatum]) -> Result<(), StoreError>;

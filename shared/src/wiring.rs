@@ -354,9 +354,9 @@ impl Stores {
     /// (no API call on the ingest path), into the metrics publisher otherwise.
     pub fn ingestor(&self, s: &Settings) -> Result<Ingestor, ConfigError> {
         let metrics = match (s.in_lambda, &self.metrics) {
-            (true, _) => MetricsSink::Emf {
-                function: s.function_name.clone(),
-            },
+            (true, _) => MetricsSink::Publisher(Arc::new(
+                crate::adapters::aws::emf::EmfStdout::new(&s.function_name),
+            )),
             (false, Some(p)) => MetricsSink::Publisher(p.clone()),
             (false, None) => MetricsSink::None,
         };

@@ -265,7 +265,7 @@ impl AuditJob {
         };
         let data = datums(&report, &self.stage);
         self.metrics
-            .publish(crate::adapters::aws::emf::NAMESPACE, &data)
+            .publish(crate::ports::METRICS_NAMESPACE, &data)
             .await?;
         let control = match &self.exposure {
             None => None,

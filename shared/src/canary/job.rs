@@ -189,7 +189,7 @@ impl ExperimentJob {
         }
         let data = datums(&report, &self.stage, now_ms);
         self.metrics
-            .publish(crate::adapters::aws::emf::NAMESPACE, &data)
+            .publish(crate::ports::METRICS_NAMESPACE, &data)
             .await?;
         Ok(Outcome {
             report,

@@ -1,11 +1,16 @@
 //! Training data from the ingest event lake: the accepted watch and rate
 //! events under `events/type=watch|rate/…` (quarantined and rejected records
-//! live under other prefixes and are never read). A rating is a positive of
+//! live under other prefixes and are never read), without the users the
+//! audit quarantined (`quarantine/users/…jsonl`). A rating is a positive of
 //! its value; a watch, a positive of 1. Repeated event keys (a batch written
 //! twice by a crash between the lake write and the idempotency record) count once.
+//!
+//! This module reads the lake's objects, wherever they come from: a folder
+//! here ([`load_lake`]), any [`crate::ports::EventLake`] (S3) through
+//! `crate::ingest::lake::dataset`, which hands its objects to the same
+//! [`dataset_from_objects`] and [`flagged_users_of`].
 
 use super::{jsonl::from_events, DataError, Snapshot};
-use crate::adapters::local::FolderLake;
 use crate::domain::{DataFormat, Dataset};
 use crate::events::parquet::{decode, LakeRecord};
 use crate::events::{Event, EventType};
@@ -86,8 +91,68 @@ fn positives(
     })
 }
 
+/// The users one `quarantine/users/…jsonl` object names (one JSON object
+/// with a `user_id` per line); the error names the line.
+pub fn flagged_users_of(bytes: &[u8]) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let user = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
+            .ok_or_else(|| format!("line {}: expected a JSON object with a user_id", i + 1))?;
+        out.push(user);
+    }
+    Ok(out)
+}
+
+/// The files under `root/prefix` whose names end in `ext`, as
+/// (`/`-separated key relative to `root`, bytes), in key order (as an
+/// object store lists them); writers' `.tmp-` files are skipped.
+fn files_under(root: &Path, prefix: &str, ext: &str) -> Result<Vec<(String, Vec<u8>)>, DataError> {
+    let io = |path: &Path, e: std::io::Error| DataError::Invalid {
+        file: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut keys = Vec::new();
+    let mut stack = vec![root.join(prefix)];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&dir, e)),
+        };
+        for e in entries {
+            let e = e.map_err(|e| io(&dir, e))?;
+            let path = e.path();
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            if e.file_type().map_err(|e| io(&path, e))?.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                let key = rel.to_string_lossy().replace('\\', "/");
+                if key.ends_with(ext) {
+                    keys.push(key);
+                }
+            }
+        }
+    }
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let path = root.join(&k);
+            std::fs::read(&path)
+                .map(|b| (k, b))
+                .map_err(|e| io(&path, e))
+        })
+        .collect()
+}
+
 /// Loads the watch and rate events of a lake folder (its root, or its
-/// `events/` folder), through the same reader as an S3 lake.
+/// `events/` folder), as an S3 lake's are read.
 pub fn load_lake(dir: &Path) -> Result<Dataset, DataError> {
     let events = events_dir(dir).ok_or_else(|| DataError::Invalid {
         file: dir.into(),
@@ -100,15 +165,21 @@ pub fn load_lake(dir: &Path) -> Result<Dataset, DataError> {
         });
     }
     let root = events.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let lake = FolderLake::new(root);
-    let source = dir.display().to_string();
-    let file = dir.to_path_buf();
-    crate::adapters::aws::block_on(async move { crate::ingest::lake::dataset(&lake, source).await })
-        .map_err(|e| match e {
-            crate::ingest::lake::LakeReadError::Data(d) => d,
-            other => DataError::Invalid {
-                file,
-                reason: other.to_string(),
-            },
-        })
+    let mut all = Vec::new();
+    for t in [EventType::Rate, EventType::Watch] {
+        for (key, bytes) in files_under(&root, &format!("events/type={t}/"), ".parquet")? {
+            let name = key.strip_prefix("events/").unwrap_or(&key).to_string();
+            all.push((name, t, bytes));
+        }
+    }
+    let mut flagged = HashSet::new();
+    for (key, bytes) in files_under(&root, "quarantine/users/", ".jsonl")? {
+        flagged.extend(
+            flagged_users_of(&bytes).map_err(|reason| DataError::Invalid {
+                file: root.join(&key),
+                reason,
+            })?,
+        );
+    }
+    dataset_from_objects(&all, dir.display().to_string(), &flagged)
 }

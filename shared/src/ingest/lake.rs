@@ -85,19 +85,10 @@ pub async fn flagged_users(lake: &dyn EventLake) -> Result<HashSet<u64>, LakeRea
             continue;
         }
         let bytes = lake.get_object(&key).await?;
-        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let user = serde_json::from_slice::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
-                .ok_or_else(|| LakeReadError::Object {
-                    key: key.clone(),
-                    reason: format!("line {}: expected a JSON object with a user_id", i + 1),
-                })?;
-            out.insert(user);
-        }
+        out.extend(
+            crate::data::lake::flagged_users_of(&bytes)
+                .map_err(|reason| LakeReadError::Object { key, reason })?,
+        );
     }
     Ok(out)
 }

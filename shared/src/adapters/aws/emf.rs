@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 
 /// The namespace of every movie-recs metric.
-pub const NAMESPACE: &str = "MovieRecs";
+pub use crate::ports::METRICS_NAMESPACE as NAMESPACE;
 
 /// The EMF document of one request: `Latency` (ms), `Requests`, `Errors5xx`,
 /// `Fallback` (count), by `Route` (and overall, dimension-less via the
@@ -111,6 +111,33 @@ pub fn print_documents(function: &str, data: &[crate::ports::MetricDatum]) {
     let mut out = std::io::stdout().lock();
     for doc in documents(function, data) {
         let _ = writeln!(out, "{doc}");
+    }
+}
+
+/// A [`crate::ports::MetricsPublisher`] that prints EMF lines on stdout:
+/// in Lambda, CloudWatch metrics without an API call on the hot path (the
+/// namespace is always [`NAMESPACE`]).
+pub struct EmfStdout {
+    function: String,
+}
+
+impl EmfStdout {
+    pub fn new(function: impl Into<String>) -> Self {
+        EmfStdout {
+            function: function.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::MetricsPublisher for EmfStdout {
+    async fn publish(
+        &self,
+        _namespace: &str,
+        data: &[crate::ports::MetricDatum],
+    ) -> Result<(), crate::ports::StoreError> {
+        print_documents(&self.function, data);
+        Ok(())
     }
 }
 
