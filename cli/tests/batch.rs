@@ -291,6 +291,16 @@ async fn the_batch_steps_plan_shard_and_finish_a_run_and_name_bad_input() {
             json!({"users": "lists/absent.txt"}),
             "lists/absent.txt",
         ),
+        (
+            "bad",
+            json!({"users": "../lake/x.txt"}),
+            "users \"../lake/x.txt\"",
+        ),
+        (
+            "bad",
+            json!({"users": "/etc/passwd"}),
+            "users \"/etc/passwd\"",
+        ),
         ("../up", json!({}), "run"),
     ] {
         let input: BatchInput = serde_json::from_value(input.clone()).unwrap();

@@ -261,6 +261,18 @@ impl BatchJob {
                 "run {run:?}: use 1-80 characters from A-Z a-z 0-9 _ -"
             ));
         }
+        if input.users != "all"
+            && (input.users.starts_with('/')
+                || input
+                    .users
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == ".."))
+        {
+            return bad(format!(
+                "users {:?}: \"all\" or the key of a list in the batch store (no empty, . or .. segments)",
+                input.users
+            ));
+        }
         if !(1..=crate::http::K_MAX).contains(&input.k) {
             return bad(format!(
                 "k must be from 1 to {}, got {}",
@@ -349,7 +361,8 @@ impl BatchJob {
                 users.len()
             ))
         })?;
-        let policy = Policy::from_spec(&job.policy, job.k).map_err(BatchError::Input)?;
+        let policy =
+            Policy::from_spec(&job.policy, job.k).map_err(|e| BatchError::Input(e.to_string()))?;
         let filter = Filter::parse(&job.filter, model.genres())
             .map_err(|e| BatchError::Input(format!("filter.{e}")))?;
         // The adjustments the plan named, so every shard ranks alike.

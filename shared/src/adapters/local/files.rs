@@ -15,11 +15,10 @@ impl FolderLake {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FolderLake { root: root.into() }
     }
-}
 
-#[async_trait::async_trait]
-impl EventLake for FolderLake {
-    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    /// The file of `key`, refusing a key that would leave the folder (empty,
+    /// `.` or `..` segments, or an absolute path).
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         if key
             .split('/')
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
@@ -29,7 +28,14 @@ impl EventLake for FolderLake {
                 format!("invalid key {key:?}"),
             ));
         }
-        let path = self.root.join(key);
+        Ok(self.root.join(key))
+    }
+}
+
+#[async_trait::async_trait]
+impl EventLake for FolderLake {
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path(key)?;
         tokio::task::spawn_blocking(move || {
             let dir = path.parent().expect("a key has a parent");
             std::fs::create_dir_all(dir)?;
@@ -85,14 +91,14 @@ impl EventLake for FolderLake {
     }
 
     async fn get_object(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.root.join(key);
+        let path = self.path(key)?;
         tokio::fs::read(&path)
             .await
             .map_err(|e| StoreError::unavailable("event_lake", format!("{}: {e}", path.display())))
     }
 
     async fn get_optional(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.root.join(key);
+        let path = self.path(key)?;
         match tokio::fs::read(&path).await {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
