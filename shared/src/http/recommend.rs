@@ -3,6 +3,8 @@
 
 use super::{parse_k, parse_user_id, well_formed_request_id, ApiError, AppState, Assignment};
 use super::{ClientRequestId, LogFields, RequestId, ServedRequestId, K_MAX};
+use crate::domain::filter::Filter;
+use crate::domain::rerank::Policy;
 use crate::domain::trace::{ShadowList, Trace};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -36,43 +38,21 @@ pub(super) async fn recommend(
     }
     let user_id = parse_user_id(&user)?;
     let k = parse_k(&q)?;
-    let arm_policy = |arm: &Assignment| {
-        arm.policy
-            .as_deref()
-            .and_then(|p| crate::domain::rerank::Policy::from_spec(p, K_MAX).ok())
-            .unwrap_or(st.config.default_policy)
-            .for_k(k)
-    };
     let policy = match q.get("policy") {
         None => None,
-        Some(name) => Some(crate::domain::rerank::Policy::parse(name, &q, k)?),
+        Some(name) => Some(Policy::parse(name, &q, k)?),
     };
     let serving = st
         .serving()
         .ok_or_else(|| ApiError::unavailable("no_model", "no model version is loaded"))?;
     let filter = super::parse_filter(&q, &serving.primary)?;
-    // A client-chosen id that already names a trace gets a fresh one: the
-    // first trace stays. (In Lambda the conditional write below finds out,
-    // with no extra read.)
-    let mut rid = client_rid.clone();
-    if from_client.is_some() && !st.config.trace_before_response {
-        let queued = st.trace_writer.as_ref().is_some_and(|w| !w.reserve(&rid));
-        let now_s = chrono::Utc::now().timestamp();
-        if queued || matches!(st.traces()?.get(&rid, now_s).await, Ok(Some(_))) {
-            if !queued {
-                if let Some(w) = &st.trace_writer {
-                    w.release(&rid);
-                }
-            }
-            rid = super::new_request_id();
-        }
-    }
+    let rid = request_id(&st, &client_rid, from_client.is_some()).await?;
     let arm = serving.assign(user_id);
-    let policy = policy.unwrap_or_else(|| arm_policy(&arm));
+    let policy = policy.unwrap_or_else(|| arm_policy(&st, &arm, k));
     let model = arm.model.clone();
     // The controller's adjustments rank the `exposure` policy only.
     let adjustments = match policy {
-        crate::domain::rerank::Policy::Exposure { .. } => arm.adjustments.as_ref(),
+        Policy::Exposure { .. } => arm.adjustments.as_ref(),
         _ => None,
     };
     let seen = st.history()?.seen(user_id).await.unwrap_or_else(|e| {
@@ -80,38 +60,9 @@ pub(super) async fn recommend(
         tracing::warn!(request_id = %rid, error = %e, "user history unavailable; excluding training history only");
         Vec::new()
     });
-    let m = &model.manifest;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut trace = Trace {
-        request_id: rid.clone(),
-        timestamp: now_ms,
-        model_version: m.version.clone(),
-        model_name: Some(m.name.clone()),
-        model_sha256: m.model_sha256().map(str::to_string),
-        git_sha: Some(m.git_sha.clone()),
-        data_snapshot_id: Some(m.data.snapshot_id.clone()),
-        function_version: Some(st.config.function_version.clone()),
-        latency_ms: None,
-        fallback: None,
-        user_vector: None,
-        adjustments: adjustments.map(|a| a.name.clone()),
-        filter: (!filter.is_empty()).then(|| filter.clone()),
-        strategy: arm.strategy,
-        arm: arm.arm,
-        experiment_id: arm.experiment_id.clone(),
-        variant: arm.variant,
-        policy: Some(policy.name().to_string()),
-        policy_params: json!(policy.params()),
-        user_id,
-        k,
-        items: Vec::new(),
-        status: 200,
-        error: None,
-        path: format!("/recommend/{user}"),
-        stored_at: now_ms,
-        shadow: None,
-        replaced_request_id: (rid != client_rid).then(|| client_rid.clone()),
-    };
+    let mut trace = new_trace(&st, &arm, &rid, &client_rid, user_id, k, policy, &filter);
+    trace.adjustments = adjustments.map(|a| a.name.clone());
+    trace.path = format!("/recommend/{user}");
     let net = adjustments.map_or(&[][..], |a| &a.net[..]);
     let ranked = match model.recommend_adjusted(user_id, k, &seen, policy, &filter, net) {
         Ok(r) => r,
@@ -121,19 +72,7 @@ pub(super) async fn recommend(
             trace.latency_ms = Some(start.elapsed().as_secs_f64() * 1e3);
             trace.status = 500;
             trace.error = Some("scoring_failed".into());
-            let rid = match (st.config.trace_before_response, &st.trace_writer) {
-                (true, _) => write_trace(&st, trace).await,
-                (false, Some(w)) => {
-                    let id = trace.request_id.clone();
-                    w.submit(trace);
-                    id
-                }
-                (false, None) => {
-                    let (st2, id) = (st.clone(), trace.request_id.clone());
-                    tokio::spawn(async move { write_trace(&st2, trace).await });
-                    id
-                }
-            };
+            let rid = hand_off(&st, trace, None, seen).await.request_id;
             let mut resp =
                 ApiError::internal("scoring_failed", "the model could not score this request")
                     .into_response();
@@ -141,6 +80,7 @@ pub(super) async fn recommend(
             return Ok(resp);
         }
     };
+    let m = &model.manifest;
     trace.items = ranked
         .items
         .iter()
@@ -150,50 +90,156 @@ pub(super) async fn recommend(
     trace.user_vector = ranked.user_vector.map(str::to_string);
     trace.latency_ms = Some(start.elapsed().as_secs_f64() * 1e3);
     // The candidate's list under shadow: recorded, never served.
-    let shadow = arm.shadow.clone();
-    let trace = if st.config.trace_before_response {
-        // Lambda freezes the sandbox once the response is sent, so a write
-        // left running would stall until the next invocation (or be lost).
+    let trace = hand_off(&st, trace, arm.shadow.clone(), seen).await;
+    let body = response_body(&st, m, &trace, &arm, &ranked, policy, &filter);
+    let mut resp = Json(body).into_response();
+    resp.extensions_mut().insert(LogFields {
+        user_id: Some(user_id),
+        model_version: Some(m.version.clone()),
+        fallback: ranked.fallback,
+    });
+    resp.extensions_mut()
+        .insert(ServedRequestId(trace.request_id.clone()));
+    Ok(resp)
+}
+
+/// The policy of an arm that names one (else the service's default), for `k`.
+fn arm_policy(st: &AppState, arm: &Assignment, k: usize) -> Policy {
+    arm.policy
+        .as_deref()
+        .and_then(|p| Policy::from_spec(p, K_MAX).ok())
+        .unwrap_or(st.config.default_policy)
+        .for_k(k)
+}
+
+/// The response's id: the client's, unless it already names a trace, which
+/// keeps it (a fresh one is drawn). In Lambda the conditional trace write
+/// finds that out with no extra read.
+async fn request_id(
+    st: &AppState,
+    client_rid: &str,
+    from_client: bool,
+) -> Result<String, ApiError> {
+    if !from_client || st.config.trace_before_response {
+        return Ok(client_rid.to_string());
+    }
+    let queued = st
+        .trace_writer
+        .as_ref()
+        .is_some_and(|w| !w.reserve(client_rid));
+    let now_s = chrono::Utc::now().timestamp();
+    if queued || matches!(st.traces()?.get(client_rid, now_s).await, Ok(Some(_))) {
+        if !queued {
+            if let Some(w) = &st.trace_writer {
+                w.release(client_rid);
+            }
+        }
+        return Ok(super::new_request_id());
+    }
+    Ok(client_rid.to_string())
+}
+
+/// The trace of a request about to be ranked: who, with what and how.
+#[allow(clippy::too_many_arguments)]
+fn new_trace(
+    st: &AppState,
+    arm: &Assignment,
+    rid: &str,
+    client_rid: &str,
+    user_id: u64,
+    k: usize,
+    policy: Policy,
+    filter: &Filter,
+) -> Trace {
+    let m = &arm.model.manifest;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    Trace {
+        request_id: rid.to_string(),
+        timestamp: now_ms,
+        model_version: m.version.clone(),
+        model_name: Some(m.name.clone()),
+        model_sha256: m.model_sha256().map(str::to_string),
+        git_sha: Some(m.git_sha.clone()),
+        data_snapshot_id: Some(m.data.snapshot_id.clone()),
+        function_version: Some(st.config.function_version.clone()),
+        filter: (!filter.is_empty()).then(|| filter.clone()),
+        strategy: arm.strategy,
+        arm: arm.arm,
+        experiment_id: arm.experiment_id.clone(),
+        variant: arm.variant,
+        policy: Some(policy.name().to_string()),
+        policy_params: json!(policy.params()),
+        user_id,
+        k,
+        status: 200,
+        stored_at: now_ms,
+        replaced_request_id: (rid != client_rid).then(|| client_rid.to_string()),
+        ..Trace::default()
+    }
+}
+
+/// Hands the trace to its store, with the candidate's `shadow` list when
+/// there is one; answers the trace as stored (under a fresh id if its id
+/// was taken). Lambda writes before answering, since it freezes the sandbox
+/// once the response is sent; the local server queues it for the
+/// background writer, ranking the shadow list off the response's path.
+async fn hand_off(
+    st: &Arc<AppState>,
+    mut trace: Trace,
+    shadow: Option<Arc<crate::scoring::ServingModel>>,
+    seen: Vec<u64>,
+) -> Trace {
+    let (user_id, k) = (trace.user_id, trace.k);
+    if st.config.trace_before_response {
         if let Some(c) = &shadow {
             trace.shadow = Some(shadow_list(c, user_id, k, &seen));
         }
-        let rid = write_trace(&st, trace.clone()).await;
-        Trace {
+        let rid = write_trace(st, trace.clone()).await;
+        return Trace {
             replaced_request_id: (rid != trace.request_id)
                 .then(|| trace.request_id.clone())
                 .or(trace.replaced_request_id.clone()),
             request_id: rid,
             ..trace
+        };
+    }
+    let mut t = trace.clone();
+    match (&st.trace_writer, shadow) {
+        (Some(w), None) => {
+            w.submit(t);
         }
-    } else if let Some(w) = &st.trace_writer {
-        // Queued for the background writer: never waits on the store. The
-        // shadow list is ranked after the response, off its path.
-        let mut t = trace.clone();
-        match shadow {
-            None => {
+        (Some(w), Some(c)) => {
+            let w = w.clone();
+            tokio::spawn(async move {
+                t.shadow = Some(shadow_list(&c, user_id, k, &seen));
                 w.submit(t);
-            }
-            Some(c) => {
-                let w = w.clone();
-                tokio::spawn(async move {
-                    t.shadow = Some(shadow_list(&c, user_id, k, &seen));
-                    w.submit(t);
-                });
-            }
+            });
         }
-        trace
-    } else {
-        let (st2, mut t) = (st.clone(), trace.clone());
-        tokio::spawn(async move {
-            if let Some(c) = &shadow {
-                t.shadow = Some(shadow_list(c, user_id, k, &seen));
-            }
-            if let Err(e) = store_trace(&st2, &t).await {
-                count_failure(&st2, &t.request_id, &e);
-            }
-        });
-        trace
-    };
+        (None, shadow) => {
+            let st2 = st.clone();
+            tokio::spawn(async move {
+                if let Some(c) = &shadow {
+                    t.shadow = Some(shadow_list(c, user_id, k, &seen));
+                }
+                if let Err(e) = store_trace(&st2, &t).await {
+                    count_failure(&st2, &t.request_id, &e);
+                }
+            });
+        }
+    }
+    trace
+}
+
+/// The JSON body of a ranked list: the movies, the variant and provenance.
+fn response_body(
+    st: &AppState,
+    m: &crate::artifact::Manifest,
+    trace: &Trace,
+    arm: &Assignment,
+    ranked: &crate::scoring::Ranked,
+    policy: Policy,
+    filter: &Filter,
+) -> Value {
     let recs: Vec<Value> = ranked
         .items
         .iter()
@@ -220,25 +266,17 @@ pub(super) async fn recommend(
         "filter": filter.to_json(),
     });
     let mut body = json!({
-        "user_id": user_id,
+        "user_id": trace.user_id,
         "model": m.version,
         "items": trace.items,
         "recommendations": recs,
         "variant": arm.variant,
         "provenance": provenance,
     });
-    if let Some(why) = crate::domain::filter::short_reason(k, ranked.items.len(), &filter) {
+    if let Some(why) = crate::domain::filter::short_reason(trace.k, ranked.items.len(), filter) {
         body["fewer_than_k"] = json!(why);
     }
-    let mut resp = Json(body).into_response();
-    resp.extensions_mut().insert(LogFields {
-        user_id: Some(user_id),
-        model_version: Some(m.version.clone()),
-        fallback: ranked.fallback,
-    });
-    resp.extensions_mut()
-        .insert(ServedRequestId(trace.request_id.clone()));
-    Ok(resp)
+    body
 }
 
 fn shadow_list(
