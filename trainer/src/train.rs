@@ -367,6 +367,80 @@ fn batch_targets(
     count
 }
 
+/// The log loss's samples of one epoch (users, items, labels) and the
+/// order they are visited in, reused from epoch to epoch.
+struct BceSamples {
+    us: Vec<u32>,
+    is: Vec<u32>,
+    ys: Vec<f32>,
+    order: Vec<usize>,
+}
+
+impl BceSamples {
+    fn with_capacity(n: usize) -> Self {
+        BceSamples {
+            us: Vec::with_capacity(n),
+            is: Vec::with_capacity(n),
+            ys: Vec::with_capacity(n),
+            order: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// One epoch of the log loss: negatives redrawn (items the user has no
+/// training interaction with), samples shuffled, one Adam step a batch.
+/// Answers the mean loss per sample.
+#[allow(clippy::too_many_arguments)]
+fn bce_epoch(
+    model: &NeuMf,
+    opt: &mut AdamW,
+    sampler: &Sampler,
+    positives: &mut [(u32, u32)],
+    seen: &[Vec<u32>],
+    rng: &mut ChaCha8Rng,
+    samples: &mut BceSamples,
+    hp: &HyperParams,
+    bar: &ProgressBar,
+) -> Result<f64, TrainError> {
+    let dev = model.device().clone();
+    let BceSamples { us, is, ys, order } = samples;
+    sampler.epoch(positives, seen, rng, (us, is, ys));
+    order.clear();
+    order.extend(0..us.len());
+    order.shuffle(rng);
+    let mut loss_sum = 0.0f64;
+    let (mut bu, mut bi, mut by) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, chunk) in order.chunks(hp.batch_size).enumerate() {
+        bu.clear();
+        bi.clear();
+        by.clear();
+        for &k in chunk {
+            bu.push(us[k]);
+            bi.push(is[k]);
+            by.push(ys[k]);
+        }
+        let u = Tensor::from_slice(&bu, bu.len(), &dev)?;
+        let i = Tensor::from_slice(&bi, bi.len(), &dev)?;
+        let y = labels(&by, &dev)?;
+        let (logits, sq) = model.forward(&u, &i)?;
+        let mut loss = bce_with_logits(&logits, &y)?;
+        let data_loss = loss.to_scalar::<f32>()? as f64;
+        if hp.l2 > 0.0 {
+            loss = (loss + (sq * (hp.l2 / chunk.len() as f64))?)?;
+        }
+        opt.backward_step(&loss)?;
+        loss_sum += data_loss * chunk.len() as f64;
+        if b % 50 == 0 {
+            bar.set_message(format!(
+                "{:.4}",
+                loss_sum / ((b * hp.batch_size + chunk.len()) as f64)
+            ));
+        }
+        bar.inc(1);
+    }
+    Ok(loss_sum / us.len() as f64)
+}
+
 /// One epoch of a whole-catalogue objective (softmax or squared): batches
 /// of `hp.batch_size` users, each user's positives scored against the whole
 /// catalogue; returns the mean loss per (weighted) positive.
@@ -583,12 +657,7 @@ pub fn train_from(
         Loss::Bce => positives.len() * per_pos,
         Loss::Softmax | Loss::Squared => 0,
     };
-    let (mut us, mut is, mut ys) = (
-        Vec::with_capacity(n_samples),
-        Vec::with_capacity(n_samples),
-        Vec::with_capacity(n_samples),
-    );
-    let mut order: Vec<usize> = (0..n_samples).collect();
+    let mut samples = BceSamples::with_capacity(n_samples);
     let weights = match hp.loss {
         Loss::Softmax | Loss::Squared => recency_weights(&seen, train, hp.recency_half_life),
         Loss::Bce => Vec::new(),
@@ -596,7 +665,6 @@ pub fn train_from(
     let mut users: Vec<u32> = (0..n_users as u32)
         .filter(|&u| !seen[u as usize].is_empty())
         .collect();
-    let dev = model.device().clone();
 
     let mut best: Option<(usize, LooMetrics, NeuMfWeights)> = None;
     let mut epochs = Vec::new();
@@ -605,44 +673,20 @@ pub fn train_from(
         let start = Instant::now();
         let loss = match hp.loss {
             Loss::Bce => {
-                // Redraw negatives: items the user has no training interaction with.
-                sampler.epoch(&mut positives, &seen, &mut rng, (&mut us, &mut is, &mut ys));
-                order.clear();
-                order.extend(0..us.len());
-                order.shuffle(&mut rng);
-                let bar = epoch_bar(progress, us.len().div_ceil(hp.batch_size), epoch);
-                let mut loss_sum = 0.0f64;
-                let (mut bu, mut bi, mut by) = (Vec::new(), Vec::new(), Vec::new());
-                for (b, chunk) in order.chunks(hp.batch_size).enumerate() {
-                    bu.clear();
-                    bi.clear();
-                    by.clear();
-                    for &k in chunk {
-                        bu.push(us[k]);
-                        bi.push(is[k]);
-                        by.push(ys[k]);
-                    }
-                    let u = Tensor::from_slice(&bu, bu.len(), &dev)?;
-                    let i = Tensor::from_slice(&bi, bi.len(), &dev)?;
-                    let y = labels(&by, &dev)?;
-                    let (logits, sq) = model.forward(&u, &i)?;
-                    let mut loss = bce_with_logits(&logits, &y)?;
-                    let data_loss = loss.to_scalar::<f32>()? as f64;
-                    if hp.l2 > 0.0 {
-                        loss = (loss + (sq * (hp.l2 / chunk.len() as f64))?)?;
-                    }
-                    opt.backward_step(&loss)?;
-                    loss_sum += data_loss * chunk.len() as f64;
-                    if b % 50 == 0 {
-                        bar.set_message(format!(
-                            "{:.4}",
-                            loss_sum / ((b * hp.batch_size + chunk.len()) as f64)
-                        ));
-                    }
-                    bar.inc(1);
-                }
+                let bar = epoch_bar(progress, n_samples.div_ceil(hp.batch_size), epoch);
+                let loss = bce_epoch(
+                    &model,
+                    &mut opt,
+                    &sampler,
+                    &mut positives,
+                    &seen,
+                    &mut rng,
+                    &mut samples,
+                    hp,
+                    &bar,
+                )?;
                 bar.finish_and_clear();
-                loss_sum / us.len() as f64
+                loss
             }
             Loss::Softmax | Loss::Squared => {
                 let bar = epoch_bar(progress, users.len().div_ceil(hp.batch_size), epoch);

@@ -8,6 +8,7 @@
 pub mod job;
 
 use crate::domain::filter::Filter;
+use crate::domain::param::InvalidParam;
 use crate::domain::rerank::Policy;
 use crate::scoring::{ScoringError, ServingModel};
 use arrow_array::types::{Float32Type, UInt64Type};
@@ -41,11 +42,14 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidParam> {
         match s {
             "parquet" => Ok(Format::Parquet),
             "jsonl" => Ok(Format::Jsonl),
-            _ => Err(format!("format must be parquet or jsonl, got {s:?}")),
+            _ => Err(InvalidParam::new(
+                "format",
+                format!("must be parquet or jsonl, got {s:?}"),
+            )),
         }
     }
 
@@ -57,10 +61,19 @@ impl Format {
     }
 }
 
+/// A line of a user list that holds no user id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {text:?} is not a user id")]
+pub struct BadUserLine {
+    /// From 1.
+    pub line: usize,
+    pub text: String,
+}
+
 /// User ids, one per line (a `#` starts a comment; anything after the
 /// first comma, tab or space is ignored, so a CSV's first column works);
 /// the error names the line.
-pub fn parse_users(text: &str) -> Result<Vec<u64>, String> {
+pub fn parse_users(text: &str) -> Result<Vec<u64>, BadUserLine> {
     let mut users = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let t = line.split('#').next().unwrap_or("").trim();
@@ -68,10 +81,10 @@ pub fn parse_users(text: &str) -> Result<Vec<u64>, String> {
         if t.is_empty() {
             continue;
         }
-        users.push(
-            t.parse::<u64>()
-                .map_err(|_| format!("line {}: {t:?} is not a user id", n + 1))?,
-        );
+        users.push(t.parse::<u64>().map_err(|_| BadUserLine {
+            line: n + 1,
+            text: t.to_string(),
+        })?);
     }
     Ok(users)
 }
@@ -352,7 +365,7 @@ mod tests {
             vec![7, 8, 9, 10]
         );
         assert_eq!(
-            parse_users("1\nx2\n").unwrap_err(),
+            parse_users("1\nx2\n").unwrap_err().to_string(),
             "line 2: \"x2\" is not a user id"
         );
     }
@@ -391,6 +404,9 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["movie_ids"], serde_json::json!([3, 1]));
         assert_eq!(lines[2]["policy"], "slots:slots=3");
-        assert!(Format::parse("csv").unwrap_err().contains("csv"));
+        assert_eq!(
+            Format::parse("csv").unwrap_err().to_string(),
+            "format must be parquet or jsonl, got \"csv\""
+        );
     }
 }
