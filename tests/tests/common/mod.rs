@@ -368,10 +368,17 @@ mount --bind "$2" /tmp
 cd "$3"
 exec "$4""#;
 
-/// Whether a private mount namespace can be made here (root with CAP_SYS_ADMIN).
+/// Whether a private mount namespace can be made here (root with
+/// CAP_SYS_ADMIN), and used: the sandbox mounts the function's own folder
+/// over /tmp, which would hide a checkout that lives under /tmp (its task
+/// folder and binary), so there the functions run unsandboxed.
 pub fn sandbox_available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
+        let root = std::fs::canonicalize(repo_root()).unwrap_or_else(|_| repo_root());
+        if root.starts_with("/tmp") {
+            return false;
+        }
         Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg("mount -t tmpfs tmpfs /opt")
