@@ -130,21 +130,22 @@ impl Policy {
         params: &HashMap<String, String>,
         k: usize,
     ) -> Result<Policy, InvalidParam> {
-        let unit = |key: &str, default: f64| -> Result<f64, InvalidParam> {
+        let number = |key: &str, default: f64, hi: f64| -> Result<f64, InvalidParam> {
             match params.get(key) {
                 None => Ok(default),
                 Some(v) => v
                     .parse::<f64>()
                     .ok()
-                    .filter(|x| (0.0..=1.0).contains(x))
+                    .filter(|x| (0.0..=hi).contains(x))
                     .ok_or_else(|| {
                         InvalidParam::new(
                             key,
-                            format!("must be a number from 0 to 1 for policy {name}, got {v:?}"),
+                            format!("must be a number from 0 to {hi} for policy {name}, got {v:?}"),
                         )
                     }),
             }
         };
+        let unit = |key: &str, default: f64| number(key, default, 1.0);
         let upto_k = |key: &str, default: usize| -> Result<usize, InvalidParam> {
             match params.get(key) {
                 None => Ok(default.min(k)),
@@ -159,21 +160,7 @@ impl Policy {
         let p = match name {
             "none" => Policy::None,
             "exposure" => Policy::Exposure {
-                scale: match params.get("scale") {
-                    None => 1.0,
-                    Some(v) => v
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|x| (0.0..=4.0).contains(x))
-                        .ok_or_else(|| {
-                            InvalidParam::new(
-                                "scale",
-                                format!(
-                                    "must be a number from 0 to 4 for policy exposure, got {v:?}"
-                                ),
-                            )
-                        })?,
-                },
+                scale: number("scale", 1.0, 4.0)?,
                 protect: upto_k("protect", 2)?,
                 slots: upto_k("slots", 3)?,
             },
