@@ -377,6 +377,13 @@ pub struct MetricDatum {
     pub timestamp_ms: i64,
 }
 
+/// Whether `key` is a relative object key: no empty, `.` or `..` segment
+/// (so no leading `/`), so a folder store cannot be led out of its root.
+pub fn is_relative_key(key: &str) -> bool {
+    !key.split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+}
+
 /// The namespace of every movie-recs metric.
 pub const METRICS_NAMESPACE: &str = "MovieRecs";
 

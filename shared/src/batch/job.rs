@@ -261,13 +261,7 @@ impl BatchJob {
                 "run {run:?}: use 1-80 characters from A-Z a-z 0-9 _ -"
             ));
         }
-        if input.users != "all"
-            && (input.users.starts_with('/')
-                || input
-                    .users
-                    .split('/')
-                    .any(|s| s.is_empty() || s == "." || s == ".."))
-        {
+        if input.users != "all" && !crate::ports::is_relative_key(&input.users) {
             return bad(format!(
                 "users {:?}: \"all\" or the key of a list in the batch store (no empty, . or .. segments)",
                 input.users

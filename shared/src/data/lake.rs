@@ -108,40 +108,55 @@ pub fn flagged_users_of(bytes: &[u8]) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// The files under `root/prefix` whose names end in `ext`, as
-/// (`/`-separated key relative to `root`, bytes), in key order (as an
-/// object store lists them); writers' `.tmp-` files are skipped.
+/// The keys of the files under `root` that start with `prefix`
+/// (`/`-separated, relative to `root`), in key order as an object store
+/// lists them; writers' `.tmp-` files are skipped. Only the folder the
+/// prefix names is walked. The folder lake's listing and [`load_lake`]
+/// both read folders through this.
+pub fn keys_under(root: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let start = match prefix.rfind('/') {
+        Some(i) => root.join(&prefix[..i]),
+        None => root.to_path_buf(),
+    };
+    let mut stack = vec![start];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            let path = e.path();
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            if e.file_type()?.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                let key = rel.to_string_lossy().replace('\\', "/");
+                if key.starts_with(prefix) {
+                    out.push(key);
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The files under `root/prefix` whose names end in `ext`, as (key, bytes)
+/// in key order.
 fn files_under(root: &Path, prefix: &str, ext: &str) -> Result<Vec<(String, Vec<u8>)>, DataError> {
     let io = |path: &Path, e: std::io::Error| DataError::Invalid {
         file: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let mut keys = Vec::new();
-    let mut stack = vec![root.join(prefix)];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(&dir, e)),
-        };
-        for e in entries {
-            let e = e.map_err(|e| io(&dir, e))?;
-            let path = e.path();
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                continue;
-            }
-            if e.file_type().map_err(|e| io(&path, e))?.is_dir() {
-                stack.push(path);
-            } else if let Ok(rel) = path.strip_prefix(root) {
-                let key = rel.to_string_lossy().replace('\\', "/");
-                if key.ends_with(ext) {
-                    keys.push(key);
-                }
-            }
-        }
-    }
-    keys.sort();
-    keys.into_iter()
+    keys_under(root, prefix)
+        .map_err(|e| io(&root.join(prefix), e))?
+        .into_iter()
+        .filter(|k| k.ends_with(ext))
         .map(|k| {
             let path = root.join(&k);
             std::fs::read(&path)

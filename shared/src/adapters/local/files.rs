@@ -19,10 +19,7 @@ impl FolderLake {
     /// The file of `key`, refusing a key that would leave the folder (empty,
     /// `.` or `..` segments, or an absolute path).
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        if key
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-        {
+        if !crate::ports::is_relative_key(key) {
             return Err(StoreError::unavailable(
                 "event_lake",
                 format!("invalid key {key:?}"),
@@ -51,43 +48,10 @@ impl EventLake for FolderLake {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            // Walk only the folder the prefix names (keys are folder paths).
-            let start = match prefix.rfind('/') {
-                Some(i) => root.join(&prefix[..i]),
-                None => root.clone(),
-            };
-            let mut stack = vec![start];
-            while let Some(dir) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                for e in entries {
-                    let e = e?;
-                    let path = e.path();
-                    let name = e.file_name();
-                    if name.to_string_lossy().starts_with(".tmp-") {
-                        continue;
-                    }
-                    if e.file_type()?.is_dir() {
-                        stack.push(path);
-                    } else if let Ok(rel) = path.strip_prefix(&root) {
-                        let key = rel.to_string_lossy().replace('\\', "/");
-                        if key.starts_with(&prefix) {
-                            out.push(key);
-                        }
-                    }
-                }
-            }
-            out.sort();
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::unavailable("event_lake", e))?
-        .map_err(|e| StoreError::unavailable("event_lake", e))
+        tokio::task::spawn_blocking(move || crate::data::lake::keys_under(&root, &prefix))
+            .await
+            .map_err(|e| StoreError::unavailable("event_lake", e))?
+            .map_err(|e| StoreError::unavailable("event_lake", e))
     }
 
     async fn get_object(&self, key: &str) -> Result<Vec<u8>, StoreError> {
