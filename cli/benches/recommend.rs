@@ -141,6 +141,7 @@ fn bench(c: &mut Criterion) {
             rollout: Some(db.clone()),
             trending: Some(db.clone()),
             exposure: None,
+            request_metrics: None,
         },
         ApiConfig::default(),
     ));

@@ -105,7 +105,7 @@ async fn adjustments(a: &BatchArgs) -> Result<Option<Adjustments>> {
 async fn output(out: &str) -> Result<Arc<dyn EventLake>> {
     Ok(match out.starts_with("s3://") {
         true => {
-            let (bucket, prefix) = aws::parse_s3_url(out).map_err(anyhow::Error::msg)?;
+            let (bucket, prefix) = aws::parse_s3_url(out)?;
             let cfg = aws::load_sdk_config(None).await;
             Arc::new(aws::s3::S3Lake::new(aws::s3_client(&cfg), &bucket, &prefix))
         }

@@ -129,7 +129,7 @@ pub(crate) fn out(line: impl std::fmt::Display) {
 fn registry(spec: &str) -> Result<Box<dyn ModelStore>> {
     if spec.starts_with("s3://") {
         use shared::adapters::aws;
-        let (bucket, prefix) = aws::parse_s3_url(spec).map_err(anyhow::Error::msg)?;
+        let (bucket, prefix) = aws::parse_s3_url(spec)?;
         let cfg = aws::block_on(aws::load_sdk_config(None));
         let cache = std::env::var("MOVIE_RECS_MODEL_CACHE")
             .unwrap_or_else(|_| "/tmp/movie-recs-models".into());
@@ -170,8 +170,7 @@ fn provision(a: ProvisionArgs) -> Result<()> {
     aws::block_on(async move {
         let cfg = aws::load_sdk_config(None).await;
         aws::provision::provision(&cfg, &n).await
-    })
-    .map_err(anyhow::Error::msg)?;
+    })?;
     eprintln!("provisioned {names:?}");
     Ok(())
 }

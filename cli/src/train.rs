@@ -291,7 +291,7 @@ pub(crate) fn load_data(
 ) -> Result<shared::domain::Dataset> {
     if spec.starts_with("s3://") {
         use shared::adapters::aws;
-        let (bucket, prefix) = aws::parse_s3_url(spec).map_err(anyhow::Error::msg)?;
+        let (bucket, prefix) = aws::parse_s3_url(spec)?;
         let cfg = aws::block_on(aws::load_sdk_config(None));
         let lake = aws::s3::S3Lake::new(aws::s3_client(&cfg), &bucket, &prefix);
         let source = spec.to_string();

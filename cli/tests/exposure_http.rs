@@ -41,6 +41,7 @@ fn instance_on(
                 rollout: Some(db),
                 trending: None,
                 exposure: Some(exposure),
+                request_metrics: None,
             },
             ApiConfig::default(),
         )

@@ -352,7 +352,7 @@ async fn tampered_version_is_refused_and_the_old_one_keeps_serving() {
     std::fs::write(&p, b).unwrap();
     use shared::ports::RolloutStore;
     db.switch(0, "new", "test").await.unwrap();
-    let e = sync_model(&st, reg.clone()).await.unwrap_err();
+    let e = sync_model(&st, reg.clone()).await.unwrap_err().to_string();
     assert!(
         e.contains("model.onnx") && e.contains("checksum mismatch"),
         "{e}"

@@ -387,6 +387,24 @@ pub fn is_relative_key(key: &str) -> bool {
 /// The namespace of every movie-recs metric.
 pub const METRICS_NAMESPACE: &str = "MovieRecs";
 
+/// One answered request, as the per-request metrics record it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestSample<'a> {
+    pub route: &'a str,
+    pub status: u16,
+    pub latency_ms: f64,
+    /// Whether the answer fell back (popularity for an unknown user).
+    pub fallback: bool,
+    pub request_id: &'a str,
+}
+
+/// Where every answered request's metrics go besides the process's own
+/// counters: in Lambda, an EMF line on stdout that CloudWatch turns into
+/// metrics, so the request path makes no API call.
+pub trait RequestMetricsSink: Send + Sync {
+    fn record(&self, sample: &RequestSample<'_>);
+}
+
 /// Where the audit, the canary and ingest publish their metrics (CloudWatch
 /// or EMF log lines in AWS, a file locally).
 #[async_trait::async_trait]

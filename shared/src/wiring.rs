@@ -8,6 +8,7 @@
 //! directory is read-only; only `/tmp` is writable, and it is not shared).
 //! Locally, a store left unset is a folder or the one SQLite file.
 
+use crate::adapters::aws::emf::EmfStdout;
 use crate::adapters::aws::{self, CallBudget, SdkConfig};
 use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
 use crate::artifact::AdjustmentObjects;
@@ -16,8 +17,8 @@ use crate::canary::job::ExperimentJob;
 use crate::config::{ConfigError, Role, Settings, Store};
 use crate::ingest::{Ingestor, MetricsSink};
 use crate::ports::{
-    AdjustmentStore, EventLake, IngestState, MetricsPublisher, ModelStore, RolloutStore,
-    TraceStore, TrendingStore, UserHistory,
+    AdjustmentStore, EventLake, IngestState, MetricsPublisher, ModelStore, RequestMetricsSink,
+    RolloutStore, TraceStore, TrendingStore, UserHistory,
 };
 use std::sync::Arc;
 
@@ -36,6 +37,9 @@ pub struct Stores {
     metrics: Option<Arc<dyn MetricsPublisher>>,
     exposure: Option<Arc<dyn AdjustmentStore>>,
     batch: Option<Arc<dyn EventLake>>,
+    /// In Lambda: EMF lines on stdout, for each request's metrics and
+    /// ingest's (no API call on those paths).
+    emf: Option<Arc<EmfStdout>>,
     /// The SDK config, when any AWS adapter is in use.
     pub sdk: Option<SdkConfig>,
 }
@@ -107,148 +111,47 @@ impl Stores {
         if s.in_lambda {
             check_lambda(role, s)?;
         }
-        let wants = role.stores();
-        let wanted = |st: Store| wants.contains(&st);
-        let aws_needed = wants.iter().any(|&st| is_aws(s, st));
-        let sdk = match aws_needed {
-            true => Some(aws::load_sdk_config(None).await),
-            false => None,
-        };
-        // A request's own DynamoDB calls fail fast; everything else may wait.
-        let ddb = sdk.as_ref().map(|cfg| {
-            let budget = match role {
-                Role::Recommend | Role::Trace | Role::Serve => CallBudget::INTERACTIVE,
-                _ => CallBudget::BACKGROUND,
-            };
-            aws_sdk_dynamodb::Client::new(&budget.apply(cfg))
-        });
-        let s3 = sdk.as_ref().map(aws::s3_client);
-        // SQLite only for table stores left unset outside Lambda.
-        let table_stores = [
-            Store::Traces,
-            Store::History,
-            Store::Rollout,
-            Store::IngestState,
-            Store::Trending,
-        ];
-        let local_tables = table_stores
-            .iter()
-            .any(|&st| wanted(st) && value(s, st).is_none());
-        let sqlite = match local_tables {
-            true => Some(open_sqlite(s)?),
-            false => None,
-        };
-        let local = || sqlite.clone().expect("opened when a table store is local");
-        let table = |st: Store| -> Option<(String, aws_sdk_dynamodb::Client)> {
-            let t = value(s, st)?;
-            Some((t.to_string(), ddb.clone()?))
-        };
-        let objects = |var: &'static str, url: &str| -> Result<Arc<dyn EventLake>, ConfigError> {
-            Ok(match url.starts_with("s3://") {
-                true => {
-                    let (bucket, prefix) =
-                        aws::parse_s3_url(url).map_err(|reason| ConfigError { var, reason })?;
-                    let client = s3.clone().expect("sdk loaded for an s3:// store");
-                    Arc::new(aws::s3::S3Lake::new(client, &bucket, &prefix))
-                }
-                false => Arc::new(FolderLake::new(url)),
-            })
-        };
-        let registry: Option<Arc<dyn ModelStore>> = match wanted(Store::Registry) {
-            false => None,
-            true if s.registry.starts_with("s3://") => {
-                let (bucket, prefix) =
-                    aws::parse_s3_url(&s.registry).map_err(|reason| ConfigError {
-                        var: "MOVIE_RECS_REGISTRY",
-                        reason,
-                    })?;
-                Some(Arc::new(aws::s3::S3Registry::new(
-                    s3.clone().expect("sdk loaded for an s3:// registry"),
-                    &bucket,
-                    &prefix,
-                    &s.model_cache,
-                )))
-            }
-            true => Some(Arc::new(FolderRegistry::new(&s.registry))),
-        };
-        let traces: Option<Arc<dyn TraceStore>> = match wanted(Store::Traces) {
-            false => None,
-            true => Some(match table(Store::Traces) {
-                Some((t, c)) => Arc::new(aws::dynamo::DynamoTraces::new(c, &t)),
-                None => local(),
-            }),
-        };
-        let history: Option<Arc<dyn UserHistory>> = match wanted(Store::History) {
-            false => None,
-            true => Some(match table(Store::History) {
-                Some((t, c)) => Arc::new(aws::dynamo::DynamoHistory::new(c, &t)),
-                None => local(),
-            }),
-        };
-        let rollout: Option<Arc<dyn RolloutStore>> = match wanted(Store::Rollout) {
-            false => None,
-            true => Some(match table(Store::Rollout) {
-                Some((t, c)) => Arc::new(aws::dynamo::DynamoRollout::new(c, &t)),
-                None => local(),
-            }),
-        };
-        let ingest_state: Option<Arc<dyn IngestState>> = match wanted(Store::IngestState) {
-            false => None,
-            true => Some(match table(Store::IngestState) {
-                Some((t, c)) => Arc::new(aws::dynamo::DynamoIngestState::new(c, &t)),
-                None => local(),
-            }),
-        };
-        let trending: Option<Arc<dyn TrendingStore>> = match wanted(Store::Trending) {
-            false => None,
-            true => Some(match table(Store::Trending) {
-                Some((t, c)) => Arc::new(aws::trending::DynamoTrending::new(c, &t)),
-                None => local(),
-            }),
-        };
-        let lake = match wanted(Store::Lake) {
-            false => None,
-            true => Some(objects("MOVIE_RECS_LAKE", &s.lake)?),
-        };
-        let reports = match wanted(Store::Reports) {
-            false => None,
-            true => Some(objects("MOVIE_RECS_REPORTS", &s.reports)?),
-        };
-        let exposure: Option<Arc<dyn AdjustmentStore>> = match wanted(Store::Exposure) {
-            false => None,
-            true => Some(Arc::new(AdjustmentObjects::new(objects(
-                "MOVIE_RECS_EXPOSURE",
-                &s.exposure,
-            )?))),
-        };
-        let batch = match wanted(Store::Batch) {
-            false => None,
-            true => Some(objects("MOVIE_RECS_BATCH", &s.batch)?),
-        };
-        let metrics: Option<Arc<dyn MetricsPublisher>> = match wanted(Store::Metrics) {
-            false => None,
-            true if s.metrics == "cloudwatch" => {
-                let cfg = sdk.as_ref().expect("sdk loaded for cloudwatch");
-                Some(Arc::new(aws::cloudwatch::CloudWatchPublisher::new(
-                    aws_sdk_cloudwatch::Client::new(cfg),
-                )))
-            }
-            true => Some(Arc::new(FileMetrics::new(&s.metrics))),
-        };
+        let b = Builder::new(role, s).await?;
+        use aws::dynamo::{DynamoHistory, DynamoIngestState, DynamoRollout, DynamoTraces};
         Ok(Stores {
             role,
-            registry,
-            traces,
-            history,
-            rollout,
-            ingest_state,
-            trending,
-            lake,
-            reports,
-            metrics,
-            exposure,
-            batch,
-            sdk,
+            registry: b.registry()?,
+            traces: b.table::<dyn TraceStore>(
+                Store::Traces,
+                |c, t| Arc::new(DynamoTraces::new(c, t)),
+                |db| db,
+            ),
+            history: b.table::<dyn UserHistory>(
+                Store::History,
+                |c, t| Arc::new(DynamoHistory::new(c, t)),
+                |db| db,
+            ),
+            rollout: b.table::<dyn RolloutStore>(
+                Store::Rollout,
+                |c, t| Arc::new(DynamoRollout::new(c, t)),
+                |db| db,
+            ),
+            ingest_state: b.table::<dyn IngestState>(
+                Store::IngestState,
+                |c, t| Arc::new(DynamoIngestState::new(c, t)),
+                |db| db,
+            ),
+            trending: b.table::<dyn TrendingStore>(
+                Store::Trending,
+                |c, t| Arc::new(aws::trending::DynamoTrending::new(c, t)),
+                |db| db,
+            ),
+            lake: b.objects(Store::Lake)?,
+            reports: b.objects(Store::Reports)?,
+            exposure: b
+                .objects(Store::Exposure)?
+                .map(|o| Arc::new(AdjustmentObjects::new(o)) as Arc<dyn AdjustmentStore>),
+            batch: b.objects(Store::Batch)?,
+            metrics: b.metrics(),
+            emf: s
+                .in_lambda
+                .then(|| Arc::new(EmfStdout::new(&s.function_name))),
+            sdk: b.sdk,
         })
     }
 
@@ -316,6 +219,7 @@ impl Stores {
             rollout: self.rollout.clone(),
             trending: self.trending.clone(),
             exposure: self.exposure.clone(),
+            request_metrics: self.emf.clone().map(|e| e as Arc<dyn RequestMetricsSink>),
         }
     }
 
@@ -353,12 +257,10 @@ impl Stores {
     /// The ingest pipeline on these stores: metrics as EMF lines in Lambda
     /// (no API call on the ingest path), into the metrics publisher otherwise.
     pub fn ingestor(&self, s: &Settings) -> Result<Ingestor, ConfigError> {
-        let metrics = match (s.in_lambda, &self.metrics) {
-            (true, _) => MetricsSink::Publisher(Arc::new(
-                crate::adapters::aws::emf::EmfStdout::new(&s.function_name),
-            )),
-            (false, Some(p)) => MetricsSink::Publisher(p.clone()),
-            (false, None) => MetricsSink::None,
+        let metrics = match (&self.emf, &self.metrics) {
+            (Some(emf), _) => MetricsSink::Publisher(emf.clone()),
+            (None, Some(p)) => MetricsSink::Publisher(p.clone()),
+            (None, None) => MetricsSink::None,
         };
         Ok(
             Ingestor::new(self.lake()?, self.ingest_state()?, self.history()?)
@@ -385,6 +287,135 @@ pub async fn history_reader(s: &Settings) -> Result<Option<Arc<dyn UserHistory>>
         true => Some(open_sqlite(s)?),
         false => None,
     })
+}
+
+/// What building a role's stores shares: the settings, the AWS clients
+/// (when a store is in AWS) and the SQLite file (when a table store is
+/// left unset outside Lambda).
+struct Builder<'a> {
+    s: &'a Settings,
+    wants: &'static [Store],
+    sdk: Option<SdkConfig>,
+    ddb: Option<aws_sdk_dynamodb::Client>,
+    s3: Option<aws_sdk_s3::Client>,
+    sqlite: Option<Arc<SqliteStore>>,
+}
+
+impl<'a> Builder<'a> {
+    async fn new(role: Role, s: &'a Settings) -> Result<Self, ConfigError> {
+        let wants = role.stores();
+        let sdk = match wants.iter().any(|&st| is_aws(s, st)) {
+            true => Some(aws::load_sdk_config(None).await),
+            false => None,
+        };
+        // A request's own DynamoDB calls fail fast; everything else may wait.
+        let ddb = sdk.as_ref().map(|cfg| {
+            let budget = match role {
+                Role::Recommend | Role::Trace | Role::Serve => CallBudget::INTERACTIVE,
+                _ => CallBudget::BACKGROUND,
+            };
+            aws_sdk_dynamodb::Client::new(&budget.apply(cfg))
+        });
+        let table_stores = [
+            Store::Traces,
+            Store::History,
+            Store::Rollout,
+            Store::IngestState,
+            Store::Trending,
+        ];
+        let local_tables = table_stores
+            .iter()
+            .any(|&st| wants.contains(&st) && value(s, st).is_none());
+        Ok(Builder {
+            s,
+            wants,
+            s3: sdk.as_ref().map(aws::s3_client),
+            sdk,
+            ddb,
+            sqlite: match local_tables {
+                true => Some(open_sqlite(s)?),
+                false => None,
+            },
+        })
+    }
+
+    fn wanted(&self, st: Store) -> bool {
+        self.wants.contains(&st)
+    }
+
+    /// A table store: DynamoDB when its table is named, else the SQLite file.
+    fn table<T: ?Sized>(
+        &self,
+        st: Store,
+        dynamo: impl FnOnce(aws_sdk_dynamodb::Client, &str) -> Arc<T>,
+        local: impl FnOnce(Arc<SqliteStore>) -> Arc<T>,
+    ) -> Option<Arc<T>> {
+        if !self.wanted(st) {
+            return None;
+        }
+        Some(match (value(self.s, st), &self.ddb) {
+            (Some(t), Some(c)) => dynamo(c.clone(), t),
+            _ => local(
+                self.sqlite
+                    .clone()
+                    .expect("opened when a table store is local"),
+            ),
+        })
+    }
+
+    /// `s3://bucket/prefix` and its bucket and prefix, or the reason it is not one.
+    fn s3_location(&self, st: Store, url: &str) -> Result<(String, String), ConfigError> {
+        aws::parse_s3_url(url).map_err(|e| ConfigError {
+            var: st.var(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// An object store: S3 for an `s3://` URL, else a folder.
+    fn objects(&self, st: Store) -> Result<Option<Arc<dyn EventLake>>, ConfigError> {
+        let url = match value(self.s, st) {
+            Some(url) if self.wanted(st) => url,
+            _ => return Ok(None),
+        };
+        Ok(Some(match url.starts_with("s3://") {
+            true => {
+                let (bucket, prefix) = self.s3_location(st, url)?;
+                let client = self.s3.clone().expect("sdk loaded for an s3:// store");
+                Arc::new(aws::s3::S3Lake::new(client, &bucket, &prefix))
+            }
+            false => Arc::new(FolderLake::new(url)),
+        }))
+    }
+
+    fn registry(&self) -> Result<Option<Arc<dyn ModelStore>>, ConfigError> {
+        let s = self.s;
+        Ok(match self.wanted(Store::Registry) {
+            false => None,
+            true if s.registry.starts_with("s3://") => {
+                let (bucket, prefix) = self.s3_location(Store::Registry, &s.registry)?;
+                Some(Arc::new(aws::s3::S3Registry::new(
+                    self.s3.clone().expect("sdk loaded for an s3:// registry"),
+                    &bucket,
+                    &prefix,
+                    &s.model_cache,
+                )))
+            }
+            true => Some(Arc::new(FolderRegistry::new(&s.registry))),
+        })
+    }
+
+    fn metrics(&self) -> Option<Arc<dyn MetricsPublisher>> {
+        match self.wanted(Store::Metrics) {
+            false => None,
+            true if self.s.metrics == "cloudwatch" => {
+                let cfg = self.sdk.as_ref().expect("sdk loaded for cloudwatch");
+                Some(Arc::new(aws::cloudwatch::CloudWatchPublisher::new(
+                    aws_sdk_cloudwatch::Client::new(cfg),
+                )))
+            }
+            true => Some(Arc::new(FileMetrics::new(&self.s.metrics))),
+        }
+    }
 }
 
 fn open_sqlite(s: &Settings) -> Result<Arc<SqliteStore>, ConfigError> {

@@ -26,6 +26,7 @@ pub fn state_on(db: Arc<SqliteStore>, lake: &Path, config: ApiConfig) -> AppStat
             rollout: Some(db.clone()),
             trending: Some(db),
             exposure: None,
+            request_metrics: None,
         },
         config,
     )

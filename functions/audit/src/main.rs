@@ -21,7 +21,7 @@ async fn handle(
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Value, Error> {
     let e = event.payload;
-    let (from_ms, to_ms) = shared::config::audit_window(&e, window_minutes)?;
+    let (from_ms, to_ms) = shared::adapters::aws::schedule::audit_window(&e, window_minutes)?;
     let out = job
         .run(from_ms, to_ms, chrono::Utc::now().timestamp_millis())
         .await?;

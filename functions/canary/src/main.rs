@@ -23,7 +23,7 @@ async fn handle(
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Value, Error> {
     let e = event.payload;
-    let now_ms = shared::config::scheduled_time_ms("canary", &e)?;
+    let now_ms = shared::adapters::aws::schedule::scheduled_time_ms("canary", &e)?;
     match job.run(now_ms, job.window_minutes, false, CALLER).await {
         Ok(out) => {
             let r = &out.report;

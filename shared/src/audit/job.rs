@@ -15,7 +15,8 @@ use crate::domain::exposure_control::ControllerConfig;
 use crate::events::{Event, EventType};
 use crate::ingest::lake::{read_under, LakeReadError};
 use crate::ports::{
-    AdjustmentStore, EventLake, MetricsPublisher, ModelStore, RolloutStore, StoreError, TraceStore,
+    AdjustmentStore, EventLake, MetricsPublisher, ModelStore, RegistryError, RolloutStore,
+    StoreError, TraceStore,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,9 +29,20 @@ pub enum AuditError {
     #[error(transparent)]
     Lake(#[from] LakeReadError),
     #[error("the catalogue is unknown: {0}")]
-    Catalog(String),
+    Catalog(#[from] CatalogError),
     #[error("invalid window: {0}")]
     Window(String),
+}
+
+/// Why the catalogue (the movies and their training popularity) is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("reading the manifest failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("no model version in the registry to take the catalogue from")]
+    NoVersion,
 }
 
 /// The audit's ports and settings.
@@ -99,7 +111,7 @@ pub fn quarantine_key(to_ms: i64, audit_id: &str) -> String {
 pub async fn manifest_catalog(
     registry: Arc<dyn ModelStore>,
     version: Option<String>,
-) -> Result<Option<Catalog>, String> {
+) -> Result<Option<Catalog>, CatalogError> {
     let manifest = tokio::task::spawn_blocking(move || {
         let version = match version {
             Some(v) => Some(v),
@@ -107,9 +119,7 @@ pub async fn manifest_catalog(
         };
         version.map(|v| registry.read_manifest(&v)).transpose()
     })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .await??;
     Ok(manifest
         .map(|m| Catalog::from_items(m.items.iter().map(|i| (i.movie_id, i.popularity as u64)))))
 }
@@ -123,7 +133,7 @@ impl AuditJob {
         let served = self.rollout.served_version().await?;
         manifest_catalog(self.registry.clone(), served)
             .await
-            .map_err(AuditError::Catalog)
+            .map_err(AuditError::from)
     }
 
     /// Reads the window: traces, and the lake's rate, watch and reco_response
@@ -201,11 +211,7 @@ impl AuditJob {
         match self.catalog().await? {
             Some(c) => input.catalog = c,
             None if input.exposures.is_empty() => {}
-            None => {
-                return Err(AuditError::Catalog(
-                    "no model version in the registry to take the catalogue from".into(),
-                ))
-            }
+            None => return Err(CatalogError::NoVersion.into()),
         }
         Ok(input)
     }

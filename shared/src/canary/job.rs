@@ -9,7 +9,7 @@
 
 use super::{evaluate, Action, CanaryConfig, ExperimentReport, Observed};
 use crate::audit::exposure::Catalog;
-use crate::audit::job::{hour_partitions, manifest_catalog};
+use crate::audit::job::{hour_partitions, manifest_catalog, CatalogError};
 use crate::audit::Window;
 use crate::domain::experiment::Engagement;
 use crate::events::{Event, EventType};
@@ -29,7 +29,7 @@ pub enum CanaryError {
     #[error(transparent)]
     Lake(#[from] LakeReadError),
     #[error("the catalogue is unknown: {0}")]
-    Catalog(String),
+    Catalog(#[from] CatalogError),
     #[error("no rollout state: nothing is being rolled out (POST /rollout starts a canary)")]
     NoRollout,
     #[error("invalid window: {0}")]
@@ -140,7 +140,7 @@ impl ExperimentJob {
                 Some(c) => c.clone(),
                 None => manifest_catalog(self.registry.clone(), Some(state.served_version.clone()))
                     .await
-                    .map_err(CanaryError::Catalog)?
+                    .map_err(CanaryError::from)?
                     .unwrap_or_default(),
             };
             (traces, events, catalog)

@@ -91,9 +91,16 @@ fn positives(
     })
 }
 
+/// A line of a quarantine object that names no user.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: expected a JSON object with a user_id")]
+pub struct BadFlagLine {
+    pub line: usize,
+}
+
 /// The users one `quarantine/users/…jsonl` object names (one JSON object
 /// with a `user_id` per line); the error names the line.
-pub fn flagged_users_of(bytes: &[u8]) -> Result<Vec<u64>, String> {
+pub fn flagged_users_of(bytes: &[u8]) -> Result<Vec<u64>, BadFlagLine> {
     let mut out = Vec::new();
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -102,7 +109,7 @@ pub fn flagged_users_of(bytes: &[u8]) -> Result<Vec<u64>, String> {
         let user = serde_json::from_slice::<serde_json::Value>(line)
             .ok()
             .and_then(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
-            .ok_or_else(|| format!("line {}: expected a JSON object with a user_id", i + 1))?;
+            .ok_or(BadFlagLine { line: i + 1 })?;
         out.push(user);
     }
     Ok(out)
@@ -189,12 +196,10 @@ pub fn load_lake(dir: &Path) -> Result<Dataset, DataError> {
     }
     let mut flagged = HashSet::new();
     for (key, bytes) in files_under(&root, "quarantine/users/", ".jsonl")? {
-        flagged.extend(
-            flagged_users_of(&bytes).map_err(|reason| DataError::Invalid {
-                file: root.join(&key),
-                reason,
-            })?,
-        );
+        flagged.extend(flagged_users_of(&bytes).map_err(|e| DataError::Invalid {
+            file: root.join(&key),
+            reason: e.to_string(),
+        })?);
     }
     dataset_from_objects(&all, dir.display().to_string(), &flagged)
 }

@@ -19,11 +19,12 @@ pub mod serving;
 pub mod trace_writer;
 
 pub use error::ApiError;
-pub use serving::{sync_model, ArmAdjustments, Assignment, Serving, SyncOutcome};
+pub use serving::{sync_model, ArmAdjustments, Assignment, Serving, SyncError, SyncOutcome};
 
 use crate::domain::param::InvalidParam;
 use crate::ports::{
-    AdjustmentStore, ModelStore, RolloutStore, TraceStore, TrendingStore, UserHistory,
+    AdjustmentStore, ModelStore, RequestMetricsSink, RequestSample, RolloutStore, TraceStore,
+    TrendingStore, UserHistory,
 };
 use crate::scoring::ServingModel;
 use axum::extract::{MatchedPath, Request, State};
@@ -57,8 +58,6 @@ pub struct ApiConfig {
     pub admin_token: Option<String>,
     /// Whether API Gateway authorizes admin routes (IAM); set in Lambda.
     pub iam_authorized: bool,
-    /// Print one CloudWatch Embedded Metric Format line per request (Lambda).
-    pub emf: bool,
     /// Finish the trace write before answering (Lambda); otherwise it runs
     /// after the response is on its way (a long-lived server).
     pub trace_before_response: bool,
@@ -84,7 +83,6 @@ impl Default for ApiConfig {
             trace_ttl_secs: 30 * 86_400,
             admin_token: None,
             iam_authorized: false,
-            emf: false,
             trace_before_response: false,
             default_policy: crate::domain::rerank::DEFAULT_POLICY,
             reload_every: None,
@@ -106,6 +104,8 @@ pub struct ApiStores {
     pub trending: Option<Arc<dyn TrendingStore>>,
     /// The exposure controller's adjustments (the `exposure` policy).
     pub exposure: Option<Arc<dyn AdjustmentStore>>,
+    /// Each answered request's metrics (EMF lines in Lambda).
+    pub request_metrics: Option<Arc<dyn RequestMetricsSink>>,
 }
 
 /// Everything the handlers share. The serving models are one immutable
@@ -156,6 +156,7 @@ impl AppState {
                 rollout: Some(rollout),
                 trending: None,
                 exposure: None,
+                request_metrics: None,
             },
             config,
         );
@@ -449,15 +450,14 @@ async fn request_context(
         f.model_version.as_deref().unwrap_or(""),
         seconds,
     );
-    if st.config.emf {
-        crate::adapters::aws::emf::print_request_metrics(
-            &st.config.function_name,
-            &route,
+    if let Some(sink) = &st.stores.request_metrics {
+        sink.record(&RequestSample {
+            route: &route,
             status,
-            seconds * 1e3,
-            f.fallback.is_some(),
-            &rid,
-        );
+            latency_ms: seconds * 1e3,
+            fallback: f.fallback.is_some(),
+            request_id: &rid,
+        });
     }
     tracing::info!(
         target: "request",

@@ -7,12 +7,13 @@
 //! the `exposure` policy alike.
 
 use super::AppState;
-use crate::artifact::AdjustmentsPointer;
+use crate::artifact::{AdjustmentsError, AdjustmentsPointer};
 use crate::domain::arm::Arm;
 use crate::domain::exposure_control::Adjustments;
 use crate::domain::strategy::Strategy;
-use crate::ports::{ModelStore, RolloutState};
-use crate::scoring::ServingModel;
+use crate::http::ApiError;
+use crate::ports::{ModelStore, RegistryError, RolloutState, StoreError};
+use crate::scoring::{LoadError, ServingModel};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,36 @@ use std::time::Duration;
 /// Longest a sync may take (registry listing, manifest, files, ONNX load)
 /// before the reload loop gives up on it and tries again next tick.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a sync changed nothing; whatever served keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The process has no rollout store.
+    #[error(transparent)]
+    NotConfigured(#[from] ApiError),
+    /// Reading the rollout state failed.
+    #[error(transparent)]
+    Rollout(#[from] StoreError),
+    /// Listing or fetching (verifying) a version failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A fetched version could not be loaded.
+    #[error("version {version}: {source}")]
+    Load {
+        version: String,
+        #[source]
+        source: LoadError,
+    },
+    /// The newest adjustments could not be read or verified.
+    #[error(transparent)]
+    Adjustments(#[from] AdjustmentsError),
+    /// The sync took longer than [`SYNC_TIMEOUT`].
+    #[error("sync gave up after {} s", SYNC_TIMEOUT.as_secs())]
+    TimedOut,
+    /// The blocking task that loads models panicked or was cancelled.
+    #[error("sync task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// The models serving now and the rollout state that split users between
 /// them: one immutable value, swapped whole. A request takes one handle and
@@ -203,7 +234,7 @@ impl Drop for InFlight<'_> {
 pub async fn sync_model(
     st: &AppState,
     registry: Arc<dyn ModelStore>,
-) -> Result<SyncOutcome, String> {
+) -> Result<SyncOutcome, SyncError> {
     if st
         .syncing
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -223,7 +254,7 @@ pub async fn sync_model(
         models
     })
     .await
-    .map_err(|_| format!("sync gave up after {} s", SYNC_TIMEOUT.as_secs()))?;
+    .map_err(|_| SyncError::TimedOut)?;
     drop(guard);
     out
 }
@@ -232,11 +263,11 @@ pub async fn sync_model(
 /// (when the process has one and a model serves): a new version is
 /// fetched, checksum-verified and swapped in whole; a refused one leaves
 /// the current adjustments serving.
-pub async fn sync_adjustments(st: &AppState) -> Result<Option<String>, String> {
+pub async fn sync_adjustments(st: &AppState) -> Result<Option<String>, SyncError> {
     let (Some(store), Some(current)) = (st.exposure_store(), st.serving()) else {
         return Ok(None);
     };
-    let Some(pointer) = store.latest().await.map_err(|e| e.to_string())? else {
+    let Some(pointer) = store.latest().await? else {
         return Ok(None);
     };
     if current
@@ -246,15 +277,14 @@ pub async fn sync_adjustments(st: &AppState) -> Result<Option<String>, String> {
     {
         return Ok(Some(pointer.name));
     }
-    let adjustments = Arc::new(store.fetch(&pointer).await.map_err(|e| e.to_string())?);
+    let adjustments = Arc::new(store.fetch(&pointer).await?);
     let name = pointer.name.clone();
     let built = {
         let c = current.clone();
         tokio::task::spawn_blocking(move || {
             ServedAdjustments::build(pointer, adjustments, &c.primary, c.candidate.as_deref())
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     };
     // Swap only if what serves did not change meanwhile (a sync is the
     // only writer, and at most one runs at a time).
@@ -266,13 +296,8 @@ pub async fn sync_adjustments(st: &AppState) -> Result<Option<String>, String> {
     Ok(Some(name))
 }
 
-async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncOutcome, String> {
-    let rollout = st
-        .rollout()
-        .map_err(|e| e.to_string())?
-        .state()
-        .await
-        .map_err(|e| e.to_string())?;
+async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncOutcome, SyncError> {
+    let rollout = st.rollout()?.state().await?;
     let current = st.serving();
     if let (Some(cur), Some(r)) = (&current, &rollout) {
         if cur.rollout.as_ref() == Some(r) {
@@ -280,10 +305,10 @@ async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncO
         }
     }
     type Loaded = (SyncOutcome, Option<Serving>);
-    let outcome = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Loaded, SyncError> {
         let primary = match rollout.as_ref().map(|r| r.served_version.clone()) {
             Some(v) => v,
-            None => match registry.list_versions().map_err(|e| e.to_string())?.pop() {
+            None => match registry.list_versions()?.pop() {
                 Some(v) => v,
                 None => return Ok((SyncOutcome::NoVersion, None)),
             },
@@ -303,14 +328,16 @@ async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncO
             .iter()
             .flat_map(|c| std::iter::once(c.primary.clone()).chain(c.candidate.clone()))
             .collect();
-        let load = |v: &str| -> Result<Arc<ServingModel>, String> {
+        let load = |v: &str| -> Result<Arc<ServingModel>, SyncError> {
             if let Some(m) = loaded.iter().find(|m| m.version() == v) {
                 return Ok(m.clone());
             }
-            let art = registry.fetch(v).map_err(|e| e.to_string())?;
-            Ok(Arc::new(
-                ServingModel::load(&art).map_err(|e| format!("version {v}: {e}"))?,
-            ))
+            let art = registry.fetch(v)?;
+            let model = ServingModel::load(&art).map_err(|source| SyncError::Load {
+                version: v.to_string(),
+                source,
+            })?;
+            Ok(Arc::new(model))
         };
         let primary_model = load(&primary)?;
         // A policy experiment may run one version in both arms.
@@ -332,8 +359,7 @@ async fn sync_once(st: &AppState, registry: Arc<dyn ModelStore>) -> Result<SyncO
         };
         Ok((SyncOutcome::Loaded(primary), Some(serving)))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await??;
     let (outcome, serving) = outcome;
     if let Some(serving) = serving {
         st.set_serving(serving);
@@ -357,7 +383,7 @@ pub fn spawn_reload_loop(st: Arc<AppState>, registry: Arc<dyn ModelStore>, every
 }
 
 /// Logs a sync's outcome: a new version as info, a refusal as an error.
-pub fn log_sync(out: Result<SyncOutcome, String>) {
+pub fn log_sync(out: Result<SyncOutcome, SyncError>) {
     match out {
         Ok(SyncOutcome::Loaded(v)) => tracing::info!(version = %v, "now serving"),
         Err(e) => tracing::error!(error = %e, "new version refused; the current one keeps serving"),

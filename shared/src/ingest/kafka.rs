@@ -22,23 +22,36 @@ impl Default for TopicMap {
     }
 }
 
+/// Why a topic map spec does not parse; names the part.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TopicMapError {
+    #[error("{0:?}: expected TYPE=SUFFIX")]
+    NotAPair(String),
+    #[error("{0:?}: not one of watch, rate, reco_response")]
+    UnknownType(String),
+    #[error("{0:?}: empty suffix")]
+    EmptySuffix(String),
+    #[error("no TYPE=SUFFIX pairs")]
+    Empty,
+}
+
 impl TopicMap {
     /// Parses `watch=.watch,rate=.rate,reco_response=.reco_responses`.
-    pub fn parse(spec: &str) -> Result<Self, String> {
+    pub fn parse(spec: &str) -> Result<Self, TopicMapError> {
         let mut out = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (t, suffix) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?}: expected TYPE=SUFFIX"))?;
-            let t = EventType::parse(t.trim())
-                .ok_or_else(|| format!("{t:?}: not one of watch, rate, reco_response"))?;
+                .ok_or_else(|| TopicMapError::NotAPair(part.into()))?;
+            let t =
+                EventType::parse(t.trim()).ok_or_else(|| TopicMapError::UnknownType(t.into()))?;
             if suffix.trim().is_empty() {
-                return Err(format!("{part:?}: empty suffix"));
+                return Err(TopicMapError::EmptySuffix(part.into()));
             }
             out.push((suffix.trim().to_string(), t));
         }
         if out.is_empty() {
-            return Err("no TYPE=SUFFIX pairs".into());
+            return Err(TopicMapError::Empty);
         }
         Ok(TopicMap(out))
     }
@@ -161,8 +174,19 @@ mod tests {
         assert_eq!(m.type_of("movies.ratings"), None);
         let m = TopicMap::parse("rate=-ratings, watch=-views").unwrap();
         assert_eq!(m.type_of("movies-ratings"), Some(EventType::Rate));
-        assert!(TopicMap::parse("click=.c").is_err());
-        assert!(TopicMap::parse("rate").is_err());
+        assert_eq!(
+            TopicMap::parse("click=.c"),
+            Err(TopicMapError::UnknownType("click".into()))
+        );
+        assert_eq!(
+            TopicMap::parse("rate").unwrap_err().to_string(),
+            "\"rate\": expected TYPE=SUFFIX"
+        );
+        assert_eq!(
+            TopicMap::parse("rate= ").unwrap_err().to_string(),
+            "\"rate=\": empty suffix"
+        );
+        assert_eq!(TopicMap::parse(" , "), Err(TopicMapError::Empty));
     }
 
     #[test]

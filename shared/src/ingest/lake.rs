@@ -85,10 +85,12 @@ pub async fn flagged_users(lake: &dyn EventLake) -> Result<HashSet<u64>, LakeRea
             continue;
         }
         let bytes = lake.get_object(&key).await?;
-        out.extend(
-            crate::data::lake::flagged_users_of(&bytes)
-                .map_err(|reason| LakeReadError::Object { key, reason })?,
-        );
+        out.extend(crate::data::lake::flagged_users_of(&bytes).map_err(|e| {
+            LakeReadError::Object {
+                key,
+                reason: e.to_string(),
+            }
+        })?);
     }
     Ok(out)
 }

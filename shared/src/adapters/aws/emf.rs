@@ -45,28 +45,6 @@ pub fn request_metrics(
     })
 }
 
-/// Prints [`request_metrics`] as one line on stdout (Lambda ships stdout to CloudWatch Logs).
-pub fn print_request_metrics(
-    function: &str,
-    route: &str,
-    status: u16,
-    latency_ms: f64,
-    fallback: bool,
-    request_id: &str,
-) {
-    let doc = request_metrics(
-        function,
-        route,
-        status,
-        latency_ms,
-        fallback,
-        request_id,
-        chrono::Utc::now().timestamp_millis(),
-    );
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{doc}");
-}
-
 /// EMF documents for arbitrary data points: one document per dimension set
 /// (each with `Function` added), so every metric sits beside its dimensions.
 pub fn documents(function: &str, data: &[crate::ports::MetricDatum]) -> Vec<Value> {
@@ -126,6 +104,24 @@ impl EmfStdout {
         EmfStdout {
             function: function.into(),
         }
+    }
+}
+
+/// Each request's [`request_metrics`] as one line on stdout (Lambda ships
+/// stdout to CloudWatch Logs).
+impl crate::ports::RequestMetricsSink for EmfStdout {
+    fn record(&self, r: &crate::ports::RequestSample<'_>) {
+        let doc = request_metrics(
+            &self.function,
+            r.route,
+            r.status,
+            r.latency_ms,
+            r.fallback,
+            r.request_id,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{doc}");
     }
 }
 

@@ -9,6 +9,7 @@ pub mod dynamo;
 pub mod emf;
 pub mod provision;
 pub mod s3;
+pub mod schedule;
 pub mod trending;
 
 use aws_config::retry::RetryConfig;
@@ -108,14 +109,23 @@ pub fn s3_client(cfg: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// Why a string is not an `s3://bucket/prefix` URL.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum S3UrlError {
+    #[error("{0:?} is not an s3:// URL")]
+    NotS3(String),
+    #[error("{0:?}: bucket name must have 3-63 characters")]
+    BucketName(String),
+}
+
 /// Splits `s3://bucket/some/prefix` into `("bucket", "some/prefix")`.
-pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
+pub fn parse_s3_url(url: &str) -> Result<(String, String), S3UrlError> {
     let rest = url
         .strip_prefix("s3://")
-        .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        .ok_or_else(|| S3UrlError::NotS3(url.into()))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.len() < 3 || bucket.len() > 63 {
-        return Err(format!("{url:?}: bucket name must have 3-63 characters"));
+        return Err(S3UrlError::BucketName(url.into()));
     }
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
@@ -176,8 +186,14 @@ mod tests {
             parse_s3_url("s3://models-bkt").unwrap(),
             ("models-bkt".into(), String::new())
         );
-        assert!(parse_s3_url("models/registry").is_err());
-        assert!(parse_s3_url("s3://ab/x").is_err());
+        assert_eq!(
+            parse_s3_url("models/registry"),
+            Err(S3UrlError::NotS3("models/registry".into()))
+        );
+        assert_eq!(
+            parse_s3_url("s3://ab/x").unwrap_err().to_string(),
+            "\"s3://ab/x\": bucket name must have 3-63 characters"
+        );
     }
 
     #[tokio::test]

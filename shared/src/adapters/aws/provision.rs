@@ -36,34 +36,117 @@ fn key(name: &str, t: KeyType) -> KeySchemaElement {
         .expect("key schema element")
 }
 
+/// A step of provisioning that failed, with the service's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {detail}")]
+pub struct ProvisionError {
+    pub step: String,
+    pub detail: String,
+}
+
+impl ProvisionError {
+    fn new<E, R>(step: impl Into<String>, e: aws_sdk_s3::error::SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        ProvisionError {
+            step: step.into(),
+            detail: sdk_error(e),
+        }
+    }
+}
+
+/// One table's keys: the hash key, the range key if any, and the time
+/// index (traces only), as template.yaml declares them.
+struct TableSpec<'a> {
+    name: &'a str,
+    hash: (&'static str, ScalarAttributeType),
+    range: Option<(&'static str, ScalarAttributeType)>,
+    time_index: bool,
+    /// Items expire at `expires_at`.
+    ttl: bool,
+}
+
+fn tables(names: &Names) -> [TableSpec<'_>; 5] {
+    use ScalarAttributeType::{N, S};
+    let spec = |name, hash, range, ttl| TableSpec {
+        name,
+        hash,
+        range,
+        time_index: false,
+        ttl,
+    };
+    [
+        TableSpec {
+            time_index: true,
+            ..spec(&names.traces_table, ("request_id", S), None, true)
+        },
+        spec(&names.rollout_table, ("id", S), None, false),
+        spec(
+            &names.history_table,
+            ("user_id", N),
+            Some(("movie_id", N)),
+            true,
+        ),
+        spec(&names.ingest_table, ("pk", S), None, true),
+        spec(
+            &names.trending_table,
+            ("hour", N),
+            Some(("movie_id", N)),
+            true,
+        ),
+    ]
+}
+
 /// Creates whatever does not exist yet. Idempotent.
-pub async fn provision(cfg: &SdkConfig, names: &Names) -> Result<(), String> {
+pub async fn provision(cfg: &SdkConfig, names: &Names) -> Result<(), ProvisionError> {
     let s3 = s3_client(cfg);
     if s3.head_bucket().bucket(&names.bucket).send().await.is_err() {
         s3.create_bucket()
             .bucket(&names.bucket)
             .send()
             .await
-            .map_err(|e| format!("creating bucket {}: {}", names.bucket, sdk_error(e)))?;
+            .map_err(|e| ProvisionError::new(format!("creating bucket {}", names.bucket), e))?;
     }
     let ddb = aws_sdk_dynamodb::Client::new(cfg);
     let existing = ddb
         .list_tables()
         .send()
         .await
-        .map_err(|e| format!("listing tables: {}", sdk_error(e)))?
+        .map_err(|e| ProvisionError::new("listing tables", e))?
         .table_names
         .unwrap_or_default();
-    let has = |t: &str| existing.iter().any(|e| e == t);
-    use ScalarAttributeType::{N, S};
-    if !has(&names.traces_table) {
-        ddb.create_table()
-            .table_name(&names.traces_table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("request_id", S))
-            .attribute_definitions(attr("time_bucket", S))
-            .attribute_definitions(attr("ts", N))
-            .key_schema(key("request_id", KeyType::Hash))
+    for t in tables(names) {
+        if !existing.iter().any(|e| e == t.name) {
+            create_table(&ddb, &t).await?;
+        }
+        if t.ttl {
+            enable_ttl(&ddb, t.name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn create_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    t: &TableSpec<'_>,
+) -> Result<(), ProvisionError> {
+    let mut req = ddb
+        .create_table()
+        .table_name(t.name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(t.hash.0, t.hash.1.clone()))
+        .key_schema(key(t.hash.0, KeyType::Hash));
+    if let Some((name, ty)) = &t.range {
+        req = req
+            .attribute_definitions(attr(name, ty.clone()))
+            .key_schema(key(name, KeyType::Range));
+    }
+    if t.time_index {
+        req = req
+            .attribute_definitions(attr("time_bucket", ScalarAttributeType::S))
+            .attribute_definitions(attr("ts", ScalarAttributeType::N))
             .global_secondary_indexes(
                 GlobalSecondaryIndex::builder()
                     .index_name(TRACE_TIME_INDEX)
@@ -76,81 +159,30 @@ pub async fn provision(cfg: &SdkConfig, names: &Names) -> Result<(), String> {
                     )
                     .build()
                     .expect("index"),
-            )
-            .send()
-            .await
-            .map_err(|e| format!("creating {}: {}", names.traces_table, sdk_error(e)))?;
+            );
     }
-    if !has(&names.rollout_table) {
-        ddb.create_table()
-            .table_name(&names.rollout_table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("id", S))
-            .key_schema(key("id", KeyType::Hash))
-            .send()
-            .await
-            .map_err(|e| format!("creating {}: {}", names.rollout_table, sdk_error(e)))?;
-    }
-    if !has(&names.history_table) {
-        ddb.create_table()
-            .table_name(&names.history_table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("user_id", N))
-            .attribute_definitions(attr("movie_id", N))
-            .key_schema(key("user_id", KeyType::Hash))
-            .key_schema(key("movie_id", KeyType::Range))
-            .send()
-            .await
-            .map_err(|e| format!("creating {}: {}", names.history_table, sdk_error(e)))?;
-    }
-    if !has(&names.ingest_table) {
-        ddb.create_table()
-            .table_name(&names.ingest_table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("pk", S))
-            .key_schema(key("pk", KeyType::Hash))
-            .send()
-            .await
-            .map_err(|e| format!("creating {}: {}", names.ingest_table, sdk_error(e)))?;
-    }
-    if !has(&names.trending_table) {
-        ddb.create_table()
-            .table_name(&names.trending_table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("hour", N))
-            .attribute_definitions(attr("movie_id", N))
-            .key_schema(key("hour", KeyType::Hash))
-            .key_schema(key("movie_id", KeyType::Range))
-            .send()
-            .await
-            .map_err(|e| format!("creating {}: {}", names.trending_table, sdk_error(e)))?;
-    }
-    for t in [
-        &names.traces_table,
-        &names.history_table,
-        &names.ingest_table,
-        &names.trending_table,
-    ] {
-        ddb.update_time_to_live()
-            .table_name(t)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .enabled(true)
-                    .attribute_name("expires_at")
-                    .build()
-                    .expect("ttl spec"),
-            )
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("enabling TTL on {t}: {}", sdk_error(e)))
-            .or_else(|e| {
-                if e.contains("already enabled") {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
-    }
+    req.send()
+        .await
+        .map_err(|e| ProvisionError::new(format!("creating {}", t.name), e))?;
     Ok(())
+}
+
+/// Turns on expiry at `expires_at` (already on counts as done).
+async fn enable_ttl(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), ProvisionError> {
+    let out = ddb
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires_at")
+                .build()
+                .expect("ttl spec"),
+        )
+        .send()
+        .await;
+    match out.map_err(|e| ProvisionError::new(format!("enabling TTL on {table}"), e)) {
+        Err(e) if !e.detail.contains("already enabled") => Err(e),
+        _ => Ok(()),
+    }
 }
