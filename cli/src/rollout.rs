@@ -3,7 +3,24 @@
 
 use crate::out;
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub(crate) struct SetArgs {
+    #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<shared::domain::strategy::Strategy>()))]
+    strategy: shared::domain::strategy::Strategy,
+    #[arg(long)]
+    primary: String,
+    /// Required unless --strategy fixed.
+    #[arg(long)]
+    candidate: Option<String>,
+    /// Share of users (0 to 100) on the candidate (canary, ab_test) or
+    /// also scored by it (shadow).
+    #[arg(long, default_value_t = 0.0)]
+    percentage: f64,
+    #[arg(long, default_value = "cli")]
+    by: String,
+}
 
 #[derive(Subcommand)]
 pub(crate) enum RolloutCommand {
@@ -17,21 +34,7 @@ pub(crate) enum RolloutCommand {
         by: String,
     },
     /// Set the strategy: fixed, canary, ab_test or shadow (versions verified first).
-    Set {
-        #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<shared::domain::strategy::Strategy>()))]
-        strategy: shared::domain::strategy::Strategy,
-        #[arg(long)]
-        primary: String,
-        /// Required unless --strategy fixed.
-        #[arg(long)]
-        candidate: Option<String>,
-        /// Share of users (0 to 100) on the candidate (canary, ab_test) or
-        /// also scored by it (shadow).
-        #[arg(long, default_value_t = 0.0)]
-        percentage: f64,
-        #[arg(long, default_value = "cli")]
-        by: String,
-    },
+    Set(SetArgs),
     /// The latest changes (who, when, what, previous state), newest first.
     Changes {
         #[arg(long, default_value_t = 20)]
@@ -74,61 +77,13 @@ pub(crate) fn rollout(c: RolloutCommand) -> Result<()> {
                 out(serde_json::to_string_pretty(&s)?);
             }
             RolloutCommand::Switch { version, by } => {
-                let reg = stores.registry()?;
-                let v = version.clone();
-                tokio::task::spawn_blocking(move || reg.fetch(&v))
-                    .await?
-                    .with_context(|| format!("version {version} in {}", settings.registry))?;
+                verify(&stores, &settings, &version).await?;
                 let expected = rollout.state().await?.map_or(0, |s| s.revision);
                 let s = rollout.switch(expected, &version, &by).await?;
                 eprintln!("now serving {} (revision {})", s.served_version, s.revision);
                 out(serde_json::to_string(&s)?);
             }
-            RolloutCommand::Set {
-                strategy,
-                primary,
-                candidate,
-                percentage,
-                by,
-            } => {
-                if !(0.0..=100.0).contains(&percentage) {
-                    bail!("--percentage must be from 0 to 100, got {percentage}");
-                }
-                let candidate = match (strategy, candidate) {
-                    (shared::domain::strategy::Strategy::Fixed, _) => None,
-                    (_, Some(c)) if c != primary => Some(c),
-                    (_, Some(_)) => bail!("--candidate must differ from --primary"),
-                    (s, None) => bail!("--candidate is required for --strategy {s}"),
-                };
-                for v in std::iter::once(&primary).chain(candidate.iter()) {
-                    let (reg, v2) = (stores.registry()?, v.clone());
-                    tokio::task::spawn_blocking(move || reg.fetch(&v2))
-                        .await?
-                        .with_context(|| format!("version {v} in {}", settings.registry))?;
-                }
-                let previous = rollout.state().await?;
-                let mut spec = shared::ports::RolloutSpec {
-                    strategy,
-                    primary_version: primary,
-                    percentage: if candidate.is_some() { percentage } else { 0.0 },
-                    candidate_version: candidate,
-                    experiment_id: None,
-                    salt: None,
-                    primary_policy: None,
-                    candidate_policy: None,
-                    reason: None,
-                };
-                shared::http::rollout::name_experiment(&mut spec, previous.as_ref());
-                let expected = previous.map_or(0, |s| s.revision);
-                let s = rollout.set(expected, &spec, &by).await?;
-                eprintln!(
-                    "{} {} (candidate {:?} at {}%), revision {}",
-                    s.strategy, s.served_version, s.candidate_version, s.percentage, s.revision
-                );
-                out(serde_json::to_string(&shared::http::rollout::status_json(
-                    &s,
-                ))?);
-            }
+            RolloutCommand::Set(a) => set(&stores, &settings, a).await?,
             RolloutCommand::Changes { limit } => {
                 let c = rollout.changes(limit).await?;
                 out(serde_json::to_string_pretty(&c)?);
@@ -147,28 +102,103 @@ pub(crate) fn rollout(c: RolloutCommand) -> Result<()> {
                 by,
             } => {
                 let job = stores.experiment_job(&settings)?;
-                let minutes = window_minutes.unwrap_or(job.window_minutes);
-                let o = job
-                    .run(chrono::Utc::now().timestamp_millis(), minutes, dry_run, &by)
-                    .await?;
-                eprint!("{}", shared::canary::render(&o.report));
-                match &o.applied {
-                    Some(s) => eprintln!(
-                        "applied: {} {} (candidate {:?} at {}%), revision {}",
-                        s.strategy, s.served_version, s.candidate_version, s.percentage, s.revision
-                    ),
-                    None if dry_run => eprintln!("dry run: nothing changed"),
-                    None => eprintln!("nothing to change"),
-                }
-                out(serde_json::to_string_pretty(&serde_json::json!({
-                    "action": o.report.action,
-                    "dry_run": dry_run,
-                    "applied": o.applied.is_some(),
-                    "status": o.applied.as_ref().map(shared::http::rollout::status_json),
-                    "report": o.report,
-                }))?);
+                promote(&job, dry_run, window_minutes, &by).await?;
             }
         }
         anyhow::Ok(())
     })
+}
+
+/// Fails unless `version` is in the registry and verifies.
+async fn verify(
+    stores: &shared::wiring::Stores,
+    settings: &shared::config::Settings,
+    version: &str,
+) -> Result<()> {
+    let (reg, v) = (stores.registry()?, version.to_string());
+    tokio::task::spawn_blocking(move || reg.fetch(&v))
+        .await?
+        .with_context(|| format!("version {version} in {}", settings.registry))?;
+    Ok(())
+}
+
+/// `rollout set`: a strategy over verified versions.
+async fn set(
+    stores: &shared::wiring::Stores,
+    settings: &shared::config::Settings,
+    a: SetArgs,
+) -> Result<()> {
+    let SetArgs {
+        strategy,
+        primary,
+        candidate,
+        percentage,
+        by,
+    } = a;
+    if !(0.0..=100.0).contains(&percentage) {
+        bail!("--percentage must be from 0 to 100, got {percentage}");
+    }
+    let candidate = match (strategy, candidate) {
+        (shared::domain::strategy::Strategy::Fixed, _) => None,
+        (_, Some(c)) if c != primary => Some(c),
+        (_, Some(_)) => bail!("--candidate must differ from --primary"),
+        (s, None) => bail!("--candidate is required for --strategy {s}"),
+    };
+    for v in std::iter::once(&primary).chain(candidate.iter()) {
+        verify(stores, settings, v).await?;
+    }
+    let rollout = stores.rollout()?;
+    let previous = rollout.state().await?;
+    let mut spec = shared::ports::RolloutSpec {
+        strategy,
+        primary_version: primary,
+        percentage: if candidate.is_some() { percentage } else { 0.0 },
+        candidate_version: candidate,
+        experiment_id: None,
+        salt: None,
+        primary_policy: None,
+        candidate_policy: None,
+        reason: None,
+    };
+    shared::http::rollout::name_experiment(&mut spec, previous.as_ref());
+    let expected = previous.map_or(0, |s| s.revision);
+    let s = rollout.set(expected, &spec, &by).await?;
+    eprintln!(
+        "{} {} (candidate {:?} at {}%), revision {}",
+        s.strategy, s.served_version, s.candidate_version, s.percentage, s.revision
+    );
+    out(serde_json::to_string(&shared::http::rollout::status_json(
+        &s,
+    ))?);
+    Ok(())
+}
+
+/// `rollout promote`: the canary automation's run, now (or its dry run).
+async fn promote(
+    job: &shared::canary::job::ExperimentJob,
+    dry_run: bool,
+    window_minutes: Option<i64>,
+    by: &str,
+) -> Result<()> {
+    let minutes = window_minutes.unwrap_or(job.window_minutes);
+    let o = job
+        .run(chrono::Utc::now().timestamp_millis(), minutes, dry_run, by)
+        .await?;
+    eprint!("{}", shared::canary::render(&o.report));
+    match &o.applied {
+        Some(s) => eprintln!(
+            "applied: {} {} (candidate {:?} at {}%), revision {}",
+            s.strategy, s.served_version, s.candidate_version, s.percentage, s.revision
+        ),
+        None if dry_run => eprintln!("dry run: nothing changed"),
+        None => eprintln!("nothing to change"),
+    }
+    out(serde_json::to_string_pretty(&serde_json::json!({
+        "action": o.report.action,
+        "dry_run": dry_run,
+        "applied": o.applied.is_some(),
+        "status": o.applied.as_ref().map(shared::http::rollout::status_json),
+        "report": o.report,
+    }))?);
+    Ok(())
 }

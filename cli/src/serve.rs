@@ -137,42 +137,10 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
                 "no model in {}: training one on the built-in synthetic data first",
                 settings.registry
             );
-            let ds = shared::data::load("synthetic", &a.synthetic.config())?;
-            let reg2 = reg.clone();
-            let out = tokio::task::spawn_blocking(move || {
-                let chosen = trainer::defaults::for_data(&ds);
-                train_and_publish(
-                    reg2.as_ref(),
-                    &ds,
-                    &TrainOptions {
-                        hp: chosen.hp,
-                        version: None,
-                        force: false,
-                        progress: true,
-                        defaults: Some(shared::artifact::DefaultsChoice {
-                            preset: chosen.preset.into(),
-                            reason: chosen.reason,
-                            overridden: Vec::new(),
-                        }),
-                    },
-                )
-            })
-            .await??;
-            eprintln!("published {}", out.manifest.version);
+            let version = train_first_model(reg.clone(), &a.synthetic).await?;
+            eprintln!("published {version}");
         }
-        // Beyond loopback anyone may connect: the admin token is required,
-        // and posting events needs it too.
-        let addr: std::net::SocketAddr = a
-            .addr
-            .parse()
-            .with_context(|| format!("--addr {}: expected IP:PORT", a.addr))?;
-        let exposed = !addr.ip().is_loopback();
-        if exposed && settings.admin_token.is_none() {
-            bail!(
-                "refusing to listen on {addr} (beyond loopback) without MOVIE_RECS_ADMIN_TOKEN: \
-                 anyone who can reach it could post events and read traces; set the token, or use --addr 127.0.0.1:PORT"
-            );
-        }
+        let (addr, exposed) = listen_addr(&a.addr, settings.admin_token.is_some())?;
         let api = shared::http::ApiConfig {
             events_need_admin: exposed,
             ..settings.api_config()
@@ -189,53 +157,36 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
             Ok(other) => eprintln!("no model loaded: {other:?}"),
             Err(e) => eprintln!("error: no model loaded: {e}"),
         }
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {}", a.addr))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {}", a.addr))?;
         let addr = listener.local_addr()?;
-        eprintln!("listening on http://{addr}");
-        eprintln!("  curl -s http://{addr}/recommend/1?k=5");
-        eprintln!("  curl -s http://{addr}/healthz");
-        eprintln!("  curl -s http://{addr}/metrics");
-        eprintln!("  curl -s http://{addr}/trace/<X-Request-ID of a response>");
-        eprintln!("  curl -s http://{addr}/rollout/status");
-        eprintln!("  curl -s -XPOST http://{addr}/events -H 'Content-Type: application/json' -d '[{{\"type\":\"watch\",\"user_id\":1,\"movie_id\":2,\"ts\":'$(date +%s000)'}}]'");
-        if state.config.admin_token.is_none() {
-            eprintln!("  (admin routes POST /switch, POST /rollout, POST /experiment/promote: set MOVIE_RECS_ADMIN_TOKEN to enable)");
-        }
-        spawn_reload_loop(state.clone(), reg.clone(), std::time::Duration::from_secs(settings.reload_secs));
+        print_tour(addr, state.config.admin_token.is_none());
+        spawn_reload_loop(
+            state.clone(),
+            reg.clone(),
+            std::time::Duration::from_secs(settings.reload_secs),
+        );
         if let (Some(job), every) = (state.experiments.clone(), a.canary_every_minutes) {
             if every > 0 {
                 eprintln!("  automated canary every {every} min: curl -s http://{addr}/experiment/analyze");
-                every_minutes(every, state.clone(), reg.clone(), move |now| {
-                    let job = job.clone();
-                    async move {
-                        match job.run(now, job.window_minutes, false, "canary-automation").await {
-                            Ok(o) if o.report.alarm => tracing::warn!(target: "canary", action = o.report.action.as_str(),
-                                rationale = %o.report.rationale, applied = o.applied.is_some(), "ALARM: canary rolled back"),
-                            Ok(o) => tracing::info!(target: "canary", action = o.report.action.as_str(),
-                                rationale = %o.report.rationale, applied = o.applied.is_some(), "canary run"),
-                            Err(e) => tracing::warn!(target: "canary", error = %e, "canary run failed"),
-                        }
-                    }
-                });
+                spawn_canary(every, job, state.clone(), reg.clone());
             }
         }
         if a.audit_every_minutes > 0 {
             let every = a.audit_every_minutes;
-            eprintln!("  audit (and exposure controller) every {every} min: reports in {}", settings.reports);
+            eprintln!(
+                "  audit (and exposure controller) every {every} min: reports in {}",
+                settings.reports
+            );
             let job = Arc::new(stores.audit_job(&settings)?);
-            every_minutes(every, state.clone(), reg.clone(), move |now| {
-                let job = job.clone();
-                async move {
-                    match job.run(now - every as i64 * 60_000, now, now).await {
-                        Ok(o) => tracing::info!(target: "audit", passed = o.report.passed,
-                            adjustments = ?o.control.as_ref().and_then(|c| c.name()), "audit run"),
-                        Err(e) => tracing::warn!(target: "audit", error = %e, "audit run failed"),
-                    }
-                }
-            });
+            spawn_audit(every, job, state.clone(), reg.clone());
         }
         if a.client_rate_limit > 0 {
-            eprintln!("  at most {} requests per minute per client address", a.client_rate_limit);
+            eprintln!(
+                "  at most {} requests per minute per client address",
+                a.client_rate_limit
+            );
         }
         let opts = shared::http::server::ServerOptions {
             header_timeout: std::time::Duration::from_secs(a.header_timeout_secs.max(1)),
@@ -252,6 +203,112 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
         anyhow::Ok(())
     })?;
     profile::finish(profiler, a.profile_svg.as_deref())
+}
+
+/// Trains a model on the built-in synthetic data with the defaults chosen
+/// for it and publishes it (a fresh machine's `make run`); its version.
+async fn train_first_model(
+    reg: std::sync::Arc<dyn shared::ports::ModelStore>,
+    synthetic: &SyntheticArgs,
+) -> Result<String> {
+    let ds = shared::data::load("synthetic", &synthetic.config())?;
+    let out = tokio::task::spawn_blocking(move || {
+        let chosen = trainer::defaults::for_data(&ds);
+        train_and_publish(
+            reg.as_ref(),
+            &ds,
+            &TrainOptions {
+                hp: chosen.hp,
+                version: None,
+                force: false,
+                progress: true,
+                defaults: Some(shared::artifact::DefaultsChoice {
+                    preset: chosen.preset.into(),
+                    reason: chosen.reason,
+                    overridden: Vec::new(),
+                }),
+            },
+        )
+    })
+    .await??;
+    Ok(out.manifest.version)
+}
+
+/// The address to listen on and whether it is beyond loopback. Beyond
+/// loopback anyone may connect: the admin token is required, and posting
+/// events needs it too.
+fn listen_addr(addr: &str, has_admin_token: bool) -> Result<(std::net::SocketAddr, bool)> {
+    let parsed: std::net::SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--addr {addr}: expected IP:PORT"))?;
+    let exposed = !parsed.ip().is_loopback();
+    if exposed && !has_admin_token {
+        bail!(
+            "refusing to listen on {parsed} (beyond loopback) without MOVIE_RECS_ADMIN_TOKEN: \
+             anyone who can reach it could post events and read traces; set the token, or use --addr 127.0.0.1:PORT"
+        );
+    }
+    Ok((parsed, exposed))
+}
+
+/// The first requests to try, printed when the server listens.
+fn print_tour(addr: std::net::SocketAddr, no_admin_token: bool) {
+    eprintln!("listening on http://{addr}");
+    eprintln!("  curl -s http://{addr}/recommend/1?k=5");
+    eprintln!("  curl -s http://{addr}/healthz");
+    eprintln!("  curl -s http://{addr}/metrics");
+    eprintln!("  curl -s http://{addr}/trace/<X-Request-ID of a response>");
+    eprintln!("  curl -s http://{addr}/rollout/status");
+    eprintln!("  curl -s -XPOST http://{addr}/events -H 'Content-Type: application/json' -d '[{{\"type\":\"watch\",\"user_id\":1,\"movie_id\":2,\"ts\":'$(date +%s000)'}}]'");
+    if no_admin_token {
+        eprintln!("  (admin routes POST /switch, POST /rollout, POST /experiment/promote: set MOVIE_RECS_ADMIN_TOKEN to enable)");
+    }
+}
+
+/// The automated canary every `every` minutes, as the canary function runs on its schedule.
+fn spawn_canary(
+    every: u64,
+    job: std::sync::Arc<shared::canary::job::ExperimentJob>,
+    st: std::sync::Arc<shared::http::AppState>,
+    reg: std::sync::Arc<dyn shared::ports::ModelStore>,
+) {
+    every_minutes(every, st, reg, move |now| {
+        let job = job.clone();
+        async move {
+            match job
+                .run(now, job.window_minutes, false, "canary-automation")
+                .await
+            {
+                Ok(o) if o.report.alarm => {
+                    tracing::warn!(target: "canary", action = o.report.action.as_str(),
+                    rationale = %o.report.rationale, applied = o.applied.is_some(), "ALARM: canary rolled back")
+                }
+                Ok(o) => tracing::info!(target: "canary", action = o.report.action.as_str(),
+                    rationale = %o.report.rationale, applied = o.applied.is_some(), "canary run"),
+                Err(e) => tracing::warn!(target: "canary", error = %e, "canary run failed"),
+            }
+        }
+    });
+}
+
+/// The audit (and the exposure controller) every `every` minutes over the
+/// window just ended, as the audit function runs on its schedule.
+fn spawn_audit(
+    every: u64,
+    job: std::sync::Arc<shared::audit::job::AuditJob>,
+    st: std::sync::Arc<shared::http::AppState>,
+    reg: std::sync::Arc<dyn shared::ports::ModelStore>,
+) {
+    every_minutes(every, st, reg, move |now| {
+        let job = job.clone();
+        async move {
+            match job.run(now - every as i64 * 60_000, now, now).await {
+                Ok(o) => tracing::info!(target: "audit", passed = o.report.passed,
+                    adjustments = ?o.control.as_ref().and_then(|c| c.name()), "audit run"),
+                Err(e) => tracing::warn!(target: "audit", error = %e, "audit run failed"),
+            }
+        }
+    });
 }
 
 /// Runs `job` (given the time, epoch ms) every `minutes` in the background,

@@ -90,11 +90,57 @@ pub struct SimulateArgs {
 }
 
 pub fn run(a: SimulateArgs) -> Result<()> {
+    let cfg = config(&a)?;
+    cfg.controller
+        .validate()
+        .map_err(|e| anyhow::anyhow!("controller: {e}"))?;
+    let work = work_folder(&a.out)?;
+    announce(&cfg);
+    let started = std::time::Instant::now();
+    let r = simulate(&cfg, &work)?;
+    if !a.keep_work {
+        std::fs::remove_dir_all(&work).ok();
+    }
+    for (name, bytes) in report::files(&r, &command_line()) {
+        let path = a.out.join(&name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "simulated in {:.0} s; wrote {}/simulation.{{json,md}} and charts",
+        started.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    print_summary(&r);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(())
+}
+
+/// The command line, quoted where a shell needs it.
+fn command_line() -> String {
+    std::iter::once("movie-recs".to_string())
+        .chain(std::env::args().skip(1).map(|x| {
+            let plain = x
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_./:=,-".contains(c));
+            if plain && !x.is_empty() {
+                x
+            } else {
+                format!("\"{x}\"")
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The simulation the flags describe.
+fn config(a: &SimulateArgs) -> Result<SimConfig> {
     let policy = |spec: &str| {
         Policy::from_spec(spec, a.k).map_err(|e| anyhow::anyhow!("policy {spec:?}: {e}"))
     };
     let defaults = SimConfig::default();
-    let cfg = SimConfig {
+    Ok(SimConfig {
         world: shared::data::synthetic::SyntheticConfig {
             users: a.users,
             items: a.items,
@@ -136,13 +182,13 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             ..ControllerConfig::default()
         },
         progress: true,
-    };
-    cfg.controller
-        .validate()
-        .map_err(|e| anyhow::anyhow!("controller: {e}"))?;
-    // The runs' folders; a leftover of an earlier simulation (it has the
-    // marker) is cleared, anything else is never touched.
-    let work = a.out.join("work");
+    })
+}
+
+/// The runs' folder under `out`: a leftover of an earlier simulation (it
+/// has the marker) is cleared, anything else is never touched.
+fn work_folder(out: &std::path::Path) -> Result<std::path::PathBuf> {
+    let work = out.join("work");
     let marker = work.join(WORK_MARKER);
     if work.exists() {
         if !marker.exists() {
@@ -156,6 +202,10 @@ pub fn run(a: SimulateArgs) -> Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     std::fs::write(&marker, b"movie-recs simulate\n")
         .with_context(|| format!("writing {}", marker.display()))?;
+    Ok(work)
+}
+
+fn announce(cfg: &SimConfig) {
     if cfg.rounds == 0 {
         eprintln!(
             "simulating the promotion attack on {} users × {} movies",
@@ -175,34 +225,10 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             }
         );
     }
-    let started = std::time::Instant::now();
-    let r = simulate(&cfg, &work)?;
-    if !a.keep_work {
-        std::fs::remove_dir_all(&work).ok();
-    }
-    // The command line, quoted where a shell needs it.
-    let command = std::iter::once("movie-recs".to_string())
-        .chain(std::env::args().skip(1).map(|x| {
-            let plain = x
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_./:=,-".contains(c));
-            if plain && !x.is_empty() {
-                x
-            } else {
-                format!("\"{x}\"")
-            }
-        }))
-        .collect::<Vec<_>>()
-        .join(" ");
-    for (name, bytes) in report::files(&r, &command) {
-        let path = a.out.join(&name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
-    eprintln!(
-        "simulated in {:.0} s; wrote {}/simulation.{{json,md}} and charts",
-        started.elapsed().as_secs_f64(),
-        a.out.display()
-    );
+}
+
+/// Each policy's first and last round, and the attack's rows.
+fn print_summary(r: &trainer::simulate::SimReport) {
     for t in &r.trajectories {
         if let (Some(f), Some(l)) = (t.rounds.first(), t.rounds.last()) {
             eprintln!(
@@ -240,8 +266,4 @@ pub fn run(a: SimulateArgs) -> Result<()> {
             );
         }
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    }
-    Ok(())
 }

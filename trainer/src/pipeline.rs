@@ -158,17 +158,7 @@ pub fn train_and_publish(
     ds: &Dataset,
     opts: &TrainOptions,
 ) -> Result<TrainOutcome, PipelineError> {
-    let existing = store.list_versions()?;
-    let version = match &opts.version {
-        Some(v) => v.clone(),
-        None => default_version(&existing),
-    };
-    if !shared::ports::valid_version(&version) {
-        return Err(RegistryError::InvalidVersion(version).into());
-    }
-    if existing.contains(&version) {
-        return Err(RegistryError::AlreadyExists(version).into());
-    }
+    let version = new_version(store, opts.version.as_deref())?;
     let (nu, ni) = (ds.n_users(), ds.n_items());
     let sp = splits(ds, opts.hp.seed);
     let mut trained = train(
@@ -179,113 +169,56 @@ pub fn train_and_publish(
         &opts.hp,
         opts.progress,
     )?;
-    let pop_val = eval_loo(
+    let popularity_val = eval_loo(
         &PopularityScorer::new(&popularity(ni, &sp.fit)),
         &sp.validation,
         NCF_K,
     )
     .map_err(|e| PipelineError::Eval(e.to_string()))?;
-    let passed = trained.best.hr > pop_val.hr;
+    let passed = trained.best.hr > popularity_val.hr;
     if !passed && !opts.force {
         return Err(PipelineError::QualityGate {
             model: trained.best.hr,
-            popularity: pop_val.hr,
+            popularity: popularity_val.hr,
         });
     }
-
     let epochs_run = trained.epochs.len();
     if opts.hp.refit {
         // The epoch count was chosen on validation; now use every training interaction.
         crate::train::refit(nu, ni, &sp.train, &opts.hp, &mut trained, opts.progress)?;
     }
-    let meta = [
-        ("version", version.as_str()),
-        ("data_snapshot_id", &ds.snapshot_id),
-    ];
-    // A history-only model is served by fold-in: its graph reads each user's
-    // movies, from all of their training movies (the validation holdout
-    // included) plus whatever they do after. An id+history model folds the
-    // training history into per-user rows, as an id model has.
-    let fold_in = opts.hp.user_input == UserInput::History;
-    let (onnx, inputs) = if fold_in {
-        let inputs = UserInputs::new(&raw_user_inputs(nu, &sp.train, &opts.hp));
-        (export_history_onnx(&trained.weights, &meta), Some(inputs))
-    } else {
-        if trained.weights.user_context.is_some() {
-            trained.weights = trained
-                .weights
-                .fold_in(&user_inputs(nu, &sp.train, &opts.hp));
-        }
-        (export_onnx(&trained.weights, &meta), None)
-    };
-    let history = encode_history(&ds.user_histories());
-    let neighbours = crate::similar::model_neighbours(&trained.weights).encode();
-    let inputs_bytes = inputs.as_ref().map(UserInputs::encode);
-    let mut scorer = OnnxModel::from_bytes(&onnx, nu, ni)?;
-    if let Some(i) = inputs {
-        scorer = scorer.with_user_inputs(i);
-    }
+    let (exported, scorer) = export(&mut trained, ds, &sp, &opts.hp, &version)?;
     let test = evaluate(&scorer, &sp.test, &sp.train, nu)?;
-
-    let pop_all = ds.item_popularity();
+    let validation = Validation {
+        protocol: sp.validation_protocol.into(),
+        users: trained.best.users,
+        hr10: trained.best.hr,
+        ndcg10: trained.best.ndcg,
+        popularity: ValidationBaseline {
+            hr10: popularity_val.hr,
+            ndcg10: popularity_val.ndcg,
+        },
+        best_epoch: trained.best_epoch,
+        epochs_run,
+    };
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: "neumf".into(),
-        version: version.clone(),
+        version,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         model_type: "NeuMF".into(),
         hyperparameters: opts.hp.clone(),
         git_sha: shared::GIT_SHA.into(),
-        data: DataInfo {
-            source: ds.source.clone(),
-            format: serde_json::to_value(ds.format)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            snapshot_id: ds.snapshot_id.clone(),
-            users: nu,
-            items: ni,
-            interactions: ds.train.len(),
-            excluded_users: ds.excluded_users.clone(),
-        },
-        files: [
-            (MODEL_FILE.to_string(), file_entry(&onnx)),
-            (HISTORY_FILE.to_string(), file_entry(&history)),
-            (NEIGHBOURS_FILE.to_string(), file_entry(&neighbours)),
-        ]
-        .into_iter()
-        .chain(
-            inputs_bytes
-                .as_ref()
-                .map(|b| (USER_INPUTS_FILE.to_string(), file_entry(b))),
-        )
-        .collect(),
-        users: ds.user_ids.clone(),
-        items: ds
-            .items
+        data: data_info(ds),
+        files: exported
+            .files()
             .iter()
-            .zip(&pop_all)
-            .map(|(m, &p)| ItemEntry {
-                movie_id: m.movie_id,
-                title: m.title.clone(),
-                genres: m.genres.clone(),
-                year: m.year,
-                popularity: p,
-            })
+            .map(|f| (f.name.to_string(), file_entry(f.bytes)))
             .collect(),
+        users: ds.user_ids.clone(),
+        items: item_entries(ds),
         metrics: Metrics {
-            validation: Validation {
-                protocol: sp.validation_protocol.into(),
-                users: trained.best.users,
-                hr10: trained.best.hr,
-                ndcg10: trained.best.ndcg,
-                popularity: ValidationBaseline {
-                    hr10: pop_val.hr,
-                    ndcg10: pop_val.ndcg,
-                },
-                best_epoch: trained.best_epoch,
-                epochs_run,
-            },
+            validation,
             test: Some(test.to_json()),
             seconds_per_epoch: trained.seconds_per_epoch(),
         },
@@ -302,32 +235,125 @@ pub fn train_and_publish(
         },
         defaults: opts.defaults.clone(),
     };
-    let mut files = vec![
-        ArtifactFile {
-            name: MODEL_FILE,
-            bytes: &onnx,
-        },
-        ArtifactFile {
-            name: HISTORY_FILE,
-            bytes: &history,
-        },
-        ArtifactFile {
-            name: NEIGHBOURS_FILE,
-            bytes: &neighbours,
-        },
-    ];
-    if let Some(b) = &inputs_bytes {
-        files.push(ArtifactFile {
-            name: USER_INPUTS_FILE,
-            bytes: b,
-        });
-    }
-    store.publish(&manifest, &files)?;
+    store.publish(&manifest, &exported.files())?;
     Ok(TrainOutcome {
         manifest,
         trained,
         test,
     })
+}
+
+/// The version to publish: the one asked for, or a fresh timestamped
+/// name; refused when invalid or taken.
+fn new_version(store: &dyn ModelStore, asked: Option<&str>) -> Result<String, PipelineError> {
+    let existing = store.list_versions()?;
+    let version = match asked {
+        Some(v) => v.to_string(),
+        None => default_version(&existing),
+    };
+    if !shared::ports::valid_version(&version) {
+        return Err(RegistryError::InvalidVersion(version).into());
+    }
+    if existing.contains(&version) {
+        return Err(RegistryError::AlreadyExists(version).into());
+    }
+    Ok(version)
+}
+
+/// The files of one version, as exported.
+struct Exported {
+    onnx: Vec<u8>,
+    history: Vec<u8>,
+    neighbours: Vec<u8>,
+    /// History-input models: each training user's movies, for fold-in.
+    user_inputs: Option<Vec<u8>>,
+}
+
+impl Exported {
+    fn files(&self) -> Vec<ArtifactFile<'_>> {
+        fn file<'a>(name: &'a str, bytes: &'a [u8]) -> ArtifactFile<'a> {
+            ArtifactFile { name, bytes }
+        }
+        [
+            Some(file(MODEL_FILE, &self.onnx)),
+            Some(file(HISTORY_FILE, &self.history)),
+            Some(file(NEIGHBOURS_FILE, &self.neighbours)),
+            self.user_inputs
+                .as_deref()
+                .map(|b| file(USER_INPUTS_FILE, b)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// Exports the trained weights as ONNX with the files serving needs, and
+/// loads the export through ONNX Runtime (what the test set is scored with).
+fn export(
+    trained: &mut Trained,
+    ds: &Dataset,
+    sp: &Splits,
+    hp: &HyperParams,
+    version: &str,
+) -> Result<(Exported, OnnxModel), PipelineError> {
+    let (nu, ni) = (ds.n_users(), ds.n_items());
+    let meta = [("version", version), ("data_snapshot_id", &ds.snapshot_id)];
+    // A history-only model is served by fold-in: its graph reads each user's
+    // movies, from all of their training movies (the validation holdout
+    // included) plus whatever they do after. An id+history model folds the
+    // training history into per-user rows, as an id model has.
+    let (onnx, inputs) = if hp.user_input == UserInput::History {
+        let inputs = UserInputs::new(&raw_user_inputs(nu, &sp.train, hp));
+        (export_history_onnx(&trained.weights, &meta), Some(inputs))
+    } else {
+        if trained.weights.user_context.is_some() {
+            trained.weights = trained.weights.fold_in(&user_inputs(nu, &sp.train, hp));
+        }
+        (export_onnx(&trained.weights, &meta), None)
+    };
+    let exported = Exported {
+        history: encode_history(&ds.user_histories()),
+        neighbours: crate::similar::model_neighbours(&trained.weights).encode(),
+        user_inputs: inputs.as_ref().map(UserInputs::encode),
+        onnx,
+    };
+    let mut scorer = OnnxModel::from_bytes(&exported.onnx, nu, ni)?;
+    if let Some(i) = inputs {
+        scorer = scorer.with_user_inputs(i);
+    }
+    Ok((exported, scorer))
+}
+
+/// What the manifest records of the training data.
+fn data_info(ds: &Dataset) -> DataInfo {
+    DataInfo {
+        source: ds.source.clone(),
+        format: serde_json::to_value(ds.format)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        snapshot_id: ds.snapshot_id.clone(),
+        users: ds.n_users(),
+        items: ds.n_items(),
+        interactions: ds.train.len(),
+        excluded_users: ds.excluded_users.clone(),
+    }
+}
+
+/// The catalogue as the manifest records it, with training popularity.
+fn item_entries(ds: &Dataset) -> Vec<ItemEntry> {
+    ds.items
+        .iter()
+        .zip(ds.item_popularity())
+        .map(|(m, p)| ItemEntry {
+            movie_id: m.movie_id,
+            title: m.title.clone(),
+            genres: m.genres.clone(),
+            year: m.year,
+            popularity: p,
+        })
+        .collect()
 }
 
 /// Evaluates a published (and verified) version on a dataset's test protocol.

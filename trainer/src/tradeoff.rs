@@ -99,165 +99,28 @@ pub fn compare(
 ) -> Result<Tradeoff, shared::domain::eval::ScoreError> {
     let (train, test) = test_split(ds);
     let (nu, ni) = (ds.n_users(), ds.n_items());
-    let hist = histories(nu, &train);
     let pop = popularity(ni, &train);
-    let features = ItemFeatures::new(
-        ds.items
-            .iter()
-            .zip(&pop)
-            .map(|(i, &p)| (i.genres.as_slice(), p)),
-    );
     let catalog = Catalog::from_items(
         ds.items
             .iter()
             .zip(&pop)
             .map(|(i, &p)| (i.movie_id, p as u64)),
     );
-    let bar = if progress {
-        indicatif::ProgressBar::new((nu * (policies.len() + 1)) as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} users ({eta})")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    // Every user's masked scores, once.
+    let bar = progress_bar(progress, (nu * (policies.len() + 1)) as u64);
     bar.set_message("scoring");
-    let mut all: Vec<Vec<f32>> = Vec::with_capacity(nu);
-    let mut buf = Vec::new();
-    for (u, h) in hist.iter().enumerate() {
-        model.score_all(u as u32, &mut buf)?;
-        for &i in h {
-            buf[i as usize] = f32::NEG_INFINITY;
-        }
-        all.push(buf.clone());
-        bar.inc(1);
-    }
-    let spreads: Vec<f64> = all.iter().map(|s| spread(s).unwrap_or(0.0)).collect();
-    let movie_ids: Vec<u64> = ds.items.iter().map(|i| i.movie_id).collect();
-    let cfg = ControllerConfig::default();
+    let scored = Scored::new(model, ds, histories(nu, &train), &pop, &bar)?;
     let mut rows = Vec::new();
     for &policy in policies {
         bar.set_message(policy.spec());
-        let controlled = matches!(policy, Policy::Exposure { .. });
-        let mut adjustments = Adjustments::default();
-        let mut net = Vec::new();
-        let mut exposure = vec![0u64; ni];
-        let mut lists: Vec<Vec<u64>> = Vec::with_capacity(nu);
-        // Fairness: every user's top-10 over the catalogue, in user order;
-        // the controller's last pass.
-        for pass in 0..if controlled { CONTROLLER_PASSES } else { 1 } {
-            net = adjustments.vector(movie_ids.iter().copied());
-            exposure.fill(0);
-            lists.clear();
-            for (u, scores) in all.iter().enumerate() {
-                let l = ranked(
-                    policy, scores, FAIR_K, &features, &hist[u], &exposure, &net, spreads[u],
-                );
-                for (i, _) in &l {
-                    exposure[*i as usize] += 1;
-                }
-                lists.push(
-                    l.iter()
-                        .map(|(i, _)| ds.items[*i as usize].movie_id)
-                        .collect(),
-                );
-            }
-            if controlled {
-                let mut window = std::collections::HashMap::new();
-                for l in &lists {
-                    for &m in l {
-                        *window.entry(m).or_insert(0u64) += 1;
-                    }
-                }
-                adjustments = adjustments.update(&window, ni, &cfg, pass as i64);
-            }
-            bar.inc(
-                nu as u64
-                    / if controlled {
-                        CONTROLLER_PASSES as u64
-                    } else {
-                        1
-                    },
-            );
-        }
+        let (ranker, lists) = scored.fair_lists(policy, &bar);
         let refs: Vec<&[u64]> = lists.iter().map(Vec::as_slice).collect();
-        let fairness = Fairness::of(&refs, &catalog);
-        let accuracy = match &test {
-            TestSet::LeaveOneOut(cases) => {
-                let (mut hr, mut ndcg) = (0.0, 0.0);
-                let mut scores = vec![f32::NEG_INFINITY; ni];
-                for c in cases {
-                    let full = &all[c.user as usize];
-                    // The candidates: the held-out item and its negatives (once each).
-                    for &i in std::iter::once(&c.item).chain(&c.negatives) {
-                        scores[i as usize] = full[i as usize];
-                    }
-                    // The held-out item may be in the train history's mask: unmask it.
-                    if !scores[c.item as usize].is_finite() {
-                        let mut one = Vec::new();
-                        model.score_items(c.user, &[c.item], &mut one)?;
-                        scores[c.item as usize] = one[0];
-                    }
-                    let l = ranked(
-                        policy,
-                        &scores,
-                        10,
-                        &features,
-                        &hist[c.user as usize],
-                        &exposure,
-                        &net,
-                        spreads[c.user as usize],
-                    );
-                    if let Some(pos) = l.iter().position(|(i, _)| *i == c.item) {
-                        hr += 1.0;
-                        ndcg += 1.0 / ((pos + 2) as f64).log2();
-                    }
-                    for &i in std::iter::once(&c.item).chain(&c.negatives) {
-                        scores[i as usize] = f32::NEG_INFINITY;
-                    }
-                }
-                let n = cases.len().max(1) as f64;
-                [
-                    ("hr@10".to_string(), hr / n),
-                    ("ndcg@10".to_string(), ndcg / n),
-                ]
-            }
-            TestSet::Full(lists) => {
-                let (mut recall, mut ndcg, mut users) = (0.0, 0.0, 0usize);
-                for (u, relevant) in lists {
-                    if relevant.is_empty() {
-                        continue;
-                    }
-                    let l = ranked(
-                        policy,
-                        &all[*u as usize],
-                        20,
-                        &features,
-                        &hist[*u as usize],
-                        &exposure,
-                        &net,
-                        spreads[*u as usize],
-                    );
-                    let ranked: Vec<u32> = l.iter().map(|(i, _)| *i).collect();
-                    let (r, n) = recall_ndcg(&ranked, relevant, 20);
-                    recall += r;
-                    ndcg += n;
-                    users += 1;
-                }
-                let n = users.max(1) as f64;
-                [
-                    ("recall@20".to_string(), recall / n),
-                    ("ndcg@20".to_string(), ndcg / n),
-                ]
-            }
-        };
         rows.push(Row {
             policy: policy.spec(),
-            accuracy,
-            fairness,
+            accuracy: match &test {
+                TestSet::LeaveOneOut(cases) => ranker.leave_one_out(model, cases)?,
+                TestSet::Full(lists) => ranker.full_ranking(lists),
+            },
+            fairness: Fairness::of(&refs, &catalog),
         });
     }
     bar.finish_and_clear();
@@ -269,6 +132,191 @@ pub fn compare(
         genres: ds.items.iter().any(|i| !i.genres.is_empty()),
         rows,
     })
+}
+
+fn progress_bar(shown: bool, len: u64) -> indicatif::ProgressBar {
+    let bar = if shown {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} users ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// What every policy ranks from: each user's scores over the catalogue
+/// (computed once, training history masked), history and score spread.
+struct Scored<'a> {
+    ds: &'a Dataset,
+    all: Vec<Vec<f32>>,
+    hist: Vec<Vec<u32>>,
+    spreads: Vec<f64>,
+    features: ItemFeatures,
+}
+
+impl<'a> Scored<'a> {
+    fn new(
+        model: &dyn Scorer,
+        ds: &'a Dataset,
+        hist: Vec<Vec<u32>>,
+        pop: &[u32],
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Self, shared::domain::eval::ScoreError> {
+        let mut all: Vec<Vec<f32>> = Vec::with_capacity(hist.len());
+        let mut buf = Vec::new();
+        for (u, h) in hist.iter().enumerate() {
+            model.score_all(u as u32, &mut buf)?;
+            for &i in h {
+                buf[i as usize] = f32::NEG_INFINITY;
+            }
+            all.push(buf.clone());
+            bar.inc(1);
+        }
+        let features = ItemFeatures::new(
+            ds.items
+                .iter()
+                .zip(pop)
+                .map(|(i, &p)| (i.genres.as_slice(), p)),
+        );
+        Ok(Scored {
+            ds,
+            spreads: all.iter().map(|s| spread(s).unwrap_or(0.0)).collect(),
+            all,
+            hist,
+            features,
+        })
+    }
+
+    /// Every user's top-[`FAIR_K`] under `policy`, in user order (the
+    /// controller's last pass), and the ranker as that pass left it.
+    fn fair_lists(
+        &self,
+        policy: Policy,
+        bar: &indicatif::ProgressBar,
+    ) -> (Ranker<'_>, Vec<Vec<u64>>) {
+        let (nu, ni) = (self.all.len(), self.ds.n_items());
+        let movie_ids: Vec<u64> = self.ds.items.iter().map(|i| i.movie_id).collect();
+        let cfg = ControllerConfig::default();
+        let passes = if matches!(policy, Policy::Exposure { .. }) {
+            CONTROLLER_PASSES
+        } else {
+            1
+        };
+        let mut adjustments = Adjustments::default();
+        let mut r = Ranker {
+            s: self,
+            policy,
+            exposure: vec![0u64; ni],
+            net: Vec::new(),
+        };
+        let mut lists: Vec<Vec<u64>> = Vec::with_capacity(nu);
+        for pass in 0..passes {
+            r.net = adjustments.vector(movie_ids.iter().copied());
+            r.exposure.fill(0);
+            lists.clear();
+            for (u, scores) in self.all.iter().enumerate() {
+                let l = r.list(u, scores, FAIR_K);
+                for (i, _) in &l {
+                    r.exposure[*i as usize] += 1;
+                }
+                lists.push(l.iter().map(|(i, _)| movie_ids[*i as usize]).collect());
+            }
+            if passes > 1 {
+                let mut window = std::collections::HashMap::new();
+                for &m in lists.iter().flatten() {
+                    *window.entry(m).or_insert(0u64) += 1;
+                }
+                adjustments = adjustments.update(&window, ni, &cfg, pass as i64);
+            }
+            bar.inc(nu as u64 / passes as u64);
+        }
+        (r, lists)
+    }
+}
+
+/// A policy with the exposure and controller adjustments its fairness
+/// lists were ranked under; accuracy is measured with the same.
+struct Ranker<'a> {
+    s: &'a Scored<'a>,
+    policy: Policy,
+    exposure: Vec<u64>,
+    net: Vec<f32>,
+}
+
+impl Ranker<'_> {
+    fn list(&self, user: usize, scores: &[f32], k: usize) -> Vec<(u32, f32)> {
+        ranked(
+            self.policy,
+            scores,
+            k,
+            &self.s.features,
+            &self.s.hist[user],
+            &self.exposure,
+            &self.net,
+            self.s.spreads[user],
+        )
+    }
+
+    /// HR@10 and NDCG@10 of each held-out item among its candidates.
+    fn leave_one_out(
+        &self,
+        model: &dyn Scorer,
+        cases: &[shared::domain::LooCase],
+    ) -> Result<[(String, f64); 2], shared::domain::eval::ScoreError> {
+        let (mut hr, mut ndcg) = (0.0, 0.0);
+        let mut scores = vec![f32::NEG_INFINITY; self.s.ds.n_items()];
+        for c in cases {
+            let full = &self.s.all[c.user as usize];
+            // The candidates: the held-out item and its negatives (once each).
+            for &i in std::iter::once(&c.item).chain(&c.negatives) {
+                scores[i as usize] = full[i as usize];
+            }
+            // The held-out item may be in the train history's mask: unmask it.
+            if !scores[c.item as usize].is_finite() {
+                let mut one = Vec::new();
+                model.score_items(c.user, &[c.item], &mut one)?;
+                scores[c.item as usize] = one[0];
+            }
+            let l = self.list(c.user as usize, &scores, 10);
+            if let Some(pos) = l.iter().position(|(i, _)| *i == c.item) {
+                hr += 1.0;
+                ndcg += 1.0 / ((pos + 2) as f64).log2();
+            }
+            for &i in std::iter::once(&c.item).chain(&c.negatives) {
+                scores[i as usize] = f32::NEG_INFINITY;
+            }
+        }
+        let n = cases.len().max(1) as f64;
+        Ok([
+            ("hr@10".to_string(), hr / n),
+            ("ndcg@10".to_string(), ndcg / n),
+        ])
+    }
+
+    /// Recall@20 and NDCG@20 over the whole catalogue.
+    fn full_ranking(&self, lists: &[(u32, Vec<u32>)]) -> [(String, f64); 2] {
+        let (mut recall, mut ndcg, mut users) = (0.0, 0.0, 0usize);
+        for (u, relevant) in lists {
+            if relevant.is_empty() {
+                continue;
+            }
+            let l = self.list(*u as usize, &self.s.all[*u as usize], 20);
+            let ranked: Vec<u32> = l.iter().map(|(i, _)| *i).collect();
+            let (r, n) = recall_ndcg(&ranked, relevant, 20);
+            recall += r;
+            ndcg += n;
+            users += 1;
+        }
+        let n = users.max(1) as f64;
+        [
+            ("recall@20".to_string(), recall / n),
+            ("ndcg@20".to_string(), ndcg / n),
+        ]
+    }
 }
 
 /// One list as the policy ranks it; `exposure` with the controller's net

@@ -602,6 +602,46 @@ pub fn refit(
     Ok(())
 }
 
+/// A fresh model of `hp`'s shape, or `init`'s weights; a history-input
+/// model reads `train`'s histories.
+fn build_model(
+    n_users: usize,
+    n_items: usize,
+    train: &[Interaction],
+    hp: &HyperParams,
+    init: Option<&NeuMfWeights>,
+) -> Result<NeuMf, TrainError> {
+    Ok(match (hp.user_input, init) {
+        (UserInput::Id, None) => NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?,
+        (UserInput::Id, Some(w)) => NeuMf::from_weights(w)?,
+        (UserInput::History | UserInput::IdHistory, None) => NeuMf::with_history(
+            n_items,
+            hp.factors,
+            &hp.layers,
+            hp.seed,
+            user_inputs(n_users, train, hp),
+            hp.user_input == UserInput::IdHistory,
+        )?,
+        (UserInput::History | UserInput::IdHistory, Some(w)) => {
+            NeuMf::reading(w, user_inputs(n_users, train, hp))?
+        }
+    })
+}
+
+/// AdamW at `hp`'s learning rate, without weight decay.
+fn optimizer(model: &NeuMf, hp: &HyperParams) -> Result<AdamW, TrainError> {
+    Ok(AdamW::new(
+        model.vars(),
+        ParamsAdamW {
+            lr: hp.learning_rate,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+    )?)
+}
+
 /// [`train`], starting from `init`'s weights (of the same shape) instead of
 /// a fresh initialisation when given; a history-input model then reads
 /// `train`'s histories.
@@ -618,31 +658,8 @@ pub fn train_from(
     if train.is_empty() {
         return Err(TrainError::NoData);
     }
-    let model = match (hp.user_input, init) {
-        (UserInput::Id, None) => NeuMf::new(n_users, n_items, hp.factors, &hp.layers, hp.seed)?,
-        (UserInput::Id, Some(w)) => NeuMf::from_weights(w)?,
-        (UserInput::History | UserInput::IdHistory, None) => NeuMf::with_history(
-            n_items,
-            hp.factors,
-            &hp.layers,
-            hp.seed,
-            user_inputs(n_users, train, hp),
-            hp.user_input == UserInput::IdHistory,
-        )?,
-        (UserInput::History | UserInput::IdHistory, Some(w)) => {
-            NeuMf::reading(w, user_inputs(n_users, train, hp))?
-        }
-    };
-    let mut opt = AdamW::new(
-        model.vars(),
-        ParamsAdamW {
-            lr: hp.learning_rate,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-    )?;
+    let model = build_model(n_users, n_items, train, hp, init)?;
+    let mut opt = optimizer(&model, hp)?;
     let seen = histories(n_users, train);
     let mut positives: Vec<(u32, u32)> = seen
         .iter()

@@ -35,8 +35,17 @@ pub fn esc(s: &str) -> String {
 
 /// The report for people: summary, checks, tiers, groups, segments, spam.
 pub fn markdown(r: &AuditReport) -> String {
-    let m = &r.overall;
     let mut s = String::new();
+    for section in [summary, checks, exposure, groups, segments, spam] {
+        section(&mut s, r);
+    }
+    s.push_str("\nCharts: `lorenz.svg` (exposure Lorenz curve), `tiers.svg` (amplification by tier), `spam.svg` (spam score distribution).\n");
+    s
+}
+
+/// Title, window, what was audited and the verdict.
+fn summary(s: &mut String, r: &AuditReport) {
+    let m = &r.overall;
     let _ = writeln!(s, "# Audit {}\n", r.audit_id);
     if let Some(w) = r.window {
         let t = |ms| {
@@ -74,6 +83,10 @@ pub fn markdown(r: &AuditReport) -> String {
             "Thresholds breached."
         }
     );
+}
+
+/// Each threshold check.
+fn checks(s: &mut String, r: &AuditReport) {
     s.push_str("| check | value | threshold | result |\n|---|---|---|---|\n");
     for c in &r.checks {
         let _ = writeln!(
@@ -90,6 +103,11 @@ pub fn markdown(r: &AuditReport) -> String {
             }
         );
     }
+}
+
+/// The headline exposure metrics and the tier tables.
+fn exposure(s: &mut String, r: &AuditReport) {
+    let m = &r.overall;
     s.push_str("\n## Exposure\n\n| metric | value |\n|---|---|\n");
     for (name, v) in r.headline() {
         let _ = writeln!(s, "| {name} | {} |", f(v));
@@ -112,8 +130,12 @@ pub fn markdown(r: &AuditReport) -> String {
             }
         }
     };
-    tiers(&mut s, "Tiers by exposure (legacy)", &m.tiers);
-    tiers(&mut s, "Tiers by training popularity", &m.popularity_tiers);
+    tiers(s, "Tiers by exposure (legacy)", &m.tiers);
+    tiers(s, "Tiers by training popularity", &m.popularity_tiers);
+}
+
+/// Fairness by model version and variant.
+fn groups(s: &mut String, r: &AuditReport) {
     if !r.groups.is_empty() {
         s.push_str("\n## By model version and variant\n\n| model_version | variant | users | lists | coverage | gini_exposed | gini_catalog | tail_share | head_share_by_popularity |\n|---|---|---|---|---|---|---|---|---|\n");
         for g in &r.groups {
@@ -133,6 +155,10 @@ pub fn markdown(r: &AuditReport) -> String {
             );
         }
     }
+}
+
+/// Exposure by user segment.
+fn segments(s: &mut String, r: &AuditReport) {
     if !r.segments.is_empty() {
         s.push_str("\n## Segments\n\n| dimension | segment | users | user share | exposure share | mean popularity | head share |\n|---|---|---|---|---|---|---|\n");
         for x in &r.segments {
@@ -149,6 +175,10 @@ pub fn markdown(r: &AuditReport) -> String {
             );
         }
     }
+}
+
+/// The rating spam rules and the users they flagged.
+fn spam(s: &mut String, r: &AuditReport) {
     let p = &r.spam;
     let _ = writeln!(
         s,
@@ -198,8 +228,6 @@ pub fn markdown(r: &AuditReport) -> String {
             );
         }
     }
-    s.push_str("\nCharts: `lorenz.svg` (exposure Lorenz curve), `tiers.svg` (amplification by tier), `spam.svg` (spam score distribution).\n");
-    s
 }
 
 pub const W: f64 = 640.0;

@@ -42,8 +42,11 @@
 //!   primary misses it too on the same sample and the candidate is no worse
 //!   than [`CanaryConfig::fairness_tolerance`].
 
+mod guardrails;
 pub mod job;
 pub mod sim;
+
+use guardrails::guardrails;
 
 use crate::audit::exposure::{self, Catalog, ExposureCounts};
 use crate::audit::{Thresholds, Window};
@@ -464,186 +467,6 @@ fn shadow_report(
     }
 }
 
-/// The guardrails of a canary or A/B test.
-fn guardrails(p: &ArmReport, c: &ArmReport, analysis: &Analysis, cfg: &CanaryConfig) -> Vec<Check> {
-    let enough =
-        p.requests >= cfg.min_guardrail_requests && c.requests >= cfg.min_guardrail_requests;
-    let short = format!(
-        "not enough data: {} primary and {} candidate requests; each arm needs {}",
-        p.requests, c.requests, cfg.min_guardrail_requests
-    );
-    let mut out = Vec::new();
-    // Error rate: over the limit passes never; failing needs the excess to
-    // be significant (z = guardrail_z, unpooled standard error), else the
-    // check is pending and the canary waits rather than ramps.
-    let limit = p.error_rate.map(|e| e + cfg.max_error_rate_increase);
-    out.push(match (enough, c.error_rate, p.error_rate, limit) {
-        (true, Some(ce), Some(pe), Some(l)) => {
-            let se = (ce * (1.0 - ce) / c.requests as f64 + pe * (1.0 - pe) / p.requests as f64)
-                .sqrt();
-            let low = ce - pe - cfg.guardrail_z * se;
-            let passed = if ce <= l + 1e-12 {
-                Some(true)
-            } else if low > cfg.max_error_rate_increase {
-                Some(false)
-            } else {
-                None
-            };
-            Check {
-                name: "error_rate",
-                passed,
-                candidate: Some(ce),
-                primary: Some(pe),
-                limit: Some(l),
-                detail: format!(
-                    "candidate {:.2}% of requests failed vs {:.2}% (limit +{} points; excess at least {:.2} points at z = {}){}",
-                    100.0 * ce,
-                    100.0 * pe,
-                    100.0 * cfg.max_error_rate_increase,
-                    100.0 * low.max(0.0),
-                    cfg.guardrail_z,
-                    if passed.is_none() { ": over the limit, not yet significantly" } else { "" }
-                ),
-            }
-        }
-        _ => Check {
-            name: "error_rate",
-            passed: None,
-            candidate: c.error_rate,
-            primary: p.error_rate,
-            limit,
-            detail: short.clone(),
-        },
-    });
-    // p95 latency: over the limit passes never; failing needs the
-    // candidate's p95 confidence interval to lie above the limit taken at the
-    // top of the primary's.
-    let enough_lists =
-        p.lists >= cfg.min_guardrail_requests && c.lists >= cfg.min_guardrail_requests;
-    let limit_of = |l: f64| l * (1.0 + cfg.max_p95_regression) + cfg.p95_slack_ms;
-    let limit = p.p95_latency_ms.map(limit_of);
-    out.push(match (enough_lists, c.p95_latency_ms, limit, c.p95_latency_ci_ms, p.p95_latency_ci_ms) {
-        (true, Some(cl), Some(l), Some((c_low, _)), Some((_, p_high))) => {
-            let passed = if cl <= l {
-                Some(true)
-            } else if c_low > limit_of(p_high) {
-                Some(false)
-            } else {
-                None
-            };
-            Check {
-                name: "p95_latency",
-                passed,
-                candidate: Some(cl),
-                primary: p.p95_latency_ms,
-                limit: Some(l),
-                detail: format!(
-                    "candidate p95 {cl:.2} ms (CI from {c_low:.2}) vs {:.2} ms (CI to {p_high:.2}); limit +{:.0}% + {} ms{}",
-                    p.p95_latency_ms.unwrap_or(0.0),
-                    100.0 * cfg.max_p95_regression,
-                    cfg.p95_slack_ms,
-                    if passed.is_none() { ": over the limit, not yet significantly" } else { "" }
-                ),
-            }
-        }
-        _ => Check {
-            name: "p95_latency",
-            passed: None,
-            candidate: c.p95_latency_ms,
-            primary: p.p95_latency_ms,
-            limit,
-            detail: if enough_lists {
-                "no latencies in the traces".into()
-            } else {
-                short.clone()
-            },
-        },
-    });
-    // Conversion: not significantly worse.
-    let measured = p.lists >= cfg.rule.min_per_arm && c.lists >= cfg.rule.min_per_arm;
-    out.push(Check {
-        name: "conversion",
-        passed: match analysis.decision {
-            Decision::KeepPrimary => Some(false),
-            _ if measured => Some(true),
-            _ => None,
-        },
-        candidate: c.conversion_rate,
-        primary: p.conversion_rate,
-        limit: None,
-        detail: analysis.rationale.clone(),
-    });
-    // Fairness, on equal numbers of lists.
-    let t = &cfg.thresholds;
-    for (name, cand, prim, limit, higher_is_better) in [
-        (
-            "catalog_coverage",
-            c.fairness_matched.catalog_coverage,
-            p.fairness_matched.catalog_coverage,
-            t.min_catalog_coverage,
-            true,
-        ),
-        (
-            "gini_exposed",
-            c.fairness_matched.gini_exposed,
-            p.fairness_matched.gini_exposed,
-            t.max_gini_exposed,
-            false,
-        ),
-        (
-            "top_10_pct_share",
-            c.fairness_matched.top_10_pct_share,
-            p.fairness_matched.top_10_pct_share,
-            t.max_top_10_pct_share,
-            false,
-        ),
-        (
-            "tail_share",
-            c.fairness_matched.tail_share,
-            p.fairness_matched.tail_share,
-            t.min_tail_share,
-            true,
-        ),
-    ] {
-        let meets = |v: f64| {
-            if higher_is_better {
-                v >= limit
-            } else {
-                v <= limit
-            }
-        };
-        // How much worse the candidate is than the primary (> 0: worse).
-        let worse_by = |c: f64, p: f64| if higher_is_better { p - c } else { c - p };
-        let passed = match (enough_lists, cand, prim) {
-            (true, Some(cv), Some(pv)) => {
-                Some(meets(cv) || (!meets(pv) && worse_by(cv, pv) <= cfg.fairness_tolerance))
-            }
-            _ => None,
-        };
-        let detail = match (passed, cand, prim) {
-            (Some(_), Some(cv), Some(pv)) => format!(
-                "candidate {cv:.4} vs primary {pv:.4} on {} lists each ({} {limit})",
-                c.fairness_matched.lists.min(p.fairness_matched.lists),
-                if higher_is_better {
-                    "threshold ≥"
-                } else {
-                    "threshold ≤"
-                }
-            ),
-            _ => short.clone(),
-        };
-        out.push(Check {
-            name,
-            passed,
-            candidate: cand,
-            primary: prim,
-            limit: Some(limit),
-            detail,
-        });
-    }
-    out
-}
-
 /// Fills in the analysis, guardrails and action.
 fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
     let strategy = state.strategy;
@@ -670,115 +493,131 @@ fn plan(r: &mut ExperimentReport, state: &RolloutState, cfg: &CanaryConfig) {
     };
     let analysis = decide(to_counts(&p), to_counts(&c), &cfg.rule);
     r.guardrails = guardrails(&p, &c, &analysis, cfg);
-    let failed: Vec<&Check> = r
+    let failed: Vec<String> = r
         .guardrails
         .iter()
         .filter(|g| g.passed == Some(false))
+        .map(|g| format!("{}: {}", g.name, g.detail))
         .collect();
-    // The arm that stays keeps its policy.
-    let keep = |why: String| {
-        RolloutSpec::fixed(&state.served_version)
-            .with_primary_policy(state.primary_policy.clone())
-            .because(why)
-    };
-    if !failed.is_empty() {
-        let why = failed
-            .iter()
-            .map(|g| format!("{}: {}", g.name, g.detail))
-            .collect::<Vec<_>>()
-            .join("; ");
+    if failed.is_empty() {
+        act(r, state, &candidate, &analysis, cfg);
+    } else {
+        let why = failed.join("; ");
         r.action = Action::Rollback;
         r.alarm = true;
         r.rationale = format!("guardrail failed, back to {}: {why}", state.served_version);
-        r.proposed = Some(keep(format!("canary rollback: {why}")));
-    } else {
-        match (analysis.decision, strategy) {
-            (Decision::ShipCandidate, _) => {
-                r.action = Action::Promote;
-                r.rationale = format!("promote {candidate}: {}", analysis.rationale);
-            }
-            (Decision::NoDifference, Strategy::Canary) => {
-                r.action = Action::Promote;
-                r.rationale = format!(
-                    "promote {candidate}: no worse than {} and every guardrail passes; {}",
-                    state.served_version, analysis.rationale
-                );
-            }
-            (Decision::NoDifference, _) => {
-                r.action = Action::KeepPrimary;
-                r.rationale = format!(
-                    "the A/B test found no gain, {} stays: {}",
-                    state.served_version, analysis.rationale
-                );
-            }
-            _ => {
-                let measured = r
-                    .guardrails
-                    .iter()
-                    .filter(|g| matches!(g.name, "error_rate" | "p95_latency"))
-                    .all(|g| g.passed == Some(true));
-                let next = cfg.ramp.iter().copied().find(|&s| s > state.percentage);
-                match (strategy, measured, next) {
-                    (Strategy::Canary, true, Some(to)) => {
-                        r.action = Action::Ramp;
-                        r.rationale = format!(
-                            "guardrails pass at {}%: ramp {candidate} to {to}% (same experiment); conversion: {}",
-                            state.percentage, analysis.rationale
-                        );
-                        r.proposed = Some(
-                            RolloutSpec {
-                                strategy: state.strategy,
-                                primary_version: state.served_version.clone(),
-                                candidate_version: Some(candidate.clone()),
-                                percentage: to,
-                                experiment_id: state.experiment_id.clone(),
-                                salt: state.salt.clone(),
-                                primary_policy: state.primary_policy.clone(),
-                                candidate_policy: state.candidate_policy.clone(),
-                                reason: None,
-                            }
-                            .because(format!("canary ramp {}% → {to}%", state.percentage)),
-                        );
-                    }
-                    _ => {
-                        let pending: Vec<&str> = r
-                            .guardrails
-                            .iter()
-                            .filter(|g| g.passed.is_none())
-                            .map(|g| g.name)
-                            .collect();
-                        r.action = Action::Wait;
-                        r.rationale = if pending.is_empty() {
-                            format!("keep collecting: {}", analysis.rationale)
-                        } else {
-                            format!(
-                                "keep collecting: {}; guardrails without enough data: {}",
-                                analysis.rationale,
-                                pending.join(", ")
-                            )
-                        };
-                    }
-                }
-            }
-        }
-        match r.action {
-            Action::Promote => {
-                r.proposed = Some(
-                    RolloutSpec::fixed(&candidate)
-                        .with_primary_policy(state.candidate_policy.clone())
-                        .because(format!("canary promote: {}", analysis.rationale)),
-                )
-            }
-            Action::KeepPrimary => {
-                r.proposed = Some(keep(format!(
-                    "experiment ended, primary kept: {}",
-                    analysis.rationale
-                )))
-            }
-            _ => {}
-        }
+        r.proposed = Some(keep_primary(state, format!("canary rollback: {why}")));
     }
     r.analysis = Some(analysis);
+}
+
+/// The primary alone, with its policy (the arm that stays keeps it).
+fn keep_primary(state: &RolloutState, why: String) -> RolloutSpec {
+    RolloutSpec::fixed(&state.served_version)
+        .with_primary_policy(state.primary_policy.clone())
+        .because(why)
+}
+
+/// The action when no guardrail failed: promote, keep the primary, ramp or wait.
+fn act(
+    r: &mut ExperimentReport,
+    state: &RolloutState,
+    candidate: &str,
+    analysis: &Analysis,
+    cfg: &CanaryConfig,
+) {
+    match (analysis.decision, state.strategy) {
+        (Decision::ShipCandidate, _) => {
+            r.action = Action::Promote;
+            r.rationale = format!("promote {candidate}: {}", analysis.rationale);
+        }
+        (Decision::NoDifference, Strategy::Canary) => {
+            r.action = Action::Promote;
+            r.rationale = format!(
+                "promote {candidate}: no worse than {} and every guardrail passes; {}",
+                state.served_version, analysis.rationale
+            );
+        }
+        (Decision::NoDifference, _) => {
+            r.action = Action::KeepPrimary;
+            r.rationale = format!(
+                "the A/B test found no gain, {} stays: {}",
+                state.served_version, analysis.rationale
+            );
+        }
+        _ => ramp_or_wait(r, state, candidate, analysis, cfg),
+    }
+    match r.action {
+        Action::Promote => {
+            r.proposed = Some(
+                RolloutSpec::fixed(candidate)
+                    .with_primary_policy(state.candidate_policy.clone())
+                    .because(format!("canary promote: {}", analysis.rationale)),
+            )
+        }
+        Action::KeepPrimary => {
+            r.proposed = Some(keep_primary(
+                state,
+                format!("experiment ended, primary kept: {}", analysis.rationale),
+            ))
+        }
+        _ => {}
+    }
+}
+
+/// No decision yet: a canary whose error-rate and latency guardrails are
+/// measured and pass ramps to its next step (same experiment); otherwise wait.
+fn ramp_or_wait(
+    r: &mut ExperimentReport,
+    state: &RolloutState,
+    candidate: &str,
+    analysis: &Analysis,
+    cfg: &CanaryConfig,
+) {
+    let measured = r
+        .guardrails
+        .iter()
+        .filter(|g| matches!(g.name, "error_rate" | "p95_latency"))
+        .all(|g| g.passed == Some(true));
+    let next = cfg.ramp.iter().copied().find(|&s| s > state.percentage);
+    if let (Strategy::Canary, true, Some(to)) = (state.strategy, measured, next) {
+        r.action = Action::Ramp;
+        r.rationale = format!(
+            "guardrails pass at {}%: ramp {candidate} to {to}% (same experiment); conversion: {}",
+            state.percentage, analysis.rationale
+        );
+        r.proposed = Some(
+            RolloutSpec {
+                strategy: state.strategy,
+                primary_version: state.served_version.clone(),
+                candidate_version: Some(candidate.to_string()),
+                percentage: to,
+                experiment_id: state.experiment_id.clone(),
+                salt: state.salt.clone(),
+                primary_policy: state.primary_policy.clone(),
+                candidate_policy: state.candidate_policy.clone(),
+                reason: None,
+            }
+            .because(format!("canary ramp {}% → {to}%", state.percentage)),
+        );
+        return;
+    }
+    let pending: Vec<&str> = r
+        .guardrails
+        .iter()
+        .filter(|g| g.passed.is_none())
+        .map(|g| g.name)
+        .collect();
+    r.action = Action::Wait;
+    r.rationale = if pending.is_empty() {
+        format!("keep collecting: {}", analysis.rationale)
+    } else {
+        format!(
+            "keep collecting: {}; guardrails without enough data: {}",
+            analysis.rationale,
+            pending.join(", ")
+        )
+    };
 }
 
 /// A few lines for people: the arms, the guardrails, the action.

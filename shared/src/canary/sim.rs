@@ -69,6 +69,12 @@ struct Histogram {
     n: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 const H_MIN: f64 = 0.01;
 const H_RATIO: f64 = 1.005;
 const H_BINS: usize = 4000;
@@ -114,6 +120,167 @@ struct Arm {
     errors: u64,
     lists: u64,
     conversions: u64,
+    latencies: Histogram,
+}
+
+impl Arm {
+    /// One hour of `n` requests: errors at `err`, conversions of the lists
+    /// at `conv`, latencies scaled by `factor`.
+    fn serve(&mut self, n: u64, err: f64, conv: f64, factor: f64, sim: &mut Sampler) {
+        let errors = sim.binomial(n, err);
+        let lists = n - errors;
+        self.requests += n;
+        self.errors += errors;
+        self.lists += lists;
+        self.conversions += sim.binomial(lists, conv);
+        for _ in 0..lists {
+            self.latencies.add(sim.latency() * factor);
+        }
+    }
+
+    fn report(&self, cfg: &CanaryConfig) -> ArmReport {
+        let h = &self.latencies;
+        ArmReport {
+            requests: self.requests,
+            errors: self.errors,
+            error_rate: super::ratio(self.errors, self.requests),
+            lists: self.lists,
+            conversions: self.conversions,
+            conversion_rate: super::ratio(self.conversions, self.lists),
+            p95_latency_ms: h.quantile(0.95),
+            p95_latency_ci_ms: quantile_ci_ranks(h.n as usize, 0.95, cfg.guardrail_z)
+                .and_then(|(l, u)| Some((h.at_rank(l as u64)?, h.at_rank(u as u64)?))),
+            ..ArmReport::default()
+        }
+    }
+}
+
+/// The simulation's one random stream.
+struct Sampler {
+    rng: rand_chacha::ChaCha8Rng,
+    latency: LogNormal<f64>,
+}
+
+impl Sampler {
+    fn binomial(&mut self, n: u64, p: f64) -> u64 {
+        Binomial::new(n, p.clamp(0.0, 1.0))
+            .expect("valid binomial")
+            .sample(&mut self.rng)
+    }
+
+    fn latency(&mut self) -> f64 {
+        self.latency.sample(&mut self.rng)
+    }
+}
+
+/// A fresh experiment between `primary` and `candidate`.
+fn start(traffic: &Traffic) -> RolloutState {
+    RolloutState {
+        strategy: traffic.strategy,
+        served_version: "primary".into(),
+        candidate_version: Some("candidate".into()),
+        percentage: traffic.percentage,
+        experiment_id: Some("sim".into()),
+        salt: Some("sim".into()),
+        primary_policy: None,
+        candidate_policy: None,
+        revision: 1,
+        updated_by: "sim".into(),
+        updated_at: 0,
+    }
+}
+
+/// The report the hourly canary run would see after `hour` hours.
+fn report(
+    state: &RolloutState,
+    hour: usize,
+    p: &Arm,
+    c: &Arm,
+    cfg: &CanaryConfig,
+) -> ExperimentReport {
+    ExperimentReport {
+        strategy: state.strategy,
+        experiment_id: state.experiment_id.clone(),
+        primary_version: state.served_version.clone(),
+        candidate_version: state.candidate_version.clone(),
+        primary_policy: None,
+        candidate_policy: None,
+        percentage: state.percentage,
+        revision: state.revision,
+        started_at: Some(0),
+        window: Window {
+            from_ms: 0,
+            to_ms: hour as i64 * super::HOUR_MS,
+        },
+        attribution_window_hours: 24.0,
+        matured_share: None,
+        arms: [
+            ("primary".to_string(), p.report(cfg)),
+            ("candidate".to_string(), c.report(cfg)),
+        ]
+        .into_iter()
+        .collect(),
+        analysis: None,
+        guardrails: Vec::new(),
+        shadow: None,
+        action: Action::None,
+        rationale: String::new(),
+        alarm: false,
+        proposed: None,
+    }
+}
+
+/// One simulated experiment, hour by hour until the automation ends it:
+/// the ending action and hour (`None` when undecided after the last hour).
+fn run_one(
+    scenario: &Scenario,
+    traffic: &Traffic,
+    cfg: &CanaryConfig,
+    sim: &mut Sampler,
+    out: &mut Outcomes,
+) -> Option<(Action, usize)> {
+    let mut state = start(traffic);
+    let (mut p, mut c) = (Arm::default(), Arm::default());
+    for hour in 1..=traffic.hours {
+        let to_candidate = sim.binomial(traffic.per_hour, state.percentage / 100.0);
+        p.serve(
+            traffic.per_hour - to_candidate,
+            scenario.error_primary,
+            scenario.p_primary,
+            1.0,
+            sim,
+        );
+        c.serve(
+            to_candidate,
+            scenario.error_candidate,
+            scenario.p_candidate,
+            scenario.latency_factor,
+            sim,
+        );
+        let mut r = report(&state, hour, &p, &c, cfg);
+        plan(&mut r, &state, cfg);
+        match r.action {
+            Action::Ramp => {
+                state.percentage = r
+                    .proposed
+                    .as_ref()
+                    .map_or(state.percentage, |s| s.percentage);
+            }
+            Action::Promote | Action::Rollback | Action::KeepPrimary => {
+                if r.action == Action::Rollback {
+                    let by = r
+                        .guardrails
+                        .iter()
+                        .find(|g| g.passed == Some(false))
+                        .map_or("?", |g| g.name);
+                    *out.rollback_by.entry(by.to_string()).or_insert(0) += 1;
+                }
+                return Some((r.action, hour));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Runs `runs` simulated experiments of `scenario` (seeded).
@@ -124,10 +291,11 @@ pub fn simulate(
     cfg: &CanaryConfig,
     seed: u64,
 ) -> Outcomes {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let latency = LogNormal::new(traffic.latency_median_ms.ln(), traffic.latency_sigma)
-        .expect("valid lognormal");
-    let binom = |n: u64, p: f64| Binomial::new(n, p.clamp(0.0, 1.0)).expect("valid binomial");
+    let mut sim = Sampler {
+        rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        latency: LogNormal::new(traffic.latency_median_ms.ln(), traffic.latency_sigma)
+            .expect("valid lognormal"),
+    };
     let mut out = Outcomes {
         scenario: scenario.name.into(),
         runs,
@@ -135,118 +303,7 @@ pub fn simulate(
     };
     let mut hours_sum = 0usize;
     for _ in 0..runs {
-        let mut state = RolloutState {
-            strategy: traffic.strategy,
-            served_version: "primary".into(),
-            candidate_version: Some("candidate".into()),
-            percentage: traffic.percentage,
-            experiment_id: Some("sim".into()),
-            salt: Some("sim".into()),
-            primary_policy: None,
-            candidate_policy: None,
-            revision: 1,
-            updated_by: "sim".into(),
-            updated_at: 0,
-        };
-        let (mut p, mut c) = (Arm::default(), Arm::default());
-        let (mut hp, mut hc) = (Histogram::new(), Histogram::new());
-        let mut ended = None;
-        for hour in 1..=traffic.hours {
-            let to_candidate = binom(traffic.per_hour, state.percentage / 100.0).sample(&mut rng);
-            for (arm, hist, n, err, conv, factor) in [
-                (
-                    &mut p,
-                    &mut hp,
-                    traffic.per_hour - to_candidate,
-                    scenario.error_primary,
-                    scenario.p_primary,
-                    1.0,
-                ),
-                (
-                    &mut c,
-                    &mut hc,
-                    to_candidate,
-                    scenario.error_candidate,
-                    scenario.p_candidate,
-                    scenario.latency_factor,
-                ),
-            ] {
-                let errors = binom(n, err).sample(&mut rng);
-                let lists = n - errors;
-                arm.requests += n;
-                arm.errors += errors;
-                arm.lists += lists;
-                arm.conversions += binom(lists, conv).sample(&mut rng);
-                for _ in 0..lists {
-                    hist.add(latency.sample(&mut rng) * factor);
-                }
-            }
-            let report_arm = |a: &Arm, h: &Histogram| ArmReport {
-                requests: a.requests,
-                errors: a.errors,
-                error_rate: super::ratio(a.errors, a.requests),
-                lists: a.lists,
-                conversions: a.conversions,
-                conversion_rate: super::ratio(a.conversions, a.lists),
-                p95_latency_ms: h.quantile(0.95),
-                p95_latency_ci_ms: quantile_ci_ranks(h.n as usize, 0.95, cfg.guardrail_z)
-                    .and_then(|(l, u)| Some((h.at_rank(l as u64)?, h.at_rank(u as u64)?))),
-                ..ArmReport::default()
-            };
-            let mut r = ExperimentReport {
-                strategy: state.strategy,
-                experiment_id: state.experiment_id.clone(),
-                primary_version: state.served_version.clone(),
-                candidate_version: state.candidate_version.clone(),
-                primary_policy: None,
-                candidate_policy: None,
-                percentage: state.percentage,
-                revision: state.revision,
-                started_at: Some(0),
-                window: Window {
-                    from_ms: 0,
-                    to_ms: hour as i64 * super::HOUR_MS,
-                },
-                attribution_window_hours: 24.0,
-                matured_share: None,
-                arms: [
-                    ("primary".to_string(), report_arm(&p, &hp)),
-                    ("candidate".to_string(), report_arm(&c, &hc)),
-                ]
-                .into_iter()
-                .collect(),
-                analysis: None,
-                guardrails: Vec::new(),
-                shadow: None,
-                action: Action::None,
-                rationale: String::new(),
-                alarm: false,
-                proposed: None,
-            };
-            plan(&mut r, &state, cfg);
-            match r.action {
-                Action::Ramp => {
-                    state.percentage = r
-                        .proposed
-                        .as_ref()
-                        .map_or(state.percentage, |s| s.percentage);
-                }
-                Action::Promote | Action::Rollback | Action::KeepPrimary => {
-                    if r.action == Action::Rollback {
-                        let by = r
-                            .guardrails
-                            .iter()
-                            .find(|g| g.passed == Some(false))
-                            .map_or("?", |g| g.name);
-                        *out.rollback_by.entry(by.to_string()).or_insert(0) += 1;
-                    }
-                    ended = Some((r.action, hour));
-                    break;
-                }
-                _ => {}
-            }
-        }
-        match ended {
+        match run_one(scenario, traffic, cfg, &mut sim, &mut out) {
             Some((a, hours)) => {
                 hours_sum += hours;
                 match a {

@@ -98,52 +98,110 @@ fn unit(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= n);
 }
 
+/// A genre drawn by [`GENRE_WEIGHT`].
+fn pick_genre(rng: &mut ChaCha8Rng) -> usize {
+    let genre_total: f64 = GENRE_WEIGHT.iter().sum();
+    let mut x = rng.gen::<f64>() * genre_total;
+    for (g, w) in GENRE_WEIGHT.iter().enumerate() {
+        if x < *w {
+            return g;
+        }
+        x -= w;
+    }
+    GENRE_WEIGHT.len() - 1
+}
+
+/// The taste space: one unit vector per genre; movies and users sit near
+/// the sum of their genres' vectors.
+struct Tastes {
+    d: usize,
+    normal: Normal<f32>,
+    genre_vecs: Vec<Vec<f32>>,
+}
+
+impl Tastes {
+    fn new(d: usize, rng: &mut ChaCha8Rng) -> Self {
+        let normal = Normal::new(0.0f32, 1.0).expect("valid normal");
+        let genre_vecs = (0..GENRES.len())
+            .map(|_| {
+                let mut v: Vec<f32> = (0..d).map(|_| normal.sample(rng)).collect();
+                unit(&mut v);
+                v
+            })
+            .collect();
+        Tastes {
+            d,
+            normal,
+            genre_vecs,
+        }
+    }
+
+    /// `v` set to the unit vector near the sum of `genres`, with `noise`.
+    fn place(&self, v: &mut [f32], genres: &[usize], noise: f32, rng: &mut ChaCha8Rng) {
+        for g in genres {
+            for (x, y) in v.iter_mut().zip(&self.genre_vecs[*g]) {
+                *x += y;
+            }
+        }
+        for x in v.iter_mut() {
+            *x += noise * self.normal.sample(rng);
+        }
+        unit(v);
+    }
+}
+
 /// Generates the world for `cfg`: deterministic for a given config.
 pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let d = cfg.taste_dim;
-    let normal = Normal::new(0.0f32, 1.0).expect("valid normal");
-    let genre_vecs: Vec<Vec<f32>> = (0..GENRES.len())
-        .map(|_| {
-            let mut v: Vec<f32> = (0..d).map(|_| normal.sample(&mut rng)).collect();
-            unit(&mut v);
-            v
-        })
-        .collect();
-    let genre_total: f64 = GENRE_WEIGHT.iter().sum();
-    let pick_genre = |rng: &mut ChaCha8Rng| {
-        let mut x = rng.gen::<f64>() * genre_total;
-        for (g, w) in GENRE_WEIGHT.iter().enumerate() {
-            if x < *w {
-                return g;
-            }
-            x -= w;
-        }
-        GENRE_WEIGHT.len() - 1
+    let tastes = Tastes::new(cfg.taste_dim, &mut rng);
+    let (items, item_taste) = movies(cfg, &tastes, &mut rng);
+    // Power-law popularity over a random order of movies.
+    let mut order: Vec<usize> = (0..cfg.items).collect();
+    order.shuffle(&mut rng);
+    let mut item_log_popularity = vec![0f32; cfg.items];
+    for (rank, &i) in order.iter().enumerate() {
+        item_log_popularity[i] = -((rank + 1) as f32).ln();
+    }
+    let (user_taste, train) = users(cfg, &tastes, &item_taste, &item_log_popularity, &mut rng);
+    let dataset = Dataset {
+        source: "synthetic".into(),
+        format: DataFormat::Synthetic,
+        user_ids: (1..=cfg.users as u64).collect(),
+        items,
+        train,
+        test: None,
+        snapshot_id: snapshot_id(cfg),
+        excluded_users: Vec::new(),
     };
+    SyntheticWorld {
+        dataset,
+        user_taste,
+        item_taste,
+        item_log_popularity,
+        config: cfg.clone(),
+    }
+}
 
-    // Movies.
+/// The movies: one to three genres each, a taste vector near them, a
+/// year skewed recent and a made-up title.
+fn movies(
+    cfg: &SyntheticConfig,
+    tastes: &Tastes,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<ItemMeta>, Vec<f32>) {
+    let d = tastes.d;
     let mut items = Vec::with_capacity(cfg.items);
     let mut item_taste = vec![0f32; cfg.items * d];
     for i in 0..cfg.items {
         let n_genres = 1 + (rng.gen::<f64>() < 0.45) as usize + (rng.gen::<f64>() < 0.15) as usize;
         let mut gs: Vec<usize> = Vec::new();
         while gs.len() < n_genres {
-            let g = pick_genre(&mut rng);
+            let g = pick_genre(rng);
             if !gs.contains(&g) {
                 gs.push(g);
             }
         }
-        let v = &mut item_taste[i * d..][..d];
-        for g in &gs {
-            for (x, y) in v.iter_mut().zip(&genre_vecs[*g]) {
-                *x += y;
-            }
-        }
-        for x in v.iter_mut() {
-            *x += 0.6 * normal.sample(&mut rng);
-        }
-        unit(v);
+        tastes.place(&mut item_taste[i * d..][..d], &gs, 0.6, rng);
         // Years skew recent: 1930..=2024.
         let year = (2024.0 - 94.0 * rng.gen::<f64>().powf(1.8)).round() as u16;
         let title = format!(
@@ -159,15 +217,20 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
             year: Some(year),
         });
     }
-    // Power-law popularity over a random order of movies.
-    let mut order: Vec<usize> = (0..cfg.items).collect();
-    order.shuffle(&mut rng);
-    let mut item_log_popularity = vec![0f32; cfg.items];
-    for (rank, &i) in order.iter().enumerate() {
-        item_log_popularity[i] = -((rank + 1) as f32).ln();
-    }
+    (items, item_taste)
+}
 
-    // Users and their interactions.
+/// The users' tastes and interactions: each user picks movies without
+/// replacement in proportion to exp(popularity + taste affinity), and rates
+/// them by affinity.
+fn users(
+    cfg: &SyntheticConfig,
+    tastes: &Tastes,
+    item_taste: &[f32],
+    item_log_popularity: &[f32],
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f32>, Vec<Interaction>) {
+    let d = tastes.d;
     let sigma = 0.8f64;
     let activity = LogNormal::new(cfg.mean_interactions.ln() - sigma * sigma / 2.0, sigma)
         .expect("valid lognormal");
@@ -177,47 +240,37 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
     let span = 6 * 365 * 86_400i64;
     let cold_from = cfg.users.saturating_sub(cfg.cold_start_users);
     let mut keys: Vec<(f32, u32)> = Vec::with_capacity(cfg.items);
+    let affinity = |v: &[f32], i: usize| -> f32 {
+        v.iter()
+            .zip(&item_taste[i * d..][..d])
+            .map(|(a, b)| a * b)
+            .sum()
+    };
     for u in 0..cfg.users {
         let v = &mut user_taste[u * d..][..d];
-        for _ in 0..(2 + rng.gen_range(0..2)) {
-            let g = pick_genre(&mut rng);
-            for (x, y) in v.iter_mut().zip(&genre_vecs[g]) {
-                *x += y;
-            }
-        }
-        for x in v.iter_mut() {
-            *x += 0.5 * normal.sample(&mut rng);
-        }
-        unit(v);
+        let genres: Vec<usize> = (0..(2 + rng.gen_range(0..2)))
+            .map(|_| pick_genre(rng))
+            .collect();
+        tastes.place(v, &genres, 0.5, rng);
         let n = if u >= cold_from {
             rng.gen_range(1..=4)
         } else {
-            (activity.sample(&mut rng).round() as usize).clamp(5, cfg.items / 3)
+            (activity.sample(rng).round() as usize).clamp(5, cfg.items / 3)
         };
         // Gumbel top-n: sampling without replacement ∝ exp(logit).
         keys.clear();
-        for i in 0..cfg.items {
-            let aff: f32 = v
-                .iter()
-                .zip(&item_taste[i * d..][..d])
-                .map(|(a, b)| a * b)
-                .sum();
+        for (i, &log_pop) in item_log_popularity.iter().enumerate() {
             let logit =
-                cfg.popularity_alpha as f32 * item_log_popularity[i] + cfg.taste_beta as f32 * aff;
+                cfg.popularity_alpha as f32 * log_pop + cfg.taste_beta as f32 * affinity(v, i);
             let g = -(-(rng.gen::<f32>().max(1e-12)).ln()).ln();
             keys.push((logit + g, i as u32));
         }
         keys.select_nth_unstable_by(n - 1, |a, b| b.0.total_cmp(&a.0));
         let mut t = start_2018 + rng.gen_range(0..span);
         let mut chosen: Vec<u32> = keys[..n].iter().map(|k| k.1).collect();
-        chosen.shuffle(&mut rng);
+        chosen.shuffle(rng);
         for i in chosen {
-            let aff: f32 = v
-                .iter()
-                .zip(&item_taste[i as usize * d..][..d])
-                .map(|(a, b)| a * b)
-                .sum();
-            let r = (3.3 + 1.6 * aff + 0.7 * normal.sample(&mut rng))
+            let r = (3.3 + 1.6 * affinity(v, i as usize) + 0.7 * tastes.normal.sample(rng))
                 .round()
                 .clamp(1.0, 5.0);
             t += (rng.gen::<f64>() * 3.0 * 86_400.0) as i64;
@@ -229,31 +282,17 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticWorld {
             });
         }
     }
-    let snapshot = {
-        use sha2::{Digest, Sha256};
-        let json = serde_json::to_vec(cfg).expect("config serialises");
-        let mut h = Sha256::new();
-        h.update(b"synthetic-v1");
-        h.update(&json);
-        hex::encode(h.finalize())
-    };
-    let dataset = Dataset {
-        source: "synthetic".into(),
-        format: DataFormat::Synthetic,
-        user_ids: (1..=cfg.users as u64).collect(),
-        items,
-        train,
-        test: None,
-        snapshot_id: snapshot,
-        excluded_users: Vec::new(),
-    };
-    SyntheticWorld {
-        dataset,
-        user_taste,
-        item_taste,
-        item_log_popularity,
-        config: cfg.clone(),
-    }
+    (user_taste, train)
+}
+
+/// The snapshot id: a hash of the generator's version and config.
+fn snapshot_id(cfg: &SyntheticConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_vec(cfg).expect("config serialises");
+    let mut h = Sha256::new();
+    h.update(b"synthetic-v1");
+    h.update(&json);
+    hex::encode(h.finalize())
 }
 
 #[cfg(test)]

@@ -336,149 +336,175 @@ pub fn rerank(
     history: &[u32],
     exposure: &[u64],
 ) -> Vec<(u32, f32)> {
-    let finite = |i: &u32| scores[*i as usize].is_finite();
-    let with_scores = |idx: Vec<u32>| -> Vec<(u32, f32)> {
-        idx.into_iter().map(|i| (i, scores[i as usize])).collect()
-    };
     match policy.for_k(k).base() {
         Policy::None | Policy::Exposure { .. } => top_k_scored(scores, k),
-        Policy::Slots { slots } => {
-            let tail: Vec<u32> = top_k(
-                &scores
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &s)| if f.head[i] { f32::NEG_INFINITY } else { s })
-                    .collect::<Vec<f32>>(),
-                slots,
-            )
-            .into_iter()
-            .filter(finite)
-            .collect();
-            let mut out: Vec<u32> = top_k(scores, k)
-                .into_iter()
-                .filter(finite)
-                .filter(|i| !tail.contains(i))
-                .take(k - tail.len())
-                .collect();
-            out.extend(&tail);
-            out.sort_by(|a, b| {
-                scores[*b as usize]
-                    .total_cmp(&scores[*a as usize])
-                    .then(a.cmp(b))
-            });
-            with_scores(out)
-        }
-        Policy::Explore { weight } => {
-            let cand: Vec<u32> = (0..scores.len() as u32).filter(finite).collect();
-            if cand.is_empty() {
-                return Vec::new();
-            }
-            let rel = relevance(scores, &cand);
-            let e = |i: u32| exposure.get(i as usize).copied().unwrap_or(0) as f64;
-            let e_max = cand.iter().map(|&i| e(i)).fold(0.0, f64::max);
-            let denom = (1.0 + e_max).ln();
-            if weight == 0.0 || denom == 0.0 {
-                return top_k_scored(scores, k);
-            }
-            let key: Vec<f64> = cand
-                .iter()
-                .enumerate()
-                .map(|(j, &i)| {
-                    let novelty = 1.0 - (1.0 + e(i)).ln() / denom;
-                    (1.0 - weight) * rel[j] + weight * novelty
-                })
-                .collect();
-            // Best combined first; ties by model score, then index.
-            let mut order: Vec<usize> = (0..cand.len()).collect();
-            let better = |a: &usize, b: &usize| {
-                key[*b]
-                    .total_cmp(&key[*a])
-                    .then(scores[cand[*b] as usize].total_cmp(&scores[cand[*a] as usize]))
-                    .then(cand[*a].cmp(&cand[*b]))
-            };
-            let k = k.min(order.len());
-            if k < order.len() {
-                order.select_nth_unstable_by(k, better);
-                order.truncate(k);
-            }
-            order.sort_by(better);
-            with_scores(order.into_iter().map(|j| cand[j]).collect())
-        }
-        Policy::Mmr { lambda } => {
-            let pool: Vec<u32> = top_k(scores, POOL.max(k))
-                .into_iter()
-                .filter(finite)
-                .collect();
-            let rel = relevance(scores, &pool);
-            greedy(&pool, k, |j, chosen: &[usize]| {
-                let sim = chosen
-                    .iter()
-                    .map(|&c| jaccard(f.genres[pool[j] as usize], f.genres[pool[c] as usize]))
-                    .fold(0.0, f64::max);
-                (1.0 - lambda) * rel[j] - lambda * sim
-            })
-            .into_iter()
-            .map(|j| (pool[j], scores[pool[j] as usize]))
-            .collect()
-        }
-        Policy::Calibrated { lambda } => {
-            let pool: Vec<u32> = top_k(scores, POOL.max(k))
-                .into_iter()
-                .filter(finite)
-                .collect();
-            let rel = relevance(scores, &pool);
-            let p = genre_mix(history.iter().copied(), f);
-            let support: Vec<usize> = (0..64).filter(|&b| p[b] > 0.0).collect();
-            // The list's genre mass so far (unnormalised) and its genred items.
-            let (mut mass, mut n, mut sum_rel) = ([0.0f64; 64], 0.0f64, 0.0f64);
-            let share = |g: u64| -> f64 {
-                let c = g.count_ones();
-                if c == 0 {
-                    0.0
-                } else {
-                    1.0 / c as f64
-                }
-            };
-            let mut taken = vec![false; pool.len()];
-            let mut out = Vec::with_capacity(k);
-            while out.len() < k.min(pool.len()) {
-                let mut best: Option<(usize, f64)> = None;
-                for (j, _) in taken.iter().enumerate().filter(|(_, t)| !**t) {
-                    let g = f.genres[pool[j] as usize];
-                    let (w, nj) = (share(g), n + (g != 0) as u8 as f64);
-                    // KL(p ‖ q̃) over p's support; q from the list with item j added.
-                    let kl: f64 = support
-                        .iter()
-                        .map(|&b| {
-                            let q = if nj > 0.0 {
-                                (mass[b] + if g >> b & 1 == 1 { w } else { 0.0 }) / nj
-                            } else {
-                                0.0
-                            };
-                            p[b] * (p[b] / (0.99 * q + 0.01 * p[b])).ln()
-                        })
-                        .sum();
-                    let gain = (1.0 - lambda) * (sum_rel + rel[j]) - lambda * kl;
-                    if best.is_none_or(|(_, bg)| gain > bg) {
-                        best = Some((j, gain));
-                    }
-                }
-                let (j, _) = best.expect("a position is left");
-                taken[j] = true;
-                let g = f.genres[pool[j] as usize];
-                let w = share(g);
-                for (b, m) in mass.iter_mut().enumerate() {
-                    if g >> b & 1 == 1 {
-                        *m += w;
-                    }
-                }
-                n += (g != 0) as u8 as f64;
-                sum_rel += rel[j];
-                out.push((pool[j], scores[pool[j] as usize]));
-            }
-            out
-        }
+        Policy::Slots { slots } => slotted(scores, k, f, slots),
+        Policy::Explore { weight } => explore(scores, k, exposure, weight),
+        Policy::Mmr { lambda } => mmr(scores, k, f, lambda),
+        Policy::Calibrated { lambda } => calibrated(scores, k, f, history, lambda),
     }
+}
+
+/// The indices with their scores.
+fn with_scores(scores: &[f32], idx: Vec<u32>) -> Vec<(u32, f32)> {
+    idx.into_iter().map(|i| (i, scores[i as usize])).collect()
+}
+
+/// `slots`: the best `slots` tail movies replace the lowest of the top `k`.
+fn slotted(scores: &[f32], k: usize, f: &ItemFeatures, slots: usize) -> Vec<(u32, f32)> {
+    let finite = |i: &u32| scores[*i as usize].is_finite();
+    let tail: Vec<u32> = top_k(
+        &scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| if f.head[i] { f32::NEG_INFINITY } else { s })
+            .collect::<Vec<f32>>(),
+        slots,
+    )
+    .into_iter()
+    .filter(finite)
+    .collect();
+    let mut out: Vec<u32> = top_k(scores, k)
+        .into_iter()
+        .filter(finite)
+        .filter(|i| !tail.contains(i))
+        .take(k - tail.len())
+        .collect();
+    out.extend(&tail);
+    out.sort_by(|a, b| {
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
+    });
+    with_scores(scores, out)
+}
+
+/// `explore`: relevance blended with novelty (how rarely served) by `weight`.
+fn explore(scores: &[f32], k: usize, exposure: &[u64], weight: f64) -> Vec<(u32, f32)> {
+    let finite = |i: &u32| scores[*i as usize].is_finite();
+    let cand: Vec<u32> = (0..scores.len() as u32).filter(finite).collect();
+    if cand.is_empty() {
+        return Vec::new();
+    }
+    let rel = relevance(scores, &cand);
+    let e = |i: u32| exposure.get(i as usize).copied().unwrap_or(0) as f64;
+    let e_max = cand.iter().map(|&i| e(i)).fold(0.0, f64::max);
+    let denom = (1.0 + e_max).ln();
+    if weight == 0.0 || denom == 0.0 {
+        return top_k_scored(scores, k);
+    }
+    let key: Vec<f64> = cand
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| {
+            let novelty = 1.0 - (1.0 + e(i)).ln() / denom;
+            (1.0 - weight) * rel[j] + weight * novelty
+        })
+        .collect();
+    // Best combined first; ties by model score, then index.
+    let mut order: Vec<usize> = (0..cand.len()).collect();
+    let better = |a: &usize, b: &usize| {
+        key[*b]
+            .total_cmp(&key[*a])
+            .then(scores[cand[*b] as usize].total_cmp(&scores[cand[*a] as usize]))
+            .then(cand[*a].cmp(&cand[*b]))
+    };
+    let k = k.min(order.len());
+    if k < order.len() {
+        order.select_nth_unstable_by(k, better);
+        order.truncate(k);
+    }
+    order.sort_by(better);
+    with_scores(scores, order.into_iter().map(|j| cand[j]).collect())
+}
+
+/// The candidates the greedy policies choose from: the best [`POOL`] (at
+/// least `k`) unseen items, with their [`relevance`].
+fn pool(scores: &[f32], k: usize) -> (Vec<u32>, Vec<f64>) {
+    let pool: Vec<u32> = top_k(scores, POOL.max(k))
+        .into_iter()
+        .filter(|&i| scores[i as usize].is_finite())
+        .collect();
+    let rel = relevance(scores, &pool);
+    (pool, rel)
+}
+
+/// `mmr`: maximal marginal relevance over genre overlap, trading relevance
+/// against similarity to what is already chosen by `lambda`.
+fn mmr(scores: &[f32], k: usize, f: &ItemFeatures, lambda: f64) -> Vec<(u32, f32)> {
+    let (pool, rel) = pool(scores, k);
+    greedy(&pool, k, |j, chosen: &[usize]| {
+        let sim = chosen
+            .iter()
+            .map(|&c| jaccard(f.genres[pool[j] as usize], f.genres[pool[c] as usize]))
+            .fold(0.0, f64::max);
+        (1.0 - lambda) * rel[j] - lambda * sim
+    })
+    .into_iter()
+    .map(|j| (pool[j], scores[pool[j] as usize]))
+    .collect()
+}
+
+/// `calibrated`: greedily matches the list's genre mix to the user's
+/// history's (KL divergence), traded against relevance by `lambda`.
+fn calibrated(
+    scores: &[f32],
+    k: usize,
+    f: &ItemFeatures,
+    history: &[u32],
+    lambda: f64,
+) -> Vec<(u32, f32)> {
+    let (pool, rel) = pool(scores, k);
+    let p = genre_mix(history.iter().copied(), f);
+    let support: Vec<usize> = (0..64).filter(|&b| p[b] > 0.0).collect();
+    // The list's genre mass so far (unnormalised) and its genred items.
+    let (mut mass, mut n, mut sum_rel) = ([0.0f64; 64], 0.0f64, 0.0f64);
+    let share = |g: u64| -> f64 {
+        let c = g.count_ones();
+        if c == 0 {
+            0.0
+        } else {
+            1.0 / c as f64
+        }
+    };
+    let mut taken = vec![false; pool.len()];
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k.min(pool.len()) {
+        let mut best: Option<(usize, f64)> = None;
+        for (j, _) in taken.iter().enumerate().filter(|(_, t)| !**t) {
+            let g = f.genres[pool[j] as usize];
+            let (w, nj) = (share(g), n + (g != 0) as u8 as f64);
+            // KL(p ‖ q̃) over p's support; q from the list with item j added.
+            let kl: f64 = support
+                .iter()
+                .map(|&b| {
+                    let q = if nj > 0.0 {
+                        (mass[b] + if g >> b & 1 == 1 { w } else { 0.0 }) / nj
+                    } else {
+                        0.0
+                    };
+                    p[b] * (p[b] / (0.99 * q + 0.01 * p[b])).ln()
+                })
+                .sum();
+            let gain = (1.0 - lambda) * (sum_rel + rel[j]) - lambda * kl;
+            if best.is_none_or(|(_, bg)| gain > bg) {
+                best = Some((j, gain));
+            }
+        }
+        let (j, _) = best.expect("a position is left");
+        taken[j] = true;
+        let g = f.genres[pool[j] as usize];
+        let w = share(g);
+        for (b, m) in mass.iter_mut().enumerate() {
+            if g >> b & 1 == 1 {
+                *m += w;
+            }
+        }
+        n += (g != 0) as u8 as f64;
+        sum_rel += rel[j];
+        out.push((pool[j], scores[pool[j] as usize]));
+    }
+    out
 }
 
 /// [`rerank`] with the exposure controller's net adjustments (`prices`:

@@ -220,62 +220,47 @@ pub(super) fn attack(
         a.young_account_days, a.young_account_weight
     );
     let popneg_name = format!("popularity negatives (β = {})", a.popularity_negatives);
-    let mut after = Vec::new();
-    clean.train(&world, "control", &cfg.hp)?;
-    after.push(
-        exposure_of(
-            &clean,
-            "control",
-            &users,
-            cfg,
-            target,
-            "control: no attack",
-            &[],
-        )?
-        .0,
-    );
+    // Retrains `lp` as `version` with `hp` and measures the target's exposure.
+    let retrain = |lp: &Loop,
+                   version: &str,
+                   hp: &HyperParams,
+                   name: &str,
+                   mitigations: &[&str]|
+     -> Result<TargetExposure, SimError> {
+        lp.train(&world, version, hp)?;
+        Ok(exposure_of(lp, version, &users, cfg, target, name, mitigations)?.0)
+    };
+    let mut after = vec![retrain(
+        &clean,
+        "control",
+        &cfg.hp,
+        "control: no attack",
+        &[],
+    )?];
     step(pb, "retraining without mitigations");
-    attacked.train(&world, "none", &cfg.hp)?;
-    after.push(
-        exposure_of(
-            &attacked,
-            "none",
-            &users,
-            cfg,
-            target,
-            "attack, no mitigation",
-            &[],
-        )?
-        .0,
-    );
+    after.push(retrain(
+        &attacked,
+        "none",
+        &cfg.hp,
+        "attack, no mitigation",
+        &[],
+    )?);
     step(pb, "retraining with young-account weighting");
-    attacked.train(&world, "young", &young)?;
-    after.push(
-        exposure_of(
-            &attacked,
-            "young",
-            &users,
-            cfg,
-            target,
-            "attack, young-account weighting",
-            &[&young_name],
-        )?
-        .0,
-    );
+    after.push(retrain(
+        &attacked,
+        "young",
+        &young,
+        "attack, young-account weighting",
+        &[&young_name],
+    )?);
     step(pb, "retraining with popularity negatives");
-    attacked.train(&world, "popneg", &popneg)?;
-    after.push(
-        exposure_of(
-            &attacked,
-            "popneg",
-            &users,
-            cfg,
-            target,
-            "attack, popularity negatives",
-            &[&popneg_name],
-        )?
-        .0,
-    );
+    after.push(retrain(
+        &attacked,
+        "popneg",
+        &popneg,
+        "attack, popularity negatives",
+        &[&popneg_name],
+    )?);
     // The scheduled audit over the attack's day quarantines flagged users;
     // every later training run excludes them.
     step(pb, "auditing the attack's day");
@@ -283,34 +268,43 @@ pub(super) fn attack(
     let fakes = world.users() as u64;
     let audit_flagged_fake = audit.iter().filter(|&&u| u > fakes).count();
     let audit_flagged_real = audit.len() - audit_flagged_fake;
-    attacked.train(&world, "quarantine", &cfg.hp)?;
-    after.push(
-        exposure_of(
-            &attacked,
-            "quarantine",
-            &users,
-            cfg,
-            target,
-            "attack, audit quarantine",
-            &["exclude users the audit flagged"],
-        )?
-        .0,
-    );
+    const QUARANTINE: &str = "exclude users the audit flagged";
+    after.push(retrain(
+        &attacked,
+        "quarantine",
+        &cfg.hp,
+        "attack, audit quarantine",
+        &[QUARANTINE],
+    )?);
     step(pb, "retraining with both attack mitigations");
-    attacked.train(&world, "all", &all)?;
-    after.push(
-        exposure_of(
-            &attacked,
-            "all",
-            &users,
-            cfg,
-            target,
-            "attack, both attack mitigations",
-            &["exclude users the audit flagged", &young_name],
-        )?
-        .0,
-    );
+    after.push(retrain(
+        &attacked,
+        "all",
+        &all,
+        "attack, both attack mitigations",
+        &[QUARANTINE, &young_name],
+    )?);
     step(pb, "done");
+    set_lifts(&mut after);
+    Ok(AttackReport {
+        config: a.clone(),
+        policy: cfg.attack_policy.spec(),
+        target: target as u64 + 1,
+        target_seed_interactions: world.seed_popularity[target as usize],
+        target_popularity_rank: popularity_rank(&world.seed_popularity, target),
+        users_served: users.len(),
+        attack_accepted: fake_ingest.accepted,
+        attack_quarantined: fake_ingest.quarantined,
+        audit_flagged_fake,
+        audit_flagged_real,
+        before,
+        after,
+    })
+}
+
+/// Each retraining's lift in target exposure over the control (the first),
+/// and the share of the unmitigated lift (the second) a mitigation cuts.
+fn set_lifts(after: &mut [TargetExposure]) {
     let (control, deep_control) = (after[0].share, after[0].deep_share);
     let unmitigated = after[1].share - control;
     let deep_unmitigated = after[1].deep_share - deep_control;
@@ -321,28 +315,16 @@ pub(super) fn attack(
         x.lift_cut = (i > 1 && unmitigated > 0.0).then(|| 1.0 - lift / unmitigated);
         x.deep_lift_cut = (i > 1 && deep_unmitigated > 0.0).then(|| 1.0 - deep / deep_unmitigated);
     }
-    Ok(AttackReport {
-        config: a.clone(),
-        policy: cfg.attack_policy.spec(),
-        target: target as u64 + 1,
-        target_seed_interactions: world.seed_popularity[target as usize],
-        target_popularity_rank: {
-            let p = world.seed_popularity[target as usize];
-            world
-                .seed_popularity
-                .iter()
-                .enumerate()
-                .filter(|&(i, &q)| q > p || (q == p && (i as u32) < target))
-                .count()
-        },
-        users_served: users.len(),
-        attack_accepted: fake_ingest.accepted,
-        attack_quarantined: fake_ingest.quarantined,
-        audit_flagged_fake,
-        audit_flagged_real,
-        before,
-        after,
-    })
+}
+
+/// How many movies rank above `target` by popularity (ties by index).
+fn popularity_rank(popularity: &[u32], target: u32) -> usize {
+    let p = popularity[target as usize];
+    popularity
+        .iter()
+        .enumerate()
+        .filter(|&(i, &q)| q > p || (q == p && (i as u32) < target))
+        .count()
 }
 
 /// The product's audit job over day 0 on the attacked lake; returns the

@@ -1,7 +1,7 @@
 //! The simulation report for people: Markdown tables and SVG charts of the
 //! trajectories (one chart per metric, one line per policy) and of the attack.
 
-use super::{RoundMetrics, SimReport};
+use super::{AttackReport, RoundMetrics, SimReport};
 use shared::audit::report::{esc, frame, px, py, y_ticks, y_ticks_from, B, H, L, R, W};
 use std::fmt::Write;
 
@@ -74,13 +74,26 @@ pub fn files(r: &SimReport, command: &str) -> Vec<(String, Vec<u8>)> {
 
 /// The Markdown report.
 pub fn markdown(r: &SimReport, command: &str) -> String {
-    let w = &r.world;
-    let b = &r.behaviour;
-    let hp = &r.hyper_parameters;
     let mut s = String::from("# Closed-loop simulation\n\n");
     if !command.is_empty() {
         let _ = writeln!(s, "Written by `{command}`.\n");
     }
+    world(&mut s, r);
+    if !r.trajectories.is_empty() {
+        trajectories(&mut s, r);
+        rounds(&mut s, r);
+    }
+    if let Some(a) = &r.attack {
+        attack(&mut s, r, a);
+    }
+    s
+}
+
+/// What the simulated world and its users are.
+fn world(s: &mut String, r: &SimReport) {
+    let w = &r.world;
+    let b = &r.behaviour;
+    let hp = &r.hyper_parameters;
     let _ = writeln!(
         s,
         "Synthetic world: {} users, {} movies, about {} interactions per user before the \
@@ -102,122 +115,129 @@ pub fn markdown(r: &SimReport, command: &str) -> String {
         b.organic,
         hp.epochs,
     );
-    if !r.trajectories.is_empty() {
-        s.push_str("## Trajectories\n\nFirst round → last round:\n\n| policy |");
-        for (_, title, _) in METRICS {
-            let _ = write!(s, " {title} |");
-        }
-        s.push_str("\n|---|");
-        for _ in METRICS {
-            s.push_str("---|");
-        }
-        s.push('\n');
-        for t in &r.trajectories {
-            let _ = write!(s, "| `{}` |", t.policy);
-            let (first, last) = (t.rounds.first(), t.rounds.last());
-            for (_, _, get) in METRICS {
-                let _ = write!(
-                    s,
-                    " {} → {} |",
-                    f(first.and_then(get)),
-                    f(last.and_then(get))
-                );
-            }
-            s.push('\n');
-        }
-        s.push('\n');
-        for (stem, title, _) in METRICS {
-            let _ = writeln!(s, "![{title}]({stem}.svg)");
-        }
-        for t in &r.trajectories {
-            let _ = writeln!(
-                s,
-                "\n### `{}`\n\n| round | model | trained on | HR@10 | NDCG@10 | mean affinity | coverage | gini_catalog | tail share | gini_exposed | top-10% share | top-tier amplification | starvation | watches | ratings | found elsewhere | ingest accepted | quarantined | adjustments |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-                t.policy
-            );
-            for m in &t.rounds {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    m.round,
-                    m.model_version,
-                    m.train_interactions,
-                    m.hr_at_10,
-                    m.ndcg_at_10,
-                    m.mean_affinity,
-                    f(m.catalog_coverage),
-                    f(m.gini_catalog),
-                    f(m.tail_share),
-                    f(m.gini_exposed),
-                    f(m.top_10_pct_share),
-                    f(m.top_tier_amplification),
-                    f(m.starvation_index),
-                    m.watches,
-                    m.ratings,
-                    m.organic,
-                    m.accepted,
-                    m.quarantined,
-                    match (&m.adjustments, m.priced_movies, m.subsidised_movies) {
-                        (Some(a), Some(p), Some(q)) => format!("{a} ({p} priced, {q} subsidised)"),
-                        _ => "–".into(),
-                    }
-                );
-            }
-        }
+}
+
+/// Each policy's first and last round, and the charts.
+fn trajectories(s: &mut String, r: &SimReport) {
+    s.push_str("## Trajectories\n\nFirst round → last round:\n\n| policy |");
+    for (_, title, _) in METRICS {
+        let _ = write!(s, " {title} |");
     }
-    if let Some(a) = &r.attack {
-        let _ = writeln!(
-            s,
-            "\n## Promotion attack\n\n{} fake accounts each rate movie {} (position {} of the \
-             popularity ranking, {} interactions before the attack) 5 stars and {} popular movies \
-             4 or 5 stars, spread over one day, through the ingest pipeline (accepted {}, \
-             quarantined by the velocity limit {}). The audit of that day flagged {} of the fake \
-             accounts and {} real users. Lists of {} served with `{}` to the {} real users of \
-             that day; the target's exposure is the share of lists holding it, and the lift is \
-             measured against a control model retrained on the same day without the attack. \
-             The median rank is the target's position in the model's own ranking of each \
-             user's unseen movies (0 = first), before re-ranking.\n",
-            a.config.users,
-            a.target,
-            a.target_popularity_rank,
-            a.target_seed_interactions,
-            a.config.filler,
-            a.attack_accepted,
-            a.attack_quarantined,
-            a.audit_flagged_fake,
-            a.audit_flagged_real,
-            r.k,
-            a.policy,
-            a.users_served
-        );
-        let _ = writeln!(
-            s,
-            "| model | mitigations | lists with the target | share | lift | lift cut | share with the target in the model's top {} | lift | lift cut | median rank of the target |\n|---|---|---|---|---|---|---|---|---|---|",
-            super::DEEP_K
-        );
-        for x in std::iter::once(&a.before).chain(&a.after) {
-            let _ = writeln!(
+    s.push_str("\n|---|");
+    for _ in METRICS {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    for t in &r.trajectories {
+        let _ = write!(s, "| `{}` |", t.policy);
+        let (first, last) = (t.rounds.first(), t.rounds.last());
+        for (_, _, get) in METRICS {
+            let _ = write!(
                 s,
-                "| {} | {} | {} | {:.4} | {} | {} | {:.4} | {} | {} | {} |",
-                x.name,
-                if x.mitigations.is_empty() {
-                    "–".to_string()
-                } else {
-                    x.mitigations.join("; ")
-                },
-                x.lists_with_target,
-                x.share,
-                x.lift.map_or("–".into(), |v| format!("{v:+.4}")),
-                pct(x.lift_cut),
-                x.deep_share,
-                x.deep_lift.map_or("–".into(), |v| format!("{v:+.4}")),
-                pct(x.deep_lift_cut),
-                x.median_rank.map_or("–".into(), |v| v.to_string()),
+                " {} → {} |",
+                f(first.and_then(get)),
+                f(last.and_then(get))
             );
         }
-        s.push_str("\n![Target exposure](attack.svg)\n");
+        s.push('\n');
     }
-    s
+    s.push('\n');
+    for (stem, title, _) in METRICS {
+        let _ = writeln!(s, "![{title}]({stem}.svg)");
+    }
+}
+
+/// Every round of each policy.
+fn rounds(s: &mut String, r: &SimReport) {
+    for t in &r.trajectories {
+        let _ = writeln!(
+            s,
+            "\n### `{}`\n\n| round | model | trained on | HR@10 | NDCG@10 | mean affinity | coverage | gini_catalog | tail share | gini_exposed | top-10% share | top-tier amplification | starvation | watches | ratings | found elsewhere | ingest accepted | quarantined | adjustments |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            t.policy
+        );
+        for m in &t.rounds {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                m.round,
+                m.model_version,
+                m.train_interactions,
+                m.hr_at_10,
+                m.ndcg_at_10,
+                m.mean_affinity,
+                f(m.catalog_coverage),
+                f(m.gini_catalog),
+                f(m.tail_share),
+                f(m.gini_exposed),
+                f(m.top_10_pct_share),
+                f(m.top_tier_amplification),
+                f(m.starvation_index),
+                m.watches,
+                m.ratings,
+                m.organic,
+                m.accepted,
+                m.quarantined,
+                match (&m.adjustments, m.priced_movies, m.subsidised_movies) {
+                    (Some(a), Some(p), Some(q)) => format!("{a} ({p} priced, {q} subsidised)"),
+                    _ => "–".into(),
+                }
+            );
+        }
+    }
+}
+
+/// The promotion attack and the mitigations tried against it.
+fn attack(s: &mut String, r: &SimReport, a: &AttackReport) {
+    let _ = writeln!(
+        s,
+        "\n## Promotion attack\n\n{} fake accounts each rate movie {} (position {} of the \
+         popularity ranking, {} interactions before the attack) 5 stars and {} popular movies \
+         4 or 5 stars, spread over one day, through the ingest pipeline (accepted {}, \
+         quarantined by the velocity limit {}). The audit of that day flagged {} of the fake \
+         accounts and {} real users. Lists of {} served with `{}` to the {} real users of \
+         that day; the target's exposure is the share of lists holding it, and the lift is \
+         measured against a control model retrained on the same day without the attack. \
+         The median rank is the target's position in the model's own ranking of each \
+         user's unseen movies (0 = first), before re-ranking.\n",
+        a.config.users,
+        a.target,
+        a.target_popularity_rank,
+        a.target_seed_interactions,
+        a.config.filler,
+        a.attack_accepted,
+        a.attack_quarantined,
+        a.audit_flagged_fake,
+        a.audit_flagged_real,
+        r.k,
+        a.policy,
+        a.users_served
+    );
+    let _ = writeln!(
+        s,
+        "| model | mitigations | lists with the target | share | lift | lift cut | share with the target in the model's top {} | lift | lift cut | median rank of the target |\n|---|---|---|---|---|---|---|---|---|---|",
+        super::DEEP_K
+    );
+    for x in std::iter::once(&a.before).chain(&a.after) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.4} | {} | {} | {:.4} | {} | {} | {} |",
+            x.name,
+            if x.mitigations.is_empty() {
+                "–".to_string()
+            } else {
+                x.mitigations.join("; ")
+            },
+            x.lists_with_target,
+            x.share,
+            x.lift.map_or("–".into(), |v| format!("{v:+.4}")),
+            pct(x.lift_cut),
+            x.deep_share,
+            x.deep_lift.map_or("–".into(), |v| format!("{v:+.4}")),
+            pct(x.deep_lift_cut),
+            x.median_rank.map_or("–".into(), |v| v.to_string()),
+        );
+    }
+    s.push_str("\n![Target exposure](attack.svg)\n");
 }
 
 /// One metric over the rounds, one line per policy.
