@@ -6,9 +6,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use shared::adapters::adjustments::AdjustmentObjects;
 use shared::adapters::aws;
 use shared::adapters::local::FolderLake;
-use shared::artifact::AdjustmentObjects;
 use shared::batch::{self, BatchManifest, Format, ShardOutput};
 use shared::domain::exposure_control::Adjustments;
 use shared::domain::filter::Filter;

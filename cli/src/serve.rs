@@ -146,7 +146,7 @@ pub(crate) fn serve(a: ServeArgs) -> Result<()> {
             ..settings.api_config()
         };
         let state = Arc::new(
-            AppState::from_stores(&stores, api)
+            AppState::with_stores(stores.api_stores(), api)
                 .with_registry(reg.clone())
                 .with_experiments(stores.experiment_job(&settings)?)
                 .with_ingestor(Arc::new(stores.ingestor(&settings)?))

@@ -175,8 +175,8 @@ async fn batch_rows_are_the_lists_recommend_answers_one_per_asked_user() {
 /// shards did not cover every user gets no manifest.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_batch_steps_plan_shard_and_finish_a_run_and_name_bad_input() {
+    use shared::adapters::adjustments::AdjustmentObjects;
     use shared::adapters::local::{FolderLake, FolderRegistry};
-    use shared::artifact::adjustments::AdjustmentObjects;
     use shared::batch::job::{BatchError, BatchInput, BatchJob, BatchRequest};
     use shared::ports::EventLake;
 

@@ -313,25 +313,33 @@ pub trait EventLake: Send + Sync {
     }
 }
 
+/// Why adjustments could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AdjustmentsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
+}
+
 /// Where the exposure controller's adjustments live: immutable versions
 /// and a pointer to the newest ([`crate::artifact::adjustments`]). The
 /// audit publishes, every recommend instance reads.
 #[async_trait::async_trait]
 pub trait AdjustmentStore: Send + Sync {
     /// The pointer to the newest adjustments; `None` before the first (a cold start).
-    async fn latest(
-        &self,
-    ) -> Result<Option<crate::artifact::AdjustmentsPointer>, crate::artifact::AdjustmentsError>;
+    async fn latest(&self)
+        -> Result<Option<crate::artifact::AdjustmentsPointer>, AdjustmentsError>;
     /// The adjustments `pointer` names, checksum-verified.
     async fn fetch(
         &self,
         pointer: &crate::artifact::AdjustmentsPointer,
-    ) -> Result<crate::domain::exposure_control::Adjustments, crate::artifact::AdjustmentsError>;
+    ) -> Result<crate::domain::exposure_control::Adjustments, AdjustmentsError>;
     /// Stores `adjustments` as a new version and points `latest` at it.
     async fn publish(
         &self,
         adjustments: &crate::domain::exposure_control::Adjustments,
-    ) -> Result<crate::artifact::AdjustmentsPointer, crate::artifact::AdjustmentsError>;
+    ) -> Result<crate::artifact::AdjustmentsPointer, AdjustmentsError>;
 }
 
 /// The accepted ratings of one user within the velocity horizon: `(event

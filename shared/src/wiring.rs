@@ -8,10 +8,10 @@
 //! directory is read-only; only `/tmp` is writable, and it is not shared).
 //! Locally, a store left unset is a folder or the one SQLite file.
 
+use crate::adapters::adjustments::AdjustmentObjects;
 use crate::adapters::aws::emf::EmfStdout;
 use crate::adapters::aws::{self, CallBudget, SdkConfig};
 use crate::adapters::local::{FileMetrics, FolderLake, FolderRegistry, SqliteStore};
-use crate::artifact::AdjustmentObjects;
 use crate::audit::job::AuditJob;
 use crate::canary::job::ExperimentJob;
 use crate::config::{ConfigError, Role, Settings, Store};

@@ -63,8 +63,9 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env()?;
     let stores = Stores::build(Role::Ingest, &settings).await?;
     let ingestor = Arc::new(stores.ingestor(&settings)?);
-    let state =
-        Arc::new(AppState::from_stores(&stores, settings.api_config()).with_ingestor(ingestor));
+    let state = Arc::new(
+        AppState::with_stores(stores.api_stores(), settings.api_config()).with_ingestor(ingestor),
+    );
     let topics = Arc::new(settings.topics.clone());
     run(service_fn(move |e| {
         handle(state.clone(), topics.clone(), e)

@@ -21,7 +21,8 @@ async fn main() -> Result<(), Error> {
     let stores = Stores::build(Role::Recommend, &settings).await?;
     let registry = stores.registry()?;
     let state = Arc::new(
-        AppState::from_stores(&stores, settings.api_config()).with_registry(registry.clone()),
+        AppState::with_stores(stores.api_stores(), settings.api_config())
+            .with_registry(registry.clone()),
     );
     match sync_model(&state, registry.clone()).await {
         Ok(SyncOutcome::Loaded(v)) => {

@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env()?;
     let stores = Stores::build(Role::Rollout, &settings).await?;
     let state = Arc::new(
-        AppState::from_stores(&stores, settings.api_config())
+        AppState::with_stores(stores.api_stores(), settings.api_config())
             .with_experiments(stores.experiment_job(&settings)?)
             .with_registry(stores.registry()?),
     );

@@ -12,6 +12,9 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let settings = Settings::from_env()?;
     let stores = Stores::build(Role::Trace, &settings).await?;
-    let state = Arc::new(AppState::from_stores(&stores, settings.api_config()));
+    let state = Arc::new(AppState::with_stores(
+        stores.api_stores(),
+        settings.api_config(),
+    ));
     run(trace_router(state)).await
 }

@@ -1,4 +1,5 @@
 //! Implementations of the [`crate::ports`] traits.
 
+pub mod adjustments;
 pub mod aws;
 pub mod local;

@@ -5,14 +5,12 @@
 //! (the audit) writes the object first and the pointer last: a reader sees
 //! either the previous version or the whole new one.
 //!
-//! [`AdjustmentObjects`] keeps them in any object store (a folder locally,
-//! `s3://bucket/exposure` in AWS).
+//! `crate::adapters::adjustments::AdjustmentObjects` keeps them in any
+//! object store (a folder locally, `s3://bucket/exposure` in AWS).
 
 use super::{sha256_hex, ArtifactError};
 use crate::domain::exposure_control::{name_of, Adjustments};
-use crate::ports::{AdjustmentStore, EventLake, StoreError};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// The key of the pointer to the newest adjustments.
 pub const LATEST_KEY: &str = "latest.json";
@@ -30,15 +28,6 @@ pub struct AdjustmentsPointer {
     pub bytes: u64,
     /// End of the last audit window folded in (ms since the epoch).
     pub updated_ms: i64,
-}
-
-/// Why adjustments could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum AdjustmentsError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Artifact(#[from] ArtifactError),
 }
 
 /// The object's key of `version`.
@@ -111,47 +100,6 @@ fn invalid(file: &str, reason: impl std::fmt::Display) -> ArtifactError {
     }
 }
 
-/// Adjustments in an object store.
-pub struct AdjustmentObjects {
-    objects: Arc<dyn EventLake>,
-}
-
-impl AdjustmentObjects {
-    pub fn new(objects: Arc<dyn EventLake>) -> Self {
-        AdjustmentObjects { objects }
-    }
-}
-
-#[async_trait::async_trait]
-impl AdjustmentStore for AdjustmentObjects {
-    async fn latest(&self) -> Result<Option<AdjustmentsPointer>, AdjustmentsError> {
-        // A missing pointer is a cold start, told apart from a failing store.
-        match self.objects.get_optional(LATEST_KEY).await? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(decode_pointer(&bytes)?)),
-        }
-    }
-
-    async fn fetch(&self, pointer: &AdjustmentsPointer) -> Result<Adjustments, AdjustmentsError> {
-        match self.objects.get_optional(&pointer.key).await? {
-            Some(bytes) => Ok(verify(pointer, &bytes)?),
-            None => Err(ArtifactError::Missing {
-                file: pointer.key.clone(),
-            }
-            .into()),
-        }
-    }
-
-    async fn publish(&self, a: &Adjustments) -> Result<AdjustmentsPointer, AdjustmentsError> {
-        a.validate().map_err(|e| invalid(&key_of(a.version), e))?;
-        let (bytes, pointer) = encode(a);
-        self.objects.put_object(&pointer.key, bytes).await?;
-        let p = serde_json::to_vec_pretty(&pointer).expect("pointer serialises");
-        self.objects.put_object(LATEST_KEY, p).await?;
-        Ok(pointer)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,25 +146,5 @@ mod tests {
         let e = decode_pointer(&bytes).unwrap_err().to_string();
         assert!(e.starts_with("latest.json: version 1 must be named"), "{e}");
         assert!(decode_pointer(b"{\"version\": 1}").is_err());
-    }
-
-    #[tokio::test]
-    async fn the_store_publishes_and_reads_back_the_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        let objects = Arc::new(crate::adapters::local::FolderLake::new(dir.path()));
-        let store = AdjustmentObjects::new(objects);
-        assert_eq!(store.latest().await.unwrap(), None, "cold start");
-        let a = sample();
-        let p = store.publish(&a).await.unwrap();
-        let b = a.update(&HashMap::new(), 20, &ControllerConfig::default(), 8);
-        let p2 = store.publish(&b).await.unwrap();
-        assert_eq!(store.latest().await.unwrap(), Some(p2.clone()));
-        assert_eq!(store.fetch(&p2).await.unwrap(), b);
-        // Older versions stay readable (immutable objects).
-        assert_eq!(store.fetch(&p).await.unwrap(), a);
-        // A tampered object is refused by name.
-        std::fs::write(dir.path().join("adj-000002.json"), b"{}").unwrap();
-        let e = store.fetch(&p2).await.unwrap_err().to_string();
-        assert!(e.contains("adj-000002.json: checksum mismatch"), "{e}");
     }
 }

@@ -6,7 +6,7 @@
 pub mod adjustments;
 mod neighbours;
 
-pub use adjustments::{AdjustmentObjects, AdjustmentsError, AdjustmentsPointer};
+pub use adjustments::AdjustmentsPointer;
 pub use neighbours::{Neighbours, NEIGHBOURS_FILE, NEIGHBOURS_PER_ITEM};
 
 use serde::{Deserialize, Serialize};

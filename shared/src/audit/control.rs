@@ -10,9 +10,10 @@
 //! reserved concurrency is 1).
 
 use super::Exposure;
-use crate::artifact::{AdjustmentsError, ArtifactError};
+use crate::artifact::ArtifactError;
 use crate::domain::exposure_control::{Adjustments, ControllerConfig};
 use crate::ports::AdjustmentStore;
+use crate::ports::AdjustmentsError;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -106,7 +107,7 @@ pub async fn step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::AdjustmentObjects;
+    use crate::adapters::adjustments::AdjustmentObjects;
     use std::sync::Arc;
 
     fn list(user: u64, movies: &[u64]) -> Exposure {

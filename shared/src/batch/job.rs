@@ -146,7 +146,7 @@ pub enum BatchError {
     #[error(transparent)]
     Scoring(#[from] crate::scoring::ScoringError),
     #[error(transparent)]
-    Adjustments(#[from] crate::artifact::AdjustmentsError),
+    Adjustments(#[from] crate::ports::AdjustmentsError),
     #[error("writing Parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("the shards wrote {rows} rows for {users} users")]

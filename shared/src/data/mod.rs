@@ -155,17 +155,6 @@ pub(crate) fn dense_ids(ids: impl Iterator<Item = u64>) -> (Vec<u64>, HashMap<u6
     (v, map)
 }
 
-/// Year in a MovieLens title such as `Toy Story (1995)`.
-pub(crate) fn year_from_title(title: &str) -> Option<u16> {
-    let t = title.trim_end();
-    let inner = t.strip_suffix(')')?.rsplit_once('(')?.1;
-    if inner.len() == 4 {
-        inner.parse().ok()
-    } else {
-        None
-    }
-}
-
 /// Item metadata for dense ids, falling back to bare entries where none is known.
 pub(crate) fn items_for(ids: &[u64], meta: &HashMap<u64, ItemMeta>) -> Vec<ItemMeta> {
     ids.iter()
@@ -176,6 +165,7 @@ pub(crate) fn items_for(ids: &[u64], meta: &HashMap<u64, ItemMeta>) -> Vec<ItemM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::dataset::year_from_title;
 
     #[test]
     fn years_from_titles() {

@@ -63,11 +63,22 @@ pub struct ItemMeta {
     pub year: Option<u16>,
 }
 
+/// Year in a MovieLens title such as `Toy Story (1995)`.
+pub(crate) fn year_from_title(title: &str) -> Option<u16> {
+    let t = title.trim_end();
+    let inner = t.strip_suffix(')')?.rsplit_once('(')?.1;
+    if inner.len() == 4 {
+        inner.parse().ok()
+    } else {
+        None
+    }
+}
+
 impl ItemMeta {
     /// Metadata from a MovieLens-style title such as `Toy Story (1995)`, whose
     /// trailing year becomes `year`.
     pub fn from_title(movie_id: u64, title: String, genres: Vec<String>) -> Self {
-        let year = crate::data::year_from_title(&title);
+        let year = year_from_title(&title);
         ItemMeta {
             movie_id,
             title,

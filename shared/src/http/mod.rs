@@ -184,11 +184,6 @@ impl AppState {
         }
     }
 
-    /// State over the stores the environment configured (Lambda functions).
-    pub fn from_stores(stores: &crate::wiring::Stores, config: ApiConfig) -> Self {
-        Self::with_stores(stores.api_stores(), config)
-    }
-
     pub fn with_registry(mut self, registry: Arc<dyn ModelStore>) -> Self {
         self.registry = Some(registry);
         self

@@ -7,12 +7,12 @@
 //! the `exposure` policy alike.
 
 use super::AppState;
-use crate::artifact::{AdjustmentsError, AdjustmentsPointer};
+use crate::artifact::AdjustmentsPointer;
 use crate::domain::arm::Arm;
 use crate::domain::exposure_control::Adjustments;
 use crate::domain::strategy::Strategy;
 use crate::http::ApiError;
-use crate::ports::{ModelStore, RegistryError, RolloutState, StoreError};
+use crate::ports::{AdjustmentsError, ModelStore, RegistryError, RolloutState, StoreError};
 use crate::scoring::{LoadError, ServingModel};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
