@@ -113,6 +113,34 @@ async fn output(out: &str) -> Result<Arc<dyn EventLake>> {
     })
 }
 
+/// The filter the flags name, as `GET /recommend` parses its query (an
+/// error names the flag).
+fn filter_of(a: &BatchArgs, model: &ServingModel) -> Result<Filter> {
+    let q: HashMap<String, String> = [
+        ("genre", &a.genre),
+        ("exclude_genre", &a.exclude_genre),
+        ("year_from", &a.year_from),
+        ("year_to", &a.year_to),
+        ("exclude", &a.exclude),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+    .collect();
+    Filter::parse(&q, model.genres())
+        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replacen('_', "-", 1)))
+}
+
+fn progress_bar(users: usize, quiet: bool) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(users as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} users {per_sec} eta {eta}")
+            .expect("template"),
+    );
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
 pub fn run(a: BatchArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let format = Format::parse(&a.format).map_err(anyhow::Error::msg)?;
@@ -126,18 +154,7 @@ pub fn run(a: BatchArgs) -> Result<()> {
         Some(p) => Policy::from_spec(p, a.k).map_err(|e| anyhow::anyhow!("--policy: {e}"))?,
         None => DEFAULT_POLICY.for_k(a.k),
     };
-    let q: HashMap<String, String> = [
-        ("genre", &a.genre),
-        ("exclude_genre", &a.exclude_genre),
-        ("year_from", &a.year_from),
-        ("year_to", &a.year_to),
-        ("exclude", &a.exclude),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
-    .collect();
-    let filter = Filter::parse(&q, model.genres())
-        .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replacen('_', "-", 1)))?;
+    let filter = filter_of(&a, &model)?;
     let users = read_users(&a.users, &model)?;
     let rt = tokio::runtime::Runtime::new()?;
     let lake = rt.block_on(output(&a.out))?;
@@ -153,13 +170,7 @@ pub fn run(a: BatchArgs) -> Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let bar = indicatif::ProgressBar::new(users.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} users {per_sec} eta {eta}")
-            .expect("template"),
-    );
-    if a.quiet {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress_bar(users.len(), a.quiet);
     let mut shards = Vec::new();
     let mut rows_total = 0;
     for (index, range) in batch::plan_shards(users.len(), a.shard_users)

@@ -341,7 +341,51 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
             latency_ms: r.latency_ms,
         })
         .collect();
-    let outcomes = attribute(&served, events, cfg.attribution_ms);
+    let arms = arm_reports(state, &rows, &served, events, catalog, cfg);
+    let matured = served
+        .iter()
+        .filter(|s| s.ts_ms + cfg.attribution_ms <= now_ms)
+        .count();
+    let shadow = (state.strategy == Strategy::Shadow)
+        .then(|| shadow_report(state, &rows, events, catalog, cfg));
+
+    let mut report = ExperimentReport {
+        strategy: state.strategy,
+        experiment_id: experiment.map(str::to_string),
+        primary_version: state.served_version.clone(),
+        candidate_version: state.candidate_version.clone(),
+        primary_policy: state.primary_policy.clone(),
+        candidate_policy: state.candidate_policy.clone(),
+        percentage: state.percentage,
+        revision: state.revision,
+        started_at,
+        window,
+        attribution_window_hours: cfg.attribution_ms as f64 / HOUR_MS as f64,
+        matured_share: ratio(matured as u64, served.len() as u64),
+        arms,
+        analysis: None,
+        guardrails: Vec::new(),
+        shadow,
+        action: Action::None,
+        rationale: String::new(),
+        alarm: false,
+        proposed: None,
+    };
+    plan(&mut report, state, cfg);
+    report
+}
+
+/// Per arm: requests, errors, conversions, p95 latency (with its interval)
+/// and fairness, the latter also on as many lists as the smaller arm served.
+fn arm_reports(
+    state: &RolloutState,
+    rows: &[Traced],
+    served: &[Served],
+    events: &[Engagement],
+    catalog: &Catalog,
+    cfg: &CanaryConfig,
+) -> BTreeMap<String, ArmReport> {
+    let outcomes = attribute(served, events, cfg.attribution_ms);
     let mut arms: BTreeMap<String, ArmReport> = BTreeMap::new();
     let arm_names: &[Arm] = if state.strategy.splits_traffic() {
         &Arm::ALL
@@ -351,7 +395,7 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
     for name in arm_names {
         arms.insert(name.to_string(), ArmReport::default());
     }
-    for r in &rows {
+    for r in rows {
         let a = arms.entry(r.arm.to_string()).or_default();
         a.requests += 1;
         a.errors += (!r.ok) as u64;
@@ -388,37 +432,7 @@ pub fn evaluate(state: &RolloutState, obs: &Observed, cfg: &CanaryConfig) -> Exp
         a.fairness = Fairness::of(&lists, catalog);
         a.fairness_matched = Fairness::of(&evenly(&lists, matched), catalog);
     }
-    let matured = served
-        .iter()
-        .filter(|s| s.ts_ms + cfg.attribution_ms <= now_ms)
-        .count();
-    let shadow = (state.strategy == Strategy::Shadow)
-        .then(|| shadow_report(state, &rows, events, catalog, cfg));
-
-    let mut report = ExperimentReport {
-        strategy: state.strategy,
-        experiment_id: experiment.map(str::to_string),
-        primary_version: state.served_version.clone(),
-        candidate_version: state.candidate_version.clone(),
-        primary_policy: state.primary_policy.clone(),
-        candidate_policy: state.candidate_policy.clone(),
-        percentage: state.percentage,
-        revision: state.revision,
-        started_at,
-        window,
-        attribution_window_hours: cfg.attribution_ms as f64 / HOUR_MS as f64,
-        matured_share: ratio(matured as u64, served.len() as u64),
-        arms,
-        analysis: None,
-        guardrails: Vec::new(),
-        shadow,
-        action: Action::None,
-        rationale: String::new(),
-        alarm: false,
-        proposed: None,
-    };
-    plan(&mut report, state, cfg);
-    report
+    arms
 }
 
 fn shadow_report(

@@ -226,36 +226,7 @@ pub fn parse_value(v: &Value, hint: Option<EventType>, now_ms: i64) -> Result<Pa
     let Some(o) = v.as_object() else {
         return Err(Rejection::new("record", "must be a JSON object"));
     };
-    let named = match o.get("type") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(EventType::parse(s).ok_or_else(|| {
-            Rejection::new(
-                "type",
-                format!("must be one of watch, rate, reco_response (got {s:?})"),
-            )
-        })?),
-        Some(other) => {
-            return Err(Rejection::new(
-                "type",
-                format!("must be a string (got {other})"),
-            ))
-        }
-    };
-    let ty = match (named, hint) {
-        (Some(n), Some(h)) if n != h => {
-            return Err(Rejection::new(
-                "type",
-                format!("is {n} but the source carries {h} events"),
-            ))
-        }
-        (Some(t), _) | (None, Some(t)) => t,
-        (None, None) => {
-            return Err(Rejection::new(
-                "type",
-                "is required (one of watch, rate, reco_response)",
-            ))
-        }
-    };
+    let ty = event_type(o, hint)?;
     let event_id = opt_string(o, "event_id")?;
     let user_id = id_field(o, "user_id")?;
     let ts_ms = time_field(o, now_ms)?;
@@ -263,20 +234,11 @@ pub fn parse_value(v: &Value, hint: Option<EventType>, now_ms: i64) -> Result<Pa
         EventType::Watch => Event::Watch(Watch {
             user_id,
             movie_id: id_field(o, "movie_id")?,
-            minute: match o.get("minute") {
-                None | Some(Value::Null) => None,
-                Some(m) => Some(
-                    m.as_u64()
-                        .and_then(|m| u32::try_from(m).ok())
-                        .filter(|m| *m <= 100_000)
-                        .ok_or_else(|| {
-                            Rejection::new(
-                                "minute",
-                                format!("must be an integer from 0 to 100000 (got {m})"),
-                            )
-                        })?,
-                ),
-            },
+            minute: opt_field(o, "minute", "must be an integer from 0 to 100000", |m| {
+                m.as_u64()
+                    .and_then(|m| u32::try_from(m).ok())
+                    .filter(|m| *m <= 100_000)
+            })?,
             ts_ms,
         }),
         EventType::Rate => Event::Rate(Rate {
@@ -292,37 +254,65 @@ pub fn parse_value(v: &Value, hint: Option<EventType>, now_ms: i64) -> Result<Pa
             model_version: opt_string(o, "model_version")?
                 .ok_or_else(|| Rejection::new("model_version", "is required"))?,
             variant: opt_string(o, "variant")?,
-            status: match o.get("status") {
-                None | Some(Value::Null) => None,
-                Some(s) => Some(
-                    s.as_u64()
-                        .filter(|s| (100..=599).contains(s))
-                        .map(|s| s as u16)
-                        .ok_or_else(|| {
-                            Rejection::new(
-                                "status",
-                                format!("must be an HTTP status from 100 to 599 (got {s})"),
-                            )
-                        })?,
-                ),
-            },
-            latency_ms: match o.get("latency_ms") {
-                None | Some(Value::Null) => None,
-                Some(l) => Some(
-                    l.as_f64()
-                        .filter(|l| l.is_finite() && *l >= 0.0)
-                        .ok_or_else(|| {
-                            Rejection::new(
-                                "latency_ms",
-                                format!("must be a non-negative number (got {l})"),
-                            )
-                        })?,
-                ),
-            },
+            status: opt_field(o, "status", "must be an HTTP status from 100 to 599", |s| {
+                s.as_u64()
+                    .filter(|s| (100..=599).contains(s))
+                    .map(|s| s as u16)
+            })?,
+            latency_ms: opt_field(o, "latency_ms", "must be a non-negative number", |l| {
+                l.as_f64().filter(|l| l.is_finite() && *l >= 0.0)
+            })?,
             ts_ms,
         }),
     };
     Ok(Parsed { event, event_id })
+}
+
+/// The record's type: its `type` field, which must agree with the type
+/// the source implies (`hint`), or the hint alone.
+fn event_type(o: &Map<String, Value>, hint: Option<EventType>) -> Result<EventType, Rejection> {
+    let named = match o.get("type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(EventType::parse(s).ok_or_else(|| {
+            Rejection::new(
+                "type",
+                format!("must be one of watch, rate, reco_response (got {s:?})"),
+            )
+        })?),
+        Some(other) => {
+            return Err(Rejection::new(
+                "type",
+                format!("must be a string (got {other})"),
+            ))
+        }
+    };
+    match (named, hint) {
+        (Some(n), Some(h)) if n != h => Err(Rejection::new(
+            "type",
+            format!("is {n} but the source carries {h} events"),
+        )),
+        (Some(t), _) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(Rejection::new(
+            "type",
+            "is required (one of watch, rate, reco_response)",
+        )),
+    }
+}
+
+/// An optional field: absent or null is `None`; a value `check` refuses is
+/// rejected with `rule` and the value.
+fn opt_field<T>(
+    o: &Map<String, Value>,
+    name: &str,
+    rule: &str,
+    check: impl FnOnce(&Value) -> Option<T>,
+) -> Result<Option<T>, Rejection> {
+    match o.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => check(v)
+            .map(Some)
+            .ok_or_else(|| Rejection::new(name, format!("{rule} (got {v})"))),
+    }
 }
 
 fn id_field(o: &Map<String, Value>, name: &str) -> Result<u64, Rejection> {
