@@ -34,18 +34,32 @@ fn sources() -> Vec<(String, String)> {
     out
 }
 
-/// The code before a `#[cfg(test)]` tail, with `//` comments dropped.
+/// The code without test modules (an out-of-line `#[cfg(test)] mod x;`
+/// wherever it is, an inline one to the end of the file) and without `//`
+/// comments.
 fn production_code(src: &str) -> String {
-    let code = src.split("#[cfg(test)]").next().unwrap_or_default();
-    code.lines()
-        .map(|l| match l.find("//") {
+    let mut out = Vec::new();
+    let mut lines = src.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.trim() == "#[cfg(test)]" {
+            match lines.peek() {
+                Some(next)
+                    if next.trim_start().starts_with("mod ") && next.trim_end().ends_with(';') =>
+                {
+                    lines.next();
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        out.push(match l.find("//") {
             // A comment starts the line, or follows code after a space
             // (`s3://` inside a string does neither).
             Some(i) if l[..i].trim().is_empty() || l[..i].ends_with(' ') => &l[..i],
             _ => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+        });
+    }
+    out.join("\n")
 }
 
 /// The top-level module a file belongs to (`audit/job.rs` → `audit`).
@@ -118,6 +132,12 @@ fn the_cycle_check_finds_a_cycle_and_passes_a_chain() {
         ("c.rs", "#[cfg(test)]\nmod t { use crate::a; }"),
     ]);
     assert!(cycle_edges(&module_graph(&chain)).is_empty());
+    // Code after an out-of-line test module is still read.
+    let after = files(&[
+        ("a/mod.rs", "#[cfg(test)]\nmod tests;\nuse crate::b::X;"),
+        ("b.rs", "fn f() { crate::a::g() }"),
+    ]);
+    assert_eq!(cycle_edges(&module_graph(&after)).len(), 2);
     let cycle = files(&[
         ("a/mod.rs", "use crate::b::X;"),
         ("b.rs", "fn f() { crate::a::g() }"),
