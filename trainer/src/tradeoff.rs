@@ -22,8 +22,8 @@ use shared::audit::exposure::Catalog;
 use shared::canary::Fairness;
 use shared::domain::dataset::{histories, popularity};
 use shared::domain::eval::{recall_ndcg, Scorer};
-use shared::domain::exposure_control::{apply_prices_with, spread, Adjustments, ControllerConfig};
-use shared::domain::rerank::{rerank, ItemFeatures, Policy};
+use shared::domain::exposure_control::{spread, Adjustments, ControllerConfig};
+use shared::domain::rerank::{rerank_priced_in, ItemFeatures, Policy};
 use shared::domain::{Dataset, TestSet};
 
 /// Accuracy and fairness of one policy.
@@ -154,7 +154,7 @@ struct Scored<'a> {
     ds: &'a Dataset,
     all: Vec<Vec<f32>>,
     hist: Vec<Vec<u32>>,
-    spreads: Vec<f64>,
+    spreads: Vec<Option<f64>>,
     features: ItemFeatures,
 }
 
@@ -184,7 +184,7 @@ impl<'a> Scored<'a> {
         );
         Ok(Scored {
             ds,
-            spreads: all.iter().map(|s| spread(s).unwrap_or(0.0)).collect(),
+            spreads: all.iter().map(|s| spread(s)).collect(),
             all,
             hist,
             features,
@@ -249,7 +249,7 @@ struct Ranker<'a> {
 
 impl Ranker<'_> {
     fn list(&self, user: usize, scores: &[f32], k: usize) -> Vec<(u32, f32)> {
-        ranked(
+        rerank_priced_in(
             self.policy,
             scores,
             k,
@@ -316,32 +316,6 @@ impl Ranker<'_> {
             ("recall@20".to_string(), recall / n),
             ("ndcg@20".to_string(), ndcg / n),
         ]
-    }
-}
-
-/// One list as the policy ranks it; `exposure` with the controller's net
-/// adjustments `net` in units of the user's whole-catalogue `unit`.
-#[allow(clippy::too_many_arguments)]
-fn ranked(
-    policy: Policy,
-    scores: &[f32],
-    k: usize,
-    features: &ItemFeatures,
-    history: &[u32],
-    exposure: &[u64],
-    net: &[f32],
-    unit: f64,
-) -> Vec<(u32, f32)> {
-    match policy.for_k(k) {
-        Policy::Exposure { scale, protect, .. } if !net.is_empty() => {
-            let mut adjusted = scores.to_vec();
-            apply_prices_with(&mut adjusted, net, scale, protect, unit);
-            rerank(policy, &adjusted, k, features, history, exposure)
-                .into_iter()
-                .map(|(i, _)| (i, scores[i as usize]))
-                .collect()
-        }
-        _ => rerank(policy, scores, k, features, history, exposure),
     }
 }
 

@@ -521,11 +521,29 @@ pub fn rerank_priced(
     exposure: &[u64],
     prices: &[f32],
 ) -> Vec<(u32, f32)> {
-    let Policy::Exposure { scale, protect, .. } = policy.for_k(k) else {
+    let unit = super::exposure_control::spread(scores);
+    rerank_priced_in(policy, scores, k, f, history, exposure, prices, unit)
+}
+
+/// [`rerank_priced`] with the price unit given: the user's spread over the
+/// whole catalogue, when `scores` hold only some candidates (the offline
+/// NCF protocol). `None` (no finite score) prices nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn rerank_priced_in(
+    policy: Policy,
+    scores: &[f32],
+    k: usize,
+    f: &ItemFeatures,
+    history: &[u32],
+    exposure: &[u64],
+    prices: &[f32],
+    unit: Option<f64>,
+) -> Vec<(u32, f32)> {
+    let (Policy::Exposure { scale, protect, .. }, Some(unit)) = (policy.for_k(k), unit) else {
         return rerank(policy, scores, k, f, history, exposure);
     };
     let mut priced = scores.to_vec();
-    super::exposure_control::apply_prices(&mut priced, prices, scale, protect);
+    super::exposure_control::apply_prices_with(&mut priced, prices, scale, protect, unit);
     rerank(policy, &priced, k, f, history, exposure)
         .into_iter()
         .map(|(i, _)| (i, scores[i as usize]))
