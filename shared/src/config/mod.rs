@@ -277,7 +277,6 @@ impl Settings {
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             function_version: self.function_version.clone(),
-            function_name: self.function_name.clone(),
             trace_ttl_secs: self.trace_ttl_days * 86_400,
             admin_token: self.admin_token.clone(),
             iam_authorized: self.in_lambda,

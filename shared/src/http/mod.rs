@@ -49,8 +49,6 @@ pub const K_MAX: usize = 100;
 pub struct ApiConfig {
     /// Reported as `provenance.function_version` (Lambda version, or `local`).
     pub function_version: String,
-    /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`), the EMF `Function` dimension.
-    pub function_name: String,
     /// How long traces are kept.
     pub trace_ttl_secs: i64,
     /// Bearer token that admits admin routes locally (`MOVIE_RECS_ADMIN_TOKEN`).
@@ -79,7 +77,6 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             function_version: "local".into(),
-            function_name: "local".into(),
             trace_ttl_secs: 30 * 86_400,
             admin_token: None,
             iam_authorized: false,
